@@ -1,0 +1,259 @@
+//! Identifiers, positions and versions.
+
+use std::cell::Cell;
+use std::fmt;
+use uuid::Uuid;
+
+macro_rules! uuid_newtype {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+        #[cfg_attr(feature = "serde", serde(transparent))]
+        pub struct $name(Uuid);
+
+        impl $name {
+            /// Wraps an existing UUID.
+            pub const fn from_uuid(uuid: Uuid) -> Self {
+                Self(uuid)
+            }
+
+            /// The UUID inside.
+            pub const fn as_uuid(&self) -> &Uuid {
+                &self.0
+            }
+        }
+
+        impl From<Uuid> for $name {
+            fn from(uuid: Uuid) -> Self {
+                Self(uuid)
+            }
+        }
+
+        impl From<$name> for Uuid {
+            fn from(id: $name) -> Uuid {
+                id.0
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.0)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+    };
+}
+
+uuid_newtype! {
+    /// Names a stream. Streams are laid out in a transaction in ascending
+    /// `StreamId` order (the derived `Ord`, which is the UUID's byte order).
+    ///
+    /// ```
+    /// use hindsight::StreamId;
+    /// let a = StreamId::new();
+    /// let b = StreamId::from_uuid(uuid::Uuid::from_u128(7));
+    /// assert_ne!(a, b);
+    /// assert_eq!(b.to_string(), "00000000-0000-0000-0000-000000000007");
+    /// ```
+    StreamId
+}
+
+uuid_newtype! {
+    /// Names one stored event. The store assigns it when the event is
+    /// inserted; reading the event again always gives the same id.
+    ///
+    /// ```
+    /// use hindsight::{ExpectedVersion, MemoryStore, StreamId, Transaction};
+    /// let store = MemoryStore::new();
+    /// store.insert(Transaction::single(StreamId::new(), ExpectedVersion::Any, "x")).unwrap();
+    /// let first = store.read_all(hindsight::Start::Beginning).next().unwrap().event_id();
+    /// let again = store.read_all(hindsight::Start::Beginning).next().unwrap().event_id();
+    /// assert_eq!(first, again);
+    /// ```
+    EventId
+}
+
+uuid_newtype! {
+    /// Ties together the events of one transaction (and whatever caused it).
+    ///
+    /// ```
+    /// use hindsight::CorrelationId;
+    /// assert_ne!(CorrelationId::new(), CorrelationId::new());
+    /// ```
+    CorrelationId
+}
+
+impl StreamId {
+    /// A new random (version 4) stream id.
+    pub fn new() -> Self {
+        Self(Uuid::new_v4())
+    }
+}
+
+impl Default for StreamId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CorrelationId {
+    /// A new random (version 4) correlation id.
+    pub fn new() -> Self {
+        Self(Uuid::new_v4())
+    }
+}
+
+impl Default for CorrelationId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+thread_local! {
+    /// This thread's event id generator: a random prefix and a counter.
+    static EVENT_IDS: Cell<(u64, u64)> = Cell::new((Uuid::new_v4().as_u64_pair().0, 0));
+}
+
+/// A block of fresh event ids, taken from this thread's generator at once so
+/// that handing them out later is plain arithmetic that cannot fail.
+///
+/// Ids are version 8 (custom) UUIDs: the high half is a random prefix drawn
+/// once per thread (58 random bits once version and variant are set), the low
+/// half a per-thread counter. They cost no system call, never repeat within a
+/// thread, and repeat across threads or processes only if two 58-bit random
+/// prefixes collide.
+pub(crate) struct EventIds {
+    prefix: u64,
+    next: u64,
+}
+
+impl EventIds {
+    /// Takes `count` ids from this thread's generator.
+    pub(crate) fn take(count: u64) -> Self {
+        EVENT_IDS
+            .try_with(|ids| {
+                let (prefix, next) = ids.get();
+                ids.set((prefix, next.wrapping_add(count)));
+                EventIds { prefix, next }
+            })
+            // The thread is being torn down: a fresh random prefix is as good.
+            .unwrap_or_else(|_| EventIds {
+                prefix: Uuid::new_v4().as_u64_pair().0,
+                next: 0,
+            })
+    }
+
+    /// The next id of the block.
+    #[inline]
+    pub(crate) fn next_id(&mut self) -> EventId {
+        let counter = self.next;
+        self.next = self.next.wrapping_add(1);
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&self.prefix.to_be_bytes());
+        bytes[8..].copy_from_slice(&counter.to_be_bytes());
+        // `from_custom_bytes` overwrites the version and variant bits: 4 of
+        // the prefix and the top 2 of the counter, which a thread would need
+        // 2^62 ids to reach.
+        EventId(uuid::Builder::from_custom_bytes(bytes).into_uuid())
+    }
+}
+
+macro_rules! number_newtype {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+        #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+        #[cfg_attr(feature = "serde", serde(transparent))]
+        pub struct $name(pub u64);
+
+        impl $name {
+            /// The number inside.
+            pub const fn get(self) -> u64 {
+                self.0
+            }
+        }
+
+        impl From<u64> for $name {
+            fn from(value: u64) -> Self {
+                Self(value)
+            }
+        }
+
+        impl From<$name> for u64 {
+            fn from(value: $name) -> u64 {
+                value.0
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.0)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+    };
+}
+
+number_newtype! {
+    /// An event's place in the store's one total order: 0 for the first event
+    /// ever committed, then +1 per event, with no gaps and no reuse.
+    ///
+    /// ```
+    /// use hindsight::Position;
+    /// assert!(Position(3) < Position(4));
+    /// assert_eq!(Position::from(5).get(), 5);
+    /// ```
+    Position
+}
+
+number_newtype! {
+    /// An event's place in its stream: 0 for the stream's first event, then
+    /// +1 per event of that stream.
+    ///
+    /// ```
+    /// use hindsight::StreamVersion;
+    /// assert_eq!(StreamVersion(0).get(), 0);
+    /// ```
+    StreamVersion
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_are_unique_within_and_across_threads() {
+        let mut ids: Vec<EventId> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut block = EventIds::take(10_000);
+                        let mut ids: Vec<_> = (0..10_000).map(|_| block.next_id()).collect();
+                        ids.extend((0..100).map(|_| EventIds::take(1).next_id()));
+                        ids
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
+        });
+        let total = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), total);
+        assert_eq!(ids[0].as_uuid().get_version_num(), 8);
+    }
+}

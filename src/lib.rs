@@ -1,0 +1,55 @@
+//! A lock-free in-memory event store.
+//!
+//! Streams of events, optimistic concurrency by expected version, atomic
+//! transactions across several streams, one global commit order, and
+//! zero-copy reads: the semantics of a durable event store, embedded in your
+//! process, at memory speed. Built to sit under test suites that fire heavy
+//! concurrent load at it.
+//!
+//! ```
+//! use hindsight::{ExpectedVersion, MemoryStore, Start, StreamId, Transaction};
+//!
+//! let store = MemoryStore::new();
+//! let (cart, stock) = (StreamId::new(), StreamId::new());
+//!
+//! // One transaction over two streams: all or nothing, one contiguous range.
+//! let done = store.insert(
+//!     Transaction::new()
+//!         .append(cart, ExpectedVersion::NoStream, ["item added", "checked out"])
+//!         .append(stock, ExpectedVersion::Any, ["item reserved"]),
+//! ).unwrap();
+//!
+//! // The next write to `cart` must not race an unseen one.
+//! let cart_head = done.stream(cart).unwrap();
+//! store.insert(Transaction::single(cart, cart_head.expect_exact(), "paid")).unwrap();
+//!
+//! assert_eq!(store.read_all(Start::Beginning).count(), 4);
+//! assert_eq!(store.read_stream(cart, Default::default()).count(), 3);
+//! ```
+//!
+//! The design, and why each ordering is enough, is in `DESIGN.md`.
+
+#![warn(missing_docs, missing_debug_implementations)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod envelope;
+mod error;
+mod ids;
+mod log;
+mod read;
+mod segments;
+mod store;
+mod stream;
+mod sync;
+mod transaction;
+mod watermark;
+
+pub use envelope::Envelope;
+pub use error::{InsertError, VersionMismatch};
+pub use ids::{CorrelationId, EventId, Position, StreamId, StreamVersion};
+pub use read::{ReadAll, ReadStream, Start};
+pub use store::MemoryStore;
+pub use transaction::{Committed, ExpectedVersion, StreamHead, Transaction};
+
+/// Re-exported so users can build ids without naming the `uuid` crate.
+pub use uuid::Uuid;

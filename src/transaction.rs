@@ -1,0 +1,283 @@
+//! Transactions: what to write, to which streams, under which expectations.
+
+use crate::{CorrelationId, Position, StreamId, StreamVersion};
+
+/// What a writer expects of a stream just before its transaction.
+///
+/// Checked against the stream's state just before the transaction, for
+/// every stream the transaction names, including streams it writes no
+/// events to.
+///
+/// ```
+/// use hindsight::{ExpectedVersion, InsertError, MemoryStore, StreamId, StreamVersion, Transaction};
+///
+/// let store = MemoryStore::new();
+/// let stream = StreamId::new();
+/// let head = store.insert(Transaction::single(stream, ExpectedVersion::NoStream, 1)).unwrap()
+///     .stream(stream).unwrap();
+/// assert_eq!(head.version, StreamVersion(0));
+///
+/// // The next writer that expects version 0 wins; a second one loses.
+/// store.insert(Transaction::single(stream, ExpectedVersion::Exact(head.version), 2)).unwrap();
+/// let lost = store.insert(Transaction::single(stream, ExpectedVersion::Exact(head.version), 3));
+/// assert!(matches!(lost, Err(InsertError::VersionConflict(_))));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum ExpectedVersion {
+    /// Always passes.
+    Any,
+    /// The stream has no events.
+    NoStream,
+    /// The stream has at least one event.
+    StreamExists,
+    /// The stream's last event has this version. A missing stream never
+    /// matches, not even version 0.
+    Exact(StreamVersion),
+    /// The stream's last event sits at this global position. Writes to
+    /// other streams do not change it.
+    ExactPosition(Position),
+}
+
+impl ExpectedVersion {
+    /// Whether a stream whose last event is `head` (or that has none)
+    /// meets this expectation.
+    ///
+    /// ```
+    /// use hindsight::{ExpectedVersion, Position, StreamHead, StreamVersion};
+    /// let head = StreamHead { version: StreamVersion(2), position: Position(9) };
+    /// assert!(ExpectedVersion::Exact(StreamVersion(2)).matches(Some(head)));
+    /// assert!(ExpectedVersion::ExactPosition(Position(9)).matches(Some(head)));
+    /// assert!(!ExpectedVersion::Exact(StreamVersion(0)).matches(None));
+    /// assert!(ExpectedVersion::NoStream.matches(None));
+    /// ```
+    pub fn matches(self, head: Option<StreamHead>) -> bool {
+        match (self, head) {
+            (ExpectedVersion::Any, _) => true,
+            (ExpectedVersion::NoStream, head) => head.is_none(),
+            (ExpectedVersion::StreamExists, head) => head.is_some(),
+            (ExpectedVersion::Exact(version), Some(head)) => head.version == version,
+            (ExpectedVersion::ExactPosition(position), Some(head)) => head.position == position,
+            (ExpectedVersion::Exact(_) | ExpectedVersion::ExactPosition(_), None) => false,
+        }
+    }
+}
+
+/// A stream's last event: its version and its global position.
+///
+/// Either one is a valid exact expectation for the stream's next write.
+///
+/// ```
+/// use hindsight::{ExpectedVersion, MemoryStore, StreamId, Transaction};
+/// let store = MemoryStore::new();
+/// let stream = StreamId::new();
+/// let head = store.insert(Transaction::single(stream, ExpectedVersion::NoStream, ())).unwrap()
+///     .stream(stream).unwrap();
+/// assert_eq!(store.stream_head(stream), Some(head));
+/// store.insert(Transaction::single(stream, head.expect_exact(), ())).unwrap();
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct StreamHead {
+    /// The version of the stream's last event.
+    pub version: StreamVersion,
+    /// The global position of the stream's last event.
+    pub position: Position,
+}
+
+impl StreamHead {
+    /// `ExpectedVersion::Exact(self.version)`: the expectation that the
+    /// stream has not moved since.
+    pub fn expect_exact(self) -> ExpectedVersion {
+        ExpectedVersion::Exact(self.version)
+    }
+}
+
+/// The events for one stream in a transaction, with their expectation.
+#[derive(Debug)]
+pub(crate) struct Append<E> {
+    pub(crate) stream: StreamId,
+    pub(crate) expected: ExpectedVersion,
+    pub(crate) events: Vec<E>,
+}
+
+/// A set of writes to one or more streams, inserted all or nothing.
+///
+/// Build it by appending events to streams, each with an expectation; all
+/// expectations are checked against the state just before the insert, and
+/// if any fails nothing is written. Inside the transaction each stream's
+/// events are contiguous and in the given order, and streams are laid out
+/// in ascending [`StreamId`] order.
+///
+/// Appending to a stream twice concatenates its events, and the first
+/// expectation wins; [`compose`](Transaction::compose) follows the same rule.
+///
+/// An empty transaction (no streams at all) is accepted as a no-op.
+///
+/// ```
+/// use hindsight::{CorrelationId, ExpectedVersion, MemoryStore, StreamId, Transaction};
+///
+/// let store = MemoryStore::new();
+/// let (order, stock) = (StreamId::new(), StreamId::new());
+/// let tx = Transaction::new()
+///     .append(order, ExpectedVersion::NoStream, ["placed", "paid"])
+///     .append(stock, ExpectedVersion::Any, ["reserved"])
+///     .with_correlation_id(CorrelationId::new());
+/// let committed = store.insert(tx).unwrap();
+/// assert_eq!(committed.last_position().map(|p| p.get()), Some(2));
+/// ```
+#[derive(Debug)]
+pub struct Transaction<E> {
+    pub(crate) appends: Vec<Append<E>>,
+    pub(crate) correlation_id: Option<CorrelationId>,
+}
+
+impl<E> Default for Transaction<E> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<E> Transaction<E> {
+    /// An empty transaction.
+    pub fn new() -> Self {
+        Self {
+            appends: Vec::new(),
+            correlation_id: None,
+        }
+    }
+
+    /// A transaction of one event to one stream.
+    ///
+    /// ```
+    /// use hindsight::{ExpectedVersion, MemoryStore, StreamId, Transaction};
+    /// let store = MemoryStore::new();
+    /// store.insert(Transaction::single(StreamId::new(), ExpectedVersion::NoStream, "hello")).unwrap();
+    /// assert_eq!(store.head().map(|p| p.get()), Some(0));
+    /// ```
+    pub fn single(stream: StreamId, expected: ExpectedVersion, event: E) -> Self {
+        Self::new().append(stream, expected, [event])
+    }
+
+    /// Appends `events` to `stream`, expecting `expected` of it.
+    ///
+    /// The events are collected here, so a panicking iterator panics in the
+    /// caller, before the store is touched. Zero events still check the
+    /// expectation.
+    ///
+    /// ```
+    /// use hindsight::{ExpectedVersion, MemoryStore, StreamId, Transaction};
+    /// let store = MemoryStore::<u32>::new();
+    /// let stream = StreamId::new();
+    /// // A pure check: fails, and writes nothing, if the stream exists.
+    /// store.insert(Transaction::new().append(stream, ExpectedVersion::NoStream, [])).unwrap();
+    /// assert_eq!(store.head(), None);
+    /// ```
+    pub fn append(
+        mut self,
+        stream: StreamId,
+        expected: ExpectedVersion,
+        events: impl IntoIterator<Item = E>,
+    ) -> Self {
+        self.appends.push(Append {
+            stream,
+            expected,
+            events: events.into_iter().collect(),
+        });
+        self
+    }
+
+    /// Sets the correlation id that every event of the transaction carries.
+    pub fn with_correlation_id(mut self, correlation_id: CorrelationId) -> Self {
+        self.correlation_id = Some(correlation_id);
+        self
+    }
+
+    /// Both transactions as one: `self`'s writes first. Events for a stream
+    /// both name are concatenated (`self`'s first) and `self`'s expectation
+    /// wins; so does `self`'s correlation id, if it has one.
+    ///
+    /// ```
+    /// use hindsight::{ExpectedVersion, MemoryStore, Start, StreamId, Transaction};
+    /// let store = MemoryStore::new();
+    /// let stream = StreamId::new();
+    /// let left = Transaction::single(stream, ExpectedVersion::NoStream, "a");
+    /// let right = Transaction::single(stream, ExpectedVersion::StreamExists, "b");
+    /// store.insert(left.compose(right)).unwrap(); // NoStream is checked, not StreamExists
+    /// let events: Vec<_> = store.read_all(Start::Beginning).map(|e| *e.payload()).collect();
+    /// assert_eq!(events, ["a", "b"]);
+    /// ```
+    pub fn compose(mut self, other: Transaction<E>) -> Self {
+        self.appends.extend(other.appends);
+        self.correlation_id = self.correlation_id.or(other.correlation_id);
+        self
+    }
+
+    /// The number of events the transaction writes.
+    pub fn len(&self) -> usize {
+        self.appends.iter().map(|append| append.events.len()).sum()
+    }
+
+    /// Whether the transaction writes no events (it may still check
+    /// expectations).
+    pub fn is_empty(&self) -> bool {
+        self.appends.iter().all(|append| append.events.is_empty())
+    }
+
+    /// The appends merged per stream (first expectation wins, events
+    /// concatenated in order) and sorted by stream id.
+    pub(crate) fn into_normalized(self) -> (Vec<Append<E>>, Option<CorrelationId>) {
+        let mut appends = self.appends;
+        // Stable: appends to one stream stay in the order they were made.
+        appends.sort_by_key(|append| append.stream);
+        appends.dedup_by(|later, earlier| {
+            if later.stream != earlier.stream {
+                return false;
+            }
+            earlier.events.append(&mut later.events);
+            true
+        });
+        (appends, self.correlation_id)
+    }
+}
+
+/// What a successful insert wrote.
+///
+/// ```
+/// use hindsight::{ExpectedVersion, MemoryStore, Position, StreamId, StreamVersion, Transaction};
+/// let store = MemoryStore::new();
+/// let (a, b) = (StreamId::new(), StreamId::new());
+/// let done = store.insert(Transaction::new()
+///     .append(a, ExpectedVersion::Any, [1, 2])
+///     .append(b, ExpectedVersion::Any, [3])).unwrap();
+/// assert_eq!(done.last_position(), Some(Position(2)));
+/// assert_eq!(done.stream(a).unwrap().version, StreamVersion(1));
+/// assert_eq!(done.streams().len(), 2);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub(crate) last_position: Option<Position>,
+    pub(crate) streams: Vec<(StreamId, StreamHead)>,
+}
+
+impl Committed {
+    /// The position of the transaction's last event; `None` if it wrote no
+    /// events.
+    pub fn last_position(&self) -> Option<Position> {
+        self.last_position
+    }
+
+    /// The new head of `stream`, if the transaction wrote events to it.
+    pub fn stream(&self, stream: StreamId) -> Option<StreamHead> {
+        self.streams
+            .binary_search_by_key(&stream, |(id, _)| *id)
+            .ok()
+            .map(|index| self.streams[index].1)
+    }
+
+    /// The new head of every stream the transaction wrote events to, in
+    /// ascending stream id order.
+    pub fn streams(&self) -> &[(StreamId, StreamHead)] {
+        &self.streams
+    }
+}
