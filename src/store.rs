@@ -174,7 +174,7 @@ impl<E> MemoryStore<E> {
         // ---- From here to `commit`, nothing may panic. ----
         let mut reservation = log.reserve(total);
         #[cfg(test)]
-        fault::after_reserve();
+        fault::check(0);
         let start = reservation.start();
         let mut next = start;
         for (append, stream) in appends.iter().zip(&locked) {
@@ -226,6 +226,8 @@ impl<E> MemoryStore<E> {
                 });
                 version += 1;
                 position += 1;
+                #[cfg(test)]
+                fault::check(position - start);
             }
         }
         reservation.commit();
@@ -371,24 +373,146 @@ impl<E> MemoryStore<E> {
     }
 }
 
-/// Test-only fault injection between reservation and commit, to prove that
-/// the poisoning path drops every event once and never hangs a waiter.
+/// Test-only hook between reservation and commit, to drive the poisoning
+/// path: it must drop every event once and never hang a waiter.
 #[cfg(test)]
 pub(crate) mod fault {
-    use std::cell::Cell;
+    use std::cell::RefCell;
+
+    type Hook = (u64, Box<dyn FnOnce()>);
 
     thread_local! {
-        static PANIC_AFTER_RESERVE: Cell<bool> = const { Cell::new(false) };
+        static HOOK: RefCell<Option<Hook>> = const { RefCell::new(None) };
     }
 
-    /// Makes this thread's next insert panic right after reserving.
-    pub(crate) fn arm() {
-        PANIC_AFTER_RESERVE.with(|armed| armed.set(true));
+    /// Runs `hook` inside this thread's next insert, once it has reserved
+    /// its range and written `written` envelopes into it.
+    pub(crate) fn after_writes(written: u64, hook: impl FnOnce() + 'static) {
+        HOOK.with(|slot| *slot.borrow_mut() = Some((written, Box::new(hook))));
     }
 
-    pub(crate) fn after_reserve() {
-        if PANIC_AFTER_RESERVE.with(|armed| armed.replace(false)) {
-            panic!("injected fault between reservation and commit");
+    pub(crate) fn check(written: u64) {
+        let hook = HOOK.with(|slot| {
+            let mut slot = slot.borrow_mut();
+            match slot.take() {
+                Some((at, hook)) if at == written => Some(hook),
+                other => {
+                    *slot = other;
+                    None
+                }
+            }
+        });
+        if let Some(hook) = hook {
+            hook();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ExpectedVersion;
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc;
+
+    /// Counts its drops.
+    struct Counted(std::sync::Arc<AtomicUsize>);
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn counted(drops: &std::sync::Arc<AtomicUsize>, n: usize) -> Vec<Counted> {
+        (0..n).map(|_| Counted(drops.clone())).collect()
+    }
+
+    #[test]
+    fn a_panic_between_reserve_and_commit_poisons_and_wakes_a_waiting_writer() {
+        let drops = std::sync::Arc::new(AtomicUsize::new(0));
+        let store = MemoryStore::new();
+        let stream = StreamId::new();
+        store
+            .insert(Transaction::new().append(stream, ExpectedVersion::Any, counted(&drops, 3)))
+            .unwrap();
+
+        // Writer A reserves positions 3..5; inside the hook it lets writer B
+        // reserve 5..6 (B then commits and waits on A's range), then panics.
+        let (start_b, start_b_rx) = mpsc::channel::<()>();
+        let (b_reserved, b_reserved_rx) = mpsc::channel::<()>();
+        let b = {
+            let (store, drops) = (store.clone(), drops.clone());
+            std::thread::spawn(move || {
+                start_b_rx.recv().unwrap();
+                fault::after_writes(0, move || b_reserved.send(()).unwrap());
+                store.insert(Transaction::new().append(
+                    StreamId::new(),
+                    ExpectedVersion::Any,
+                    counted(&drops, 1),
+                ))
+            })
+        };
+        fault::after_writes(0, move || {
+            start_b.send(()).unwrap();
+            b_reserved_rx.recv().unwrap();
+            panic!("injected fault between reservation and commit");
+        });
+        let a = catch_unwind(AssertUnwindSafe(|| {
+            store.insert(Transaction::new().append(
+                stream,
+                ExpectedVersion::Any,
+                counted(&drops, 2),
+            ))
+        }));
+        assert!(a.is_err(), "the injected panic propagates to A's caller");
+        // B committed behind A's hole: it must be told, not left hanging.
+        assert_eq!(b.join().unwrap(), Err(InsertError::Poisoned));
+
+        assert!(store.is_poisoned());
+        assert_eq!(
+            store.insert(Transaction::single(
+                stream,
+                ExpectedVersion::Any,
+                Counted(drops.clone())
+            )),
+            Err(InsertError::Poisoned)
+        );
+        // The committed prefix stays readable and whole.
+        assert_eq!(store.head(), Some(Position(2)));
+        assert_eq!(store.read_all(Start::Beginning).count(), 3);
+        assert_eq!(
+            store.stream_head(stream).map(|h| h.version),
+            Some(StreamVersion(2))
+        );
+
+        // A's 2 events were dropped by the unwind, the rejected one at once.
+        assert_eq!(drops.load(Ordering::Relaxed), 3);
+        drop(store);
+        // 3 committed + B's 1 (committed past the hole) dropped with the store.
+        assert_eq!(drops.load(Ordering::Relaxed), 7);
+    }
+
+    #[test]
+    fn a_panic_after_some_envelopes_were_written_drops_each_exactly_once() {
+        let drops = std::sync::Arc::new(AtomicUsize::new(0));
+        let store = MemoryStore::new();
+        let (a, b) = (StreamId::new(), StreamId::new());
+        // 2 of 4 envelopes moved into the log, 2 still in the transaction.
+        fault::after_writes(2, || panic!("injected"));
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            store.insert(
+                Transaction::new()
+                    .append(a, ExpectedVersion::Any, counted(&drops, 2))
+                    .append(b, ExpectedVersion::Any, counted(&drops, 2)),
+            )
+        }));
+        assert!(result.is_err());
+        assert_eq!(drops.load(Ordering::Relaxed), 4);
+        assert_eq!(store.head(), None);
+        assert_eq!(store.read_all(Start::Beginning).count(), 0);
+        drop(store);
+        assert_eq!(drops.load(Ordering::Relaxed), 4);
     }
 }
