@@ -53,3 +53,8 @@ pub use transaction::{Committed, ExpectedVersion, StreamHead, Transaction};
 
 /// Re-exported so users can build ids without naming the `uuid` crate.
 pub use uuid::Uuid;
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

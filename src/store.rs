@@ -211,12 +211,12 @@ impl<E> MemoryStore<E> {
             let Some((stream, head)) = next_head.next() else {
                 break;
             };
-            let count = append.events.len() as u64;
-            let mut version = head.version.0 + 1 - count;
-            let mut position = head.position.0 + 1 - count;
-            for payload in append.events {
+            // The head is the last event: count back to the first.
+            let first = 1 + head.version.0 - append.events.len() as u64;
+            let offset = head.position.0 - head.version.0;
+            for (version, payload) in (first..).zip(append.events) {
                 reservation.write(Envelope {
-                    position: Position(position),
+                    position: Position(offset + version),
                     version: StreamVersion(version),
                     stream: *stream,
                     event_id: ids.next_id(),
@@ -224,10 +224,8 @@ impl<E> MemoryStore<E> {
                     created_at,
                     payload,
                 });
-                version += 1;
-                position += 1;
                 #[cfg(test)]
-                fault::check(position - start);
+                fault::check(offset + version + 1 - start);
             }
         }
         reservation.commit();
