@@ -38,8 +38,13 @@ mod ids;
 mod log;
 mod read;
 mod segments;
+mod selector;
+mod signal;
 mod store;
 mod stream;
+#[cfg(not(loom))]
+mod subscriber;
+mod subscription;
 mod sync;
 mod transaction;
 mod watermark;
@@ -48,7 +53,13 @@ pub use envelope::Envelope;
 pub use error::{InsertError, VersionMismatch};
 pub use ids::{CorrelationId, EventId, Position, StreamId, StreamVersion};
 pub use read::{ReadAll, ReadStream, Start};
+pub use selector::{EventType, Selector};
 pub use store::MemoryStore;
+#[cfg(not(loom))]
+pub use subscriber::{
+    EventContext, Flow, HandlerError, HandlerFailure, Subscriber, SubscriberError, WaitError,
+};
+pub use subscription::{Subscription, SubscriptionError};
 pub use transaction::{Committed, ExpectedVersion, StreamHead, Transaction};
 
 /// Re-exported so users can build ids without naming the `uuid` crate.

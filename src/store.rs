@@ -43,7 +43,7 @@ use std::time::SystemTime;
 /// assert_eq!(all, [&Account::Opened, &Account::Deposited(5), &Account::Deposited(7)]);
 /// ```
 pub struct MemoryStore<E> {
-    inner: Arc<Inner<E>>,
+    pub(crate) inner: Arc<Inner<E>>,
 }
 
 pub(crate) struct Inner<E> {

@@ -6,14 +6,12 @@
 //! watermark past it, and keeps going while the next range is committed too.
 //! Readers and subscribers only ever look below the watermark.
 //!
-//! Waiting on the watermark spins with `Backoff`, then parks on an
-//! `event_listener::Event`. Notifying an `Event` takes a lock, so a writer
-//! that moves the watermark notifies only when someone is parked, counted in
-//! `sleepers` (a Dekker-style handshake, see [`Watermark::park_until`]).
+//! Waiting on the watermark spins with `Backoff`, then parks on a
+//! [`Signal`], which a writer that moves the watermark wakes (for free when
+//! nobody is parked).
 
-use crate::sync::{fence, AtomicBool, AtomicU64, AtomicUsize, Backoff, CachePadded, Ordering};
-use event_listener::{Event, Listener};
-use std::time::Instant;
+use crate::signal::Signal;
+use crate::sync::{AtomicBool, AtomicU64, Backoff, CachePadded, Ordering};
 
 /// Returned by waits when the store was poisoned: the watermark will never
 /// move again.
@@ -23,21 +21,19 @@ pub(crate) struct Poisoned;
 pub(crate) struct Watermark {
     /// Every position below this is committed, in whole transactions.
     value: CachePadded<AtomicU64>,
-    /// Threads that are parked, or about to park, on `event`.
-    sleepers: CachePadded<AtomicUsize>,
     /// Set once a reserved range can never be committed.
     poisoned: AtomicBool,
-    /// Where waiters park; notified when the watermark moves or on poison.
-    event: Event,
+    /// Where waiters park; woken when the watermark moves, on poison, and
+    /// when a subscription is cancelled.
+    pub(crate) signal: Signal,
 }
 
 impl Watermark {
     pub(crate) fn new() -> Self {
         Self {
             value: CachePadded::new(AtomicU64::new(0)),
-            sleepers: CachePadded::new(AtomicUsize::new(0)),
             poisoned: AtomicBool::new(false),
-            event: Event::new(),
+            signal: Signal::new(),
         }
     }
 
@@ -52,7 +48,7 @@ impl Watermark {
 
     pub(crate) fn is_poisoned(&self) -> bool {
         // Acquire: pairs with the SeqCst store in `poison`; nothing is read
-        // through the flag, so this only needs to see it eventually.
+        // through the flag, and `Signal`'s fences order it for sleepers.
         self.poisoned.load(Ordering::Acquire)
     }
 
@@ -91,32 +87,15 @@ impl Watermark {
             }
         }
         if moved {
-            self.wake();
+            self.signal.wake();
         }
     }
 
     /// Marks the store as poisoned and wakes every waiter.
     pub(crate) fn poison(&self) {
-        // SeqCst: ordered before the fence in `wake`, so that a waiter whose
-        // readiness check missed this store has its `sleepers` increment seen.
+        // SeqCst: ordered before the fence in `Signal::wake`.
         self.poisoned.store(true, Ordering::SeqCst);
-        self.wake();
-    }
-
-    /// Wakes the parked waiters, if there are any.
-    ///
-    /// Called after the state that waiters check (the watermark, the poison
-    /// flag, or anything a subscriber's `ready` reads) has changed.
-    pub(crate) fn wake(&self) {
-        // SeqCst fence: pairs with the fence in `park_until`. Either this
-        // fence comes first in the single total order, and the waiter's check
-        // after its fence sees the change made before this one, or the
-        // waiter's comes first, and the load below sees its increment.
-        fence(Ordering::SeqCst);
-        // Relaxed: the fence above orders it (see there).
-        if self.sleepers.load(Ordering::Relaxed) > 0 {
-            self.event.notify(usize::MAX);
-        }
+        self.signal.wake();
     }
 
     /// Waits until the watermark reaches `target`.
@@ -131,42 +110,12 @@ impl Watermark {
                 return Err(Poisoned);
             }
             if backoff.is_completed() {
-                self.park_until(|| ready() || self.is_poisoned(), None);
+                self.signal
+                    .park_until(|| ready() || self.is_poisoned(), None);
             } else {
                 backoff.snooze();
             }
         }
-    }
-
-    /// Parks until `ready()` may have become true, or until `deadline`.
-    /// Returns `false` only when the deadline passed.
-    ///
-    /// May return spuriously: callers check `ready()` again.
-    pub(crate) fn park_until(&self, ready: impl Fn() -> bool, deadline: Option<Instant>) -> bool {
-        // Register first, so that any notify from here on reaches us.
-        let listener = self.event.listen();
-        // SeqCst: part of the handshake with `wake`, see the fence below.
-        self.sleepers.fetch_add(1, Ordering::SeqCst);
-        // SeqCst fence: pairs with the fence in `wake`. Either `wake`'s fence
-        // is later, and its `sleepers` load sees our increment (so it
-        // notifies our registered listener), or it is earlier, and `ready`
-        // below sees the state change that preceded it.
-        fence(Ordering::SeqCst);
-        let in_time = if ready() {
-            true
-        } else {
-            match deadline {
-                None => {
-                    listener.wait();
-                    true
-                }
-                Some(deadline) => listener.wait_deadline(deadline).is_some(),
-            }
-        };
-        // Relaxed: the count only gates notifies; a stale high count costs
-        // one needless notify, never a lost wake-up.
-        self.sleepers.fetch_sub(1, Ordering::Relaxed);
-        in_time
     }
 }
 

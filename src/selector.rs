@@ -1,0 +1,154 @@
+//! What a subscription selects: which streams, from where, which types.
+
+use crate::read::Start;
+use crate::{Position, StreamId};
+use std::fmt;
+
+/// Names the type of an event, for subscriptions that select by type.
+///
+/// A name is a plain string so that a database backend can store it in a
+/// column and push a type filter down into its query (`WHERE type = ANY($1)`)
+/// instead of shipping every event to the subscriber.
+///
+/// ```
+/// use hindsight::EventType;
+///
+/// enum Account { Opened, Deposited(u64) }
+///
+/// impl EventType for Account {
+///     fn event_type(&self) -> &str {
+///         match self {
+///             Account::Opened => "AccountOpened",
+///             Account::Deposited(_) => "MoneyDeposited",
+///         }
+///     }
+/// }
+/// assert_eq!(Account::Deposited(5).event_type(), "MoneyDeposited");
+/// ```
+pub trait EventType {
+    /// The name of this event's type.
+    fn event_type(&self) -> &str;
+}
+
+/// Which events a subscription delivers: all streams or one, from the
+/// beginning or after a position, optionally only some event types.
+///
+/// Events a subscription does not select (other streams, other types,
+/// positions before its start) still advance it: it has *passed* them.
+///
+/// ```
+/// use hindsight::{EventType, Position, Selector, StreamId};
+///
+/// struct Named(&'static str);
+/// impl EventType for Named {
+///     fn event_type(&self) -> &str { self.0 }
+/// }
+///
+/// let everything: Selector<Named> = Selector::all();
+/// let one_stream_later: Selector<Named> = Selector::stream(StreamId::new()).after(Position(41));
+/// let only_deposits: Selector<Named> = Selector::all().only_types(["MoneyDeposited"]);
+/// # let _ = (everything, one_stream_later, only_deposits);
+/// ```
+pub struct Selector<E> {
+    pub(crate) stream: Option<StreamId>,
+    pub(crate) start: Start,
+    /// Selected type names; `None` selects every type.
+    pub(crate) types: Option<Box<[Box<str>]>>,
+    /// How to name an event's type, when `E: EventType` was made known.
+    pub(crate) namer: Option<fn(&E) -> &str>,
+}
+
+impl<E> Selector<E> {
+    /// Every stream, from the beginning.
+    pub fn all() -> Self {
+        Self {
+            stream: None,
+            start: Start::Beginning,
+            types: None,
+            namer: None,
+        }
+    }
+
+    /// One stream, from its beginning. The subscription follows the
+    /// stream's own index and never scans the rest of the log.
+    pub fn stream(stream: StreamId) -> Self {
+        Self {
+            stream: Some(stream),
+            ..Self::all()
+        }
+    }
+
+    /// Starts after global position `position` (exclusive), for all streams
+    /// and for one stream alike.
+    pub fn after(self, position: Position) -> Self {
+        self.start(Start::After(position))
+    }
+
+    /// Starts at `start`.
+    pub fn start(self, start: Start) -> Self {
+        Self { start, ..self }
+    }
+
+    /// The stream selected, or `None` for all streams.
+    pub fn selected_stream(&self) -> Option<StreamId> {
+        self.stream
+    }
+
+    /// Whether this selector delivers `event` (ignoring stream and start).
+    #[inline]
+    pub(crate) fn selects_type(&self, event: &E) -> bool {
+        match (&self.types, self.namer) {
+            (Some(types), Some(namer)) => {
+                let name = namer(event);
+                types.iter().any(|t| **t == *name)
+            }
+            _ => true,
+        }
+    }
+}
+
+impl<E: EventType> Selector<E> {
+    /// Delivers only events whose [`EventType::event_type`] is one of
+    /// `types`; the others are skipped (and still advance the
+    /// subscription). Also names event types in handler errors.
+    pub fn only_types<S: Into<String>>(self, types: impl IntoIterator<Item = S>) -> Self {
+        let types = types
+            .into_iter()
+            .map(|t| t.into().into_boxed_str())
+            .collect();
+        Self {
+            types: Some(types),
+            ..self.with_type_names()
+        }
+    }
+
+    /// Names event types (with [`EventType`]) in handler errors, without
+    /// filtering by type.
+    pub fn with_type_names(self) -> Self {
+        Self {
+            namer: Some(<E as EventType>::event_type),
+            ..self
+        }
+    }
+}
+
+impl<E> Clone for Selector<E> {
+    fn clone(&self) -> Self {
+        Self {
+            stream: self.stream,
+            start: self.start,
+            types: self.types.clone(),
+            namer: self.namer,
+        }
+    }
+}
+
+impl<E> fmt::Debug for Selector<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Selector")
+            .field("stream", &self.stream)
+            .field("start", &self.start)
+            .field("types", &self.types)
+            .finish()
+    }
+}
