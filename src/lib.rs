@@ -27,6 +27,14 @@
 //! assert_eq!(store.read_stream(cart, Default::default()).count(), 3);
 //! ```
 //!
+//! A store is `Send` and `Sync` exactly when its events are: a store of
+//! `Rc`s stays on its thread.
+//!
+//! ```compile_fail
+//! fn share<T: Send>(_: T) {}
+//! share(hindsight::MemoryStore::<std::rc::Rc<u8>>::new());
+//! ```
+//!
 //! The design, and why each ordering is enough, is in `DESIGN.md`.
 
 #![warn(missing_docs, missing_debug_implementations)]
@@ -48,6 +56,10 @@ mod subscription;
 mod sync;
 mod transaction;
 mod watermark;
+
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod loom_api;
 
 pub use envelope::Envelope;
 pub use error::{InsertError, VersionMismatch};

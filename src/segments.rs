@@ -9,6 +9,7 @@
 //! a slot means and who may write it is up to the slot type.
 
 use crate::sync::{AtomicPtr, Ordering};
+use std::marker::PhantomData;
 use std::ptr;
 
 /// A slot type that `Segments` can allocate in bulk.
@@ -31,6 +32,9 @@ const fn segment_count(shift: u32) -> usize {
 pub(crate) struct Segments<T: Slot, const SHIFT: u32> {
     /// `segments[k]` is null or points to `BASE << k` initialised slots.
     segments: Box<[AtomicPtr<T>]>,
+    /// Owns the slots: `Segments<T>` is `Send`/`Sync` only where `T` is
+    /// (raw pointers alone would make it both for every `T`).
+    _slots: PhantomData<T>,
 }
 
 impl<T: Slot, const SHIFT: u32> Segments<T, SHIFT> {
@@ -41,7 +45,10 @@ impl<T: Slot, const SHIFT: u32> Segments<T, SHIFT> {
         let segments = (0..segment_count(SHIFT))
             .map(|_| AtomicPtr::new(ptr::null_mut()))
             .collect();
-        Self { segments }
+        Self {
+            segments,
+            _slots: PhantomData,
+        }
     }
 
     /// The segment and the offset in it that hold slot `index`.

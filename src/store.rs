@@ -8,7 +8,8 @@ use crate::stream::{Locked, StreamIndex};
 use crate::sync::Arc;
 use crate::transaction::Committed;
 use crate::{
-    InsertError, Position, StreamHead, StreamId, StreamVersion, Transaction, VersionMismatch,
+    ExpectedVersion, InsertError, Position, StreamHead, StreamId, StreamVersion, Transaction,
+    VersionMismatch,
 };
 use std::time::SystemTime;
 
@@ -126,15 +127,16 @@ impl<E> MemoryStore<E> {
 
         // Look up (or create) the streams, then lock them in ascending id
         // order (`appends` is sorted): any two transactions take their
-        // common locks in the same order, so they cannot deadlock.
+        // common locks in the same order, so they cannot deadlock. A stream
+        // whose expectation is checked is locked even if it receives no
+        // events (a pure check), so the check is ordered with every write to
+        // it; an empty entry is as missing as no entry. Only an `Any`
+        // append of zero events checks and writes nothing, and is skipped.
         let streams: Vec<_> = appends
             .iter()
             .map(|a| {
-                if a.events.is_empty() {
-                    index.get(a.stream)
-                } else {
-                    Some(index.get_or_create(a.stream))
-                }
+                let inert = a.events.is_empty() && a.expected == ExpectedVersion::Any;
+                (!inert).then(|| index.get_or_create(a.stream))
             })
             .collect();
         let locked: Vec<Option<Locked<'_>>> = streams
@@ -146,8 +148,13 @@ impl<E> MemoryStore<E> {
         // counting events of transactions that reserved but did not commit
         // yet: they are ordered before us and cannot fail any more.
         let mut mismatches = Vec::new();
+        // The end of the latest range any check saw (committed or not).
+        let mut seen_end = 0;
         for (append, stream) in appends.iter().zip(&locked) {
             let found = stream.as_ref().and_then(Locked::head);
+            if let Some(head) = found {
+                seen_end = seen_end.max(head.position.0 + 1);
+            }
             if !append.expected.matches(found) {
                 mismatches.push(VersionMismatch {
                     stream: append.stream,
@@ -156,14 +163,20 @@ impl<E> MemoryStore<E> {
                 });
             }
         }
-        if !mismatches.is_empty() {
-            return Err(InsertError::VersionConflict(mismatches));
-        }
-        if total == 0 {
-            return Ok(Committed {
-                last_position: None,
-                streams: Vec::new(),
-            });
+        if !mismatches.is_empty() || total == 0 {
+            drop(locked);
+            // What the checks saw may still be committing: wait until it is
+            // visible, so that no read after this answer contradicts it.
+            log.wait_committed(seen_end)
+                .map_err(|_| InsertError::Poisoned)?;
+            return if mismatches.is_empty() {
+                Ok(Committed {
+                    last_position: None,
+                    streams: Vec::new(),
+                })
+            } else {
+                Err(InsertError::VersionConflict(mismatches))
+            };
         }
 
         // Everything that could fail or allocate unboundedly is done before
@@ -409,7 +422,6 @@ pub(crate) mod fault {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ExpectedVersion;
     use std::panic::{catch_unwind, AssertUnwindSafe};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::mpsc;

@@ -364,6 +364,7 @@ impl<X> Subscriber<X> {
 
     /// Waits until the subscription ends and returns how, by value (the
     /// handler's error itself, not a reference to it).
+    #[allow(clippy::result_large_err)] // returned once per subscription, never on a hot path
     pub fn into_outcome(mut self) -> Result<(), SubscriberError<X>> {
         self.join();
         // The worker has exited and dropped its share of `shared`.

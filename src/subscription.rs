@@ -174,6 +174,7 @@ impl<E> Subscription<E> {
     }
 
     /// The next selected event, blocking until one commits.
+    #[allow(clippy::should_implement_trait)] // lending: the event borrows `self`, which `Iterator` cannot express
     pub fn next(&mut self) -> Result<&Envelope<E>, SubscriptionError> {
         let position = self
             .wait_next(None, &|| false)?

@@ -1,0 +1,85 @@
+//! The shared harness of hindsight's benchmarks: configuration (with a
+//! quick mode), a multi-threaded timing helper for `iter_custom`, and the
+//! payload every scenario stores.
+//!
+//! Set `HINDSIGHT_BENCH_QUICK=1` for short measurements (the whole suite in
+//! a few minutes on 2 cores); leave it unset for the figures in PERF.md.
+
+use criterion::Criterion;
+use hindsight::{MemoryStore, StreamId};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+/// Whether `HINDSIGHT_BENCH_QUICK` asks for short runs.
+pub fn quick() -> bool {
+    std::env::var_os("HINDSIGHT_BENCH_QUICK").is_some_and(|v| v != "0")
+}
+
+/// Criterion configured for this machine: fewer samples in quick mode.
+pub fn criterion() -> Criterion {
+    let criterion = Criterion::default().configure_from_args();
+    if quick() {
+        criterion
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(300))
+            .measurement_time(Duration::from_secs(1))
+    } else {
+        criterion
+            .sample_size(20)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(4))
+    }
+}
+
+/// A 32-byte event, the size of a small serialised domain event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Payload(pub [u64; 4]);
+
+impl Payload {
+    /// A payload that names its writer and sequence number.
+    pub fn new(writer: u64, sequence: u64) -> Self {
+        Payload([writer, sequence, 0, 0])
+    }
+}
+
+/// Runs `work(thread)` on `threads` threads released together by a
+/// barrier, and returns the time from the release until the last one is
+/// done. Thread start-up is not timed.
+pub fn time_threads(threads: usize, work: impl Fn(usize) + Sync) -> Duration {
+    let start = Barrier::new(threads + 1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|thread| {
+                let (start, work) = (&start, &work);
+                scope.spawn(move || {
+                    start.wait();
+                    work(thread);
+                })
+            })
+            .collect();
+        start.wait();
+        let started = Instant::now();
+        for handle in handles {
+            handle.join().expect("benchmark thread panicked");
+        }
+        started.elapsed()
+    })
+}
+
+/// `count` distinct stream ids, in a fixed order.
+pub fn streams(count: usize) -> Vec<StreamId> {
+    (0..count).map(|_| StreamId::new()).collect()
+}
+
+/// A fresh store, dropped outside the timed region by the caller.
+pub fn store() -> MemoryStore<Payload> {
+    MemoryStore::new()
+}
+
+/// The value at quantile `q` (0..=1) of sorted `samples`.
+pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}

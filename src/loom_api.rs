@@ -1,0 +1,276 @@
+//! Crate internals for the loom models in `loom-tests/`.
+//!
+//! Compiled only under `RUSTFLAGS="--cfg loom"`, and hidden from the docs:
+//! this is not API. Each type here is a thin wrapper that forwards to the
+//! crate's real code (`Segments`, `Signal`, `Log` with its reservations and
+//! watermark), so that a model can drive one protocol directly, with far
+//! fewer interleavings than a whole `MemoryStore::insert`. Nothing here adds
+//! synchronisation of its own: every atomic access a model sees is the
+//! crate's.
+
+use crate::envelope::Envelope;
+use crate::sync::{AtomicU64, UnsafeCell};
+use crate::{EventId, Position, StreamId, StreamVersion};
+use std::cell::Cell;
+use std::fmt;
+use std::time::SystemTime;
+
+// ---------------------------------------------------------------------------
+// Segments
+// ---------------------------------------------------------------------------
+
+/// The crate's `Segments` with the stream index's own slot type
+/// (`AtomicU64`) and segments of 2, 4, 8, ... slots (the loom `SHIFT`).
+pub struct AtomicSegments(crate::segments::Segments<AtomicU64, 1>);
+
+impl AtomicSegments {
+    /// An empty array: no segment allocated.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Self(crate::segments::Segments::new())
+    }
+
+    /// `Segments::get_or_alloc`.
+    pub fn get_or_alloc(&self, index: u64) -> &AtomicU64 {
+        self.0.get_or_alloc(index)
+    }
+
+    /// `Segments::get`.
+    pub fn get(&self, index: u64) -> Option<&AtomicU64> {
+        self.0.get(index)
+    }
+}
+
+impl fmt::Debug for AtomicSegments {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AtomicSegments")
+    }
+}
+
+thread_local! {
+    /// Live `TrackedSlot`s on this OS thread. Loom runs every thread of a
+    /// model as a coroutine on the test's own OS thread, so this counts the
+    /// slots of the current model only (tests run on separate OS threads).
+    static LIVE_TRACKED_SLOTS: Cell<isize> = const { Cell::new(0) };
+}
+
+/// A slot whose value sits in a loom `UnsafeCell`: loom flags any access to
+/// it that is not ordered after the slot's creation (which happens inside
+/// `Segments::install`, on the allocating thread), so a segment published
+/// without Release/Acquire is caught. Slots also count themselves, so a
+/// segment that is never freed (a leak) shows up in [`live_tracked_slots`].
+pub struct TrackedSlot {
+    value: UnsafeCell<u64>,
+}
+
+impl Default for TrackedSlot {
+    fn default() -> Self {
+        LIVE_TRACKED_SLOTS.with(|live| live.set(live.get() + 1));
+        Self {
+            value: UnsafeCell::new(0),
+        }
+    }
+}
+
+impl Drop for TrackedSlot {
+    fn drop(&mut self) {
+        LIVE_TRACKED_SLOTS.with(|live| live.set(live.get() - 1));
+    }
+}
+
+// SAFETY: only used under loom, where `alloc_segment` builds slots with
+// `T::default()`, never from zeroed memory.
+unsafe impl crate::segments::Slot for TrackedSlot {}
+
+impl TrackedSlot {
+    /// Reads the value. Not synchronised: the caller must be ordered after
+    /// the last `set` (loom checks it).
+    pub fn get(&self) -> u64 {
+        // SAFETY: loom's `UnsafeCell` checks the access; the pointer is valid
+        // for as long as the segment, which outlives `&self`.
+        self.value.with(|p| unsafe { *p })
+    }
+
+    /// Writes the value. Not synchronised: the caller must be the only
+    /// accessor (loom checks it).
+    pub fn set(&self, value: u64) {
+        // SAFETY: as in `get`.
+        self.value.with_mut(|p| unsafe { *p = value })
+    }
+}
+
+impl fmt::Debug for TrackedSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TrackedSlot")
+    }
+}
+
+/// `TrackedSlot`s created and not yet dropped on this OS thread.
+pub fn live_tracked_slots() -> isize {
+    LIVE_TRACKED_SLOTS.with(Cell::get)
+}
+
+/// The crate's `Segments` over [`TrackedSlot`]s, 2, 4, 8, ... slots per
+/// segment.
+pub struct TrackedSegments(crate::segments::Segments<TrackedSlot, 1>);
+
+impl TrackedSegments {
+    /// An empty array: no segment allocated.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Self(crate::segments::Segments::new())
+    }
+
+    /// `Segments::get_or_alloc`.
+    pub fn get_or_alloc(&self, index: u64) -> &TrackedSlot {
+        self.0.get_or_alloc(index)
+    }
+
+    /// `Segments::get`.
+    pub fn get(&self, index: u64) -> Option<&TrackedSlot> {
+        self.0.get(index)
+    }
+}
+
+impl fmt::Debug for TrackedSegments {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TrackedSegments")
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Signal
+// ---------------------------------------------------------------------------
+
+/// The crate's `Signal`: a sleeper count gating `event_listener` notifies.
+pub struct Signal(crate::signal::Signal);
+
+impl Signal {
+    /// No sleepers.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Self(crate::signal::Signal::new())
+    }
+
+    /// `Signal::wake`: call after changing the state sleepers wait on.
+    pub fn wake(&self) {
+        self.0.wake();
+    }
+
+    /// `Signal::park_until` with no deadline (loom's parker has no timeouts).
+    pub fn park_until(&self, ready: impl Fn() -> bool) -> bool {
+        self.0.park_until(ready, None)
+    }
+}
+
+impl fmt::Debug for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Log, reservations and the watermark
+// ---------------------------------------------------------------------------
+
+/// The crate's `Log` (segments of 2, 4, ... slots under loom) with its
+/// commit watermark.
+pub struct Log<E>(crate::log::Log<E>);
+
+/// The store was poisoned: the watermark will never move again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Poisoned;
+
+impl<E> Log<E> {
+    /// An empty log.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Self(crate::log::Log::new())
+    }
+
+    /// `Log::reserve`: `len > 0` consecutive positions.
+    pub fn reserve(&self, len: u64) -> Reservation<'_, E> {
+        Reservation {
+            inner: self.0.reserve(len),
+            next: 0,
+        }
+    }
+
+    /// `Log::committed`: the watermark (an Acquire load).
+    pub fn committed(&self) -> u64 {
+        self.0.committed()
+    }
+
+    /// `Log::wait_committed`: waits until every position below `end` is
+    /// committed.
+    pub fn wait_committed(&self, end: u64) -> Result<(), Poisoned> {
+        self.0.wait_committed(end).map_err(|_| Poisoned)
+    }
+
+    /// Whether the log was poisoned.
+    pub fn is_poisoned(&self) -> bool {
+        self.0.watermark.is_poisoned()
+    }
+
+    /// The payloads of every committed position, read as `read_all` does:
+    /// one watermark load, then `get_committed` below it.
+    pub fn read_committed(&self) -> Vec<&E> {
+        let end = self.0.committed();
+        // SAFETY: every position is below `end`, loaded with Acquire.
+        (0..end)
+            .map(|p| unsafe { self.0.get_committed(p) }.payload())
+            .collect()
+    }
+}
+
+impl<E> fmt::Debug for Log<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Log")
+            .field("watermark", &self.0.watermark)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The crate's `Reservation`. Dropping it uncommitted abandons the range and
+/// poisons the log, as in the crate.
+pub struct Reservation<'a, E> {
+    inner: crate::log::Reservation<'a, E>,
+    next: u64,
+}
+
+impl<E> Reservation<'_, E> {
+    /// The first reserved position.
+    pub fn start(&self) -> u64 {
+        self.inner.start()
+    }
+
+    /// `Reservation::write`: moves an envelope holding `payload` into the
+    /// next reserved slot.
+    pub fn write(&mut self, payload: E) {
+        let position = self.inner.start() + self.next;
+        self.next += 1;
+        self.inner.write(Envelope {
+            position: Position(position),
+            version: StreamVersion(position),
+            stream: StreamId::from_uuid(uuid::Uuid::nil()),
+            event_id: EventId::from_uuid(uuid::Uuid::nil()),
+            correlation_id: None,
+            created_at: SystemTime::UNIX_EPOCH,
+            payload,
+        });
+    }
+
+    /// `Reservation::commit`: publishes the range and helps the watermark.
+    pub fn commit(self) {
+        self.inner.commit();
+    }
+}
+
+impl<E> fmt::Debug for Reservation<'_, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reservation")
+            .field("start", &self.inner.start())
+            .field("written", &self.next)
+            .finish()
+    }
+}
