@@ -336,7 +336,9 @@ fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
 }
 
 impl<X> Subscriber<X> {
-    /// Stops the subscription and returns once its thread has exited.
+    /// Stops the subscription and returns once its thread has exited
+    /// (called from inside the handler, it returns at once and the
+    /// subscription stops when the handler returns).
     ///
     /// Idempotent, safe after the subscription ended on its own (which it
     /// then does not change: a handler failure stays the outcome), and wakes
@@ -353,8 +355,14 @@ impl<X> Subscriber<X> {
     /// Waits until the subscription ends (by `Stop`, cancel, a handler
     /// failure or a poisoned store) and returns how: `Ok` for `Stop` and
     /// cancel.
+    ///
+    /// # Panics
+    ///
+    /// If called from the subscription's own handler, which would wait for
+    /// itself forever (the panic then ends the subscription as a handler
+    /// failure).
     pub fn wait(&self) -> Result<(), &SubscriberError<X>> {
-        self.join();
+        assert!(self.join(), "Subscriber::wait called from its own handler");
         match self.shared.outcome.get() {
             Some(Ok(())) => Ok(()),
             Some(Err(error)) => Err(error),
@@ -365,8 +373,15 @@ impl<X> Subscriber<X> {
     /// Waits until the subscription ends and returns how, by value (the
     /// handler's error itself, not a reference to it).
     #[allow(clippy::result_large_err)] // returned once per subscription, never on a hot path
+    ///
+    /// # Panics
+    ///
+    /// If called from the subscription's own handler (see [`wait`](Self::wait)).
     pub fn into_outcome(mut self) -> Result<(), SubscriberError<X>> {
-        self.join();
+        assert!(
+            self.join(),
+            "Subscriber::into_outcome called from its own handler"
+        );
         // The worker has exited and dropped its share of `shared`.
         Arc::get_mut(&mut self.shared)
             .and_then(|shared| shared.outcome.take())
@@ -392,7 +407,9 @@ impl<X> Subscriber<X> {
     /// position the insert returned. Returns [`WaitError::Ended`] at once if
     /// the subscriber ended first.
     pub fn wait_processed(&self, position: Position, timeout: Duration) -> Result<(), WaitError> {
-        self.wait_processed_end(position.0 + 1, timeout)
+        // Saturating: the last possible position can never be passed, and
+        // the wait must time out rather than wrap to "already passed".
+        self.wait_processed_end(position.0.saturating_add(1), timeout)
     }
 
     /// Waits until the subscriber has handled everything committed when this
@@ -436,14 +453,26 @@ impl<X> Subscriber<X> {
     }
 
     /// Joins the worker, once; later callers wait on the lock until it has.
-    fn join(&self) {
+    ///
+    /// Called from the worker itself (a handler that cancels or drops its
+    /// own handle), it does not join, which would wait forever: the flag set
+    /// by `cancel` stops the worker once the handler returns.
+    /// Returns whether the worker has exited (`false` only on the worker).
+    fn join(&self) -> bool {
         let mut worker = crate::sync::lock(&self.worker);
+        if worker
+            .as_ref()
+            .is_some_and(|w| w.thread().id() == std::thread::current().id())
+        {
+            return false;
+        }
         if let Some(worker) = worker.take() {
             // The worker catches handler panics; a panic here is our bug.
             worker
                 .join()
                 .expect("the subscriber thread panicked outside its handler");
         }
+        true
     }
 }
 

@@ -228,8 +228,8 @@ impl<E> Subscription<E> {
         }
     }
 
-    /// Every position before the returned one has been delivered or passed
-    /// over: `None` until the subscription has passed position 0.
+    /// The last position delivered or passed over: every position up to and
+    /// including it has been seen. `None` until position 0 is passed.
     pub fn passed(&self) -> Option<Position> {
         self.cursor.passed().checked_sub(1).map(Position)
     }

@@ -97,3 +97,38 @@ fn a_pure_expectation_check_is_ordered_with_concurrent_writes_to_its_stream() {
         }
     }
 }
+
+/// A handler that cancels (or drops) its own subscriber once joined its
+/// own thread and hung every later `wait` or `cancel`.
+#[test]
+fn a_handler_may_cancel_its_own_subscriber() {
+    use hindsight::{Flow, Selector, Subscriber};
+    use std::sync::{Arc, OnceLock};
+    use std::time::Duration;
+
+    let store = MemoryStore::new();
+    let own: Arc<OnceLock<Subscriber<std::convert::Infallible>>> = Arc::new(OnceLock::new());
+    let handled = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let subscriber = {
+        let (own, handled) = (own.clone(), handled.clone());
+        store.spawn_subscriber(Selector::all(), move |_| {
+            if handled.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 1 {
+                own.get().expect("set before any event is written").cancel();
+            }
+            Ok(Flow::Continue)
+        })
+    };
+    assert!(own.set(subscriber).is_ok());
+    store
+        .insert(Transaction::new().append(StreamId::new(), ExpectedVersion::Any, [1, 2, 3, 4]))
+        .unwrap();
+    let subscriber = own.get().unwrap();
+    // Cancelled during the 2nd event: it ends without handling the rest.
+    assert_eq!(
+        subscriber.wait_caught_up(Duration::from_secs(30)),
+        Err(hindsight::WaitError::Ended)
+    );
+    assert_eq!(subscriber.wait(), Ok(()));
+    assert_eq!(handled.load(std::sync::atomic::Ordering::Relaxed), 2);
+    subscriber.cancel();
+}
