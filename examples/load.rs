@@ -213,7 +213,7 @@ fn subscribe(store: &MemoryStore<Event>, total: &AtomicU64) -> SubscriberReport 
         else {
             continue;
         };
-        if report.events % 16 == 0 {
+        if report.events.is_multiple_of(16) {
             report
                 .lags
                 .push(event.payload().insert_started.elapsed().as_nanos() as u64);

@@ -40,6 +40,8 @@
 #![warn(missing_docs, missing_debug_implementations)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+#[cfg(not(loom))]
+mod backend;
 mod envelope;
 mod error;
 mod ids;
@@ -61,6 +63,15 @@ mod watermark;
 #[doc(hidden)]
 pub mod loom_api;
 
+// The conformance kit: store-agnostic tests of every rule of the contract.
+#[cfg(all(feature = "testkit", not(loom)))]
+pub mod testkit;
+
+#[cfg(not(loom))]
+pub use backend::{
+    Cursor, CursorSerde, EventRef, EventStore, MemoryError, MemorySubscription, StoreError,
+    StreamWrite, SubscriptionFailure, SubscriptionHandle,
+};
 pub use envelope::Envelope;
 pub use error::{InsertError, VersionMismatch};
 pub use ids::{CorrelationId, EventId, Position, StreamId, StreamVersion};

@@ -262,7 +262,7 @@ fn checking_reader<'a>(
             tail.extend(store)
                 .unwrap_or_else(|e| panic!("{context}: tailing reader: {e}"));
             reads += 1;
-            if reads % 64 == 0 {
+            if reads.is_multiple_of(64) {
                 check_streams_agree(store, &tail).unwrap_or_else(|e| panic!("{context}: {e}"));
             }
         }
@@ -876,7 +876,7 @@ fn check_conflict(
             .iter()
             .any(|a| a.stream == m.stream && a.expected == m.expected)
             && !m.expected.matches(m.found)
-            && m.found.map_or(true, |head| snapshot.holds(m.stream, head));
+            && m.found.is_none_or(|head| snapshot.holds(m.stream, head));
         if !valid {
             return Err(format!("mismatch {m:?} for appends {expected:?}"));
         }

@@ -780,7 +780,7 @@ fn two_interleaved_streams() -> MemoryStore<Ev> {
 /// The events after `after` in `scope`, read with `read_all`.
 fn selected_after(store: &MemoryStore<Ev>, scope: Option<StreamId>, after: Position) -> Vec<Row> {
     rows_where(store, |row| {
-        row.position > after && scope.map_or(true, |s| row.stream == s)
+        row.position > after && scope.is_none_or(|s| row.stream == s)
     })
 }
 

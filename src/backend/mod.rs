@@ -1,0 +1,542 @@
+//! One interface for every backend: [`EventStore`].
+//!
+//! Application code is written once against [`EventStore`] and runs on
+//! [`MemoryStore`](crate::MemoryStore) in tests and on a durable backend
+//! (PostgreSQL, say) in production; the conformance kit (`hindsight::testkit`,
+//! feature `testkit`) proves that every backend keeps the same contract.
+//!
+//! # Shape
+//!
+//! - **Async.** Every method returns `impl Future + Send` (native async
+//!   functions in traits, no boxing, no `async-trait`), so handlers of
+//!   `tokio`, `axum` or `cqrs-es` style code can `.await` them. The trait is
+//!   not object safe; application code is generic over `S: EventStore`.
+//! - **The memory store stays synchronous.** `MemoryStore`'s inherent
+//!   methods (`insert`, `read_all`, ...) keep their names and their blocking,
+//!   zero-copy signatures; they win method resolution on a concrete
+//!   `MemoryStore` (call the trait's as `EventStore::insert(&store, tx)`;
+//!   the inherent `subscribe` is the pull subscription, the trait's is
+//!   `spawn_subscriber`'s). Generic code (`S: EventStore`) gets the trait's
+//!   async versions, which on the memory store are those same calls inside a
+//!   future that completes on its first poll.
+//! - **Reads are visitors.** A durable store cannot lend events out of its
+//!   memory, and copying every event of a read into a `Vec` would cost the
+//!   memory store an allocation and a clone per event. So a read calls a
+//!   closure with an [`EventRef`]: the metadata by value and the payload
+//!   borrowed, from the memory store's log or from a durable store's decoded
+//!   row. The closure returns [`ControlFlow::Break`] to stop early (paging,
+//!   `limit`). No `Clone` bound on events, no allocation per event.
+//! - **Cursors.** [`EventStore::Cursor`] is where a reader or a subscription
+//!   is in the global order: ordered, `Copy`, serialisable with the `serde`
+//!   feature (checkpoints), chosen by the backend. The contract (rule 2 of
+//!   `SEMANTICS.md`) numbers every store's events 0, 1, 2, ... with no gaps,
+//!   so a cursor converts to and from a [`Position`] without loss
+//!   ([`Cursor`]); the shared types [`Transaction`], [`Committed`],
+//!   [`StreamHead`] and [`Selector`] speak positions.
+//! - **Events stay free of bounds.** The trait asks of `Event` only
+//!   `Send + Sync + 'static`. A durable backend that must serialise and name
+//!   its events puts those bounds on its own implementation
+//!   (`impl<E: EventType + Serialize + DeserializeOwned + ...> EventStore for
+//!   PgStore<E>`); memory users store any type.
+//! - **Subscriptions** run a synchronous handler (it gets a borrowed
+//!   [`EventRef`], so the memory store copies nothing) and return a handle,
+//!   [`SubscriptionHandle`], to cancel it, wait for its outcome and wait
+//!   (with a timeout) until it has processed a cursor.
+//!
+//! ```
+//! use hindsight::{EventStore, ExpectedVersion, MemoryStore, StoreError, StreamId, Transaction};
+//! use std::ops::ControlFlow;
+//!
+//! /// Application code, written once for every backend.
+//! async fn rename<S: EventStore<Event = String>>(store: &S, user: StreamId, name: &str)
+//!     -> Result<(), StoreError<S::Error>>
+//! {
+//!     let head = store.stream_head(user).await.map_err(StoreError::Backend)?;
+//!     let expected = head.map_or(ExpectedVersion::NoStream, |head| head.expect_exact());
+//!     store.insert(Transaction::single(user, expected, format!("renamed to {name}"))).await?;
+//!     Ok(())
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let store = MemoryStore::new();
+//! let user = StreamId::new();
+//! rename(&store, user, "ada").await.unwrap();
+//! rename(&store, user, "grace").await.unwrap();
+//!
+//! let mut history = Vec::new();
+//! EventStore::read_stream(&store, user, Default::default(), |event| {
+//!     history.push(event.payload.clone());
+//!     ControlFlow::Continue(())
+//! }).await.unwrap();
+//! assert_eq!(history, ["renamed to ada", "renamed to grace"]);
+//! # }
+//! ```
+
+mod memory;
+mod parts;
+
+pub use memory::{MemoryError, MemorySubscription};
+pub use parts::StreamWrite;
+
+use crate::{
+    Committed, CorrelationId, Envelope, EventContext, EventId, Flow, HandlerError, Position,
+    Selector, StreamHead, StreamId, StreamVersion, Transaction, VersionMismatch, WaitError,
+};
+use std::fmt;
+use std::future::Future;
+use std::hash::Hash;
+use std::ops::ControlFlow;
+use std::time::{Duration, SystemTime};
+
+/// The bounds a [`Cursor`] needs for checkpoints: `Serialize` and
+/// `DeserializeOwned` when the `serde` feature is on, nothing otherwise.
+///
+/// Implemented for every type that meets them; never implement it by hand.
+/// A backend with a cursor type of its own should always derive serde's
+/// traits for it, so that it keeps compiling when some other crate of the
+/// build turns on `hindsight/serde`.
+#[cfg(feature = "serde")]
+pub trait CursorSerde: serde::Serialize + serde::de::DeserializeOwned {}
+#[cfg(feature = "serde")]
+impl<T: serde::Serialize + serde::de::DeserializeOwned> CursorSerde for T {}
+
+/// The bounds a [`Cursor`] needs for checkpoints: `Serialize` and
+/// `DeserializeOwned` when the `serde` feature is on, nothing otherwise.
+///
+/// Implemented for every type that meets them; never implement it by hand.
+/// A backend with a cursor type of its own should always derive serde's
+/// traits for it, so that it keeps compiling when some other crate of the
+/// build turns on `hindsight/serde`.
+#[cfg(not(feature = "serde"))]
+pub trait CursorSerde {}
+#[cfg(not(feature = "serde"))]
+impl<T: ?Sized> CursorSerde for T {}
+
+/// A point in a store's global order, as a backend represents it: what
+/// readers resume from and what checkpoints store.
+///
+/// Ordered like the positions it stands for. The contract numbers every
+/// store's events 0, 1, 2, ... without gaps (`SEMANTICS.md` rule 2), so a
+/// cursor and a [`Position`] convert into each other without loss; a backend
+/// picks its own type for its own reasons (a `BIGINT` newtype with its
+/// database traits, its own serialised form), not for a different order.
+///
+/// ```
+/// use hindsight::{Cursor, Position};
+/// let cursor = Position::from_position(Position(7));
+/// assert_eq!(cursor.position(), Position(7));
+/// assert!(Position(1) < Position(2));
+/// ```
+pub trait Cursor: Copy + Ord + Hash + fmt::Debug + Send + Sync + 'static + CursorSerde {
+    /// The cursor standing at `position`.
+    fn from_position(position: Position) -> Self;
+
+    /// The global position this cursor stands at.
+    fn position(self) -> Position;
+}
+
+impl Cursor for Position {
+    #[inline]
+    fn from_position(position: Position) -> Self {
+        position
+    }
+
+    #[inline]
+    fn position(self) -> Position {
+        self
+    }
+}
+
+/// A committed event as a read or a subscription hands it to its closure:
+/// the metadata by value, the payload borrowed.
+///
+/// The memory store builds it on the stack from its log (nothing is copied
+/// but a few words of metadata); a durable store builds it from a decoded
+/// row. The fields are public so that any backend can build one.
+///
+/// ```
+/// use hindsight::{EventRef, ExpectedVersion, MemoryStore, Position, Start, StreamId, Transaction};
+/// let store = MemoryStore::new();
+/// let stream = StreamId::new();
+/// store.insert(Transaction::single(stream, ExpectedVersion::NoStream, "opened")).unwrap();
+/// let envelope = store.read_all(Start::Beginning).next().unwrap();
+/// let event = EventRef::from(envelope);
+/// assert_eq!((event.cursor, event.stream, *event.payload), (Position(0), stream, "opened"));
+/// ```
+#[derive(PartialEq, Eq)]
+pub struct EventRef<'a, E, C = Position> {
+    /// Where the event sits in the global order.
+    pub cursor: C,
+    /// Its stream.
+    pub stream: StreamId,
+    /// Its version in its stream.
+    pub version: StreamVersion,
+    /// Its id, fixed when it was written.
+    pub event_id: EventId,
+    /// The correlation id of the transaction that wrote it.
+    pub correlation_id: Option<CorrelationId>,
+    /// When the transaction that wrote it was inserted.
+    pub created_at: SystemTime,
+    /// The event itself.
+    pub payload: &'a E,
+}
+
+impl<E, C: Cursor> EventRef<'_, E, C> {
+    /// The event's global position.
+    pub fn position(&self) -> Position {
+        self.cursor.position()
+    }
+
+    /// The event's context for a [`HandlerError`], with its type name if the
+    /// backend knows it (see [`Selector::event_type_name`]).
+    ///
+    /// ```
+    /// use hindsight::{EventRef, ExpectedVersion, MemoryStore, Start, StreamId, Transaction};
+    /// let store = MemoryStore::new();
+    /// store.insert(Transaction::single(StreamId::new(), ExpectedVersion::Any, 1)).unwrap();
+    /// let event = EventRef::from(store.read_all(Start::Beginning).next().unwrap());
+    /// assert_eq!(event.context(None).position, event.position());
+    /// ```
+    pub fn context(&self, event_type: Option<String>) -> EventContext {
+        EventContext {
+            position: self.position(),
+            event_id: self.event_id,
+            event_type,
+            stream: self.stream,
+            version: self.version,
+            correlation_id: self.correlation_id,
+            created_at: self.created_at,
+        }
+    }
+}
+
+impl<E, C: Copy> Clone for EventRef<'_, E, C> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<E, C: Copy> Copy for EventRef<'_, E, C> {}
+
+impl<E: fmt::Debug, C: fmt::Debug> fmt::Debug for EventRef<'_, E, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventRef")
+            .field("cursor", &self.cursor)
+            .field("stream", &self.stream)
+            .field("version", &self.version)
+            .field("event_id", &self.event_id)
+            .field("correlation_id", &self.correlation_id)
+            .field("created_at", &self.created_at)
+            .field("payload", &self.payload)
+            .finish()
+    }
+}
+
+impl<'a, E> From<&'a Envelope<E>> for EventRef<'a, E, Position> {
+    #[inline]
+    fn from(envelope: &'a Envelope<E>) -> Self {
+        EventRef {
+            cursor: envelope.position(),
+            stream: envelope.stream_id(),
+            version: envelope.version(),
+            event_id: envelope.event_id(),
+            correlation_id: envelope.correlation_id(),
+            created_at: envelope.created_at(),
+            payload: envelope.payload(),
+        }
+    }
+}
+
+/// Why an [`EventStore::insert`] wrote nothing.
+///
+/// A version conflict is the one failure application code handles (reload,
+/// decide again, retry); everything else is the backend's own error.
+///
+/// ```
+/// use hindsight::{EventStore, ExpectedVersion, MemoryStore, StoreError, StreamId, Transaction};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let store = MemoryStore::new();
+/// let stream = StreamId::new();
+/// let tx = || Transaction::single(stream, ExpectedVersion::NoStream, "created");
+/// EventStore::insert(&store, tx()).await.unwrap();
+/// let error = EventStore::insert(&store, tx()).await.unwrap_err();
+/// assert!(error.is_conflict());
+/// assert_eq!(error.mismatches().unwrap()[0].stream, stream);
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreError<B> {
+    /// One or more expectations failed; lists every failing stream in
+    /// ascending stream id order. Nothing was written, no position used.
+    VersionConflict(Vec<VersionMismatch>),
+    /// The backend failed (connection lost, store poisoned, ...). Whether
+    /// anything was written is for the backend to say; a conforming backend
+    /// writes all or nothing.
+    Backend(B),
+}
+
+impl<B> StoreError<B> {
+    /// Whether this is a version conflict.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::VersionConflict(_))
+    }
+
+    /// The failing streams, for a version conflict.
+    pub fn mismatches(&self) -> Option<&[VersionMismatch]> {
+        match self {
+            StoreError::VersionConflict(mismatches) => Some(mismatches),
+            StoreError::Backend(_) => None,
+        }
+    }
+}
+
+impl<B: fmt::Display> fmt::Display for StoreError<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::VersionConflict(mismatches) => {
+                write!(f, "wrong expected version")?;
+                for (i, mismatch) in mismatches.iter().enumerate() {
+                    write!(f, "{}{mismatch}", if i == 0 { ": " } else { "; " })?;
+                }
+                Ok(())
+            }
+            StoreError::Backend(error) => write!(f, "backend error: {error}"),
+        }
+    }
+}
+
+impl<B: std::error::Error + 'static> std::error::Error for StoreError<B> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Backend(error) => Some(error),
+            StoreError::VersionConflict(_) => None,
+        }
+    }
+}
+
+/// Why a subscription ended other than by [`Flow::Stop`] or a cancel.
+///
+/// ```
+/// use hindsight::{HandlerFailure, SubscriptionFailure};
+/// let failure: SubscriptionFailure<&str, std::io::Error> =
+///     SubscriptionFailure::Backend(std::io::Error::other("connection lost"));
+/// assert!(failure.handler_error().is_none());
+/// # let _ = HandlerFailure::<()>::Panic(String::new());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SubscriptionFailure<X, B> {
+    /// The handler returned an error (carried unchanged) or panicked, on
+    /// the event in the context.
+    Handler(HandlerError<X>),
+    /// The backend failed; every event before the failure was handled.
+    Backend(B),
+}
+
+impl<X, B> SubscriptionFailure<X, B> {
+    /// The handler's failure and its event, if the handler failed.
+    pub fn handler_error(&self) -> Option<&HandlerError<X>> {
+        match self {
+            SubscriptionFailure::Handler(error) => Some(error),
+            SubscriptionFailure::Backend(_) => None,
+        }
+    }
+}
+
+impl<X: fmt::Display, B: fmt::Display> fmt::Display for SubscriptionFailure<X, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SubscriptionFailure::Handler(error) => {
+                match &error.failure {
+                    crate::HandlerFailure::Error(error) => write!(f, "handler failed: {error}")?,
+                    crate::HandlerFailure::Panic(message) => {
+                        write!(f, "handler panicked: {message}")?
+                    }
+                }
+                let event = &error.event;
+                write!(
+                    f,
+                    " (event {} at position {}, stream {} version {})",
+                    event.event_id, event.position, event.stream, event.version
+                )
+            }
+            SubscriptionFailure::Backend(error) => write!(f, "backend error: {error}"),
+        }
+    }
+}
+
+impl<X, B> std::error::Error for SubscriptionFailure<X, B>
+where
+    X: std::error::Error + 'static,
+    B: std::error::Error + 'static,
+{
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SubscriptionFailure::Handler(HandlerError {
+                failure: crate::HandlerFailure::Error(error),
+                ..
+            }) => Some(error),
+            SubscriptionFailure::Handler(_) => None,
+            SubscriptionFailure::Backend(error) => Some(error),
+        }
+    }
+}
+
+/// An event store, whatever keeps its events: the interface application
+/// code is written against.
+///
+/// Every implementation keeps the contract of `SEMANTICS.md` (the
+/// conformance kit, `hindsight::testkit`, checks it): dense global positions,
+/// dense stream versions, all-or-nothing transactions under expected
+/// versions reporting every failing stream, read-your-writes, and
+/// subscriptions that deliver every selected event once, in order, history
+/// then live with no seam.
+///
+/// Handles are cheap to clone and share one store (`Clone`); the futures are
+/// `Send`, so they can be spawned on a multi-threaded runtime.
+///
+/// # Implementing it for a durable backend
+///
+/// `DESIGN.md` ("A backend-agnostic interface") sketches a PostgreSQL
+/// implementation method by method. In short: `insert` takes
+/// [`Transaction::into_writes`] (merged per stream, sorted by stream id),
+/// locks the streams in that order, checks every expectation, takes a dense
+/// block of positions from a counter row held until commit, and answers with
+/// [`Committed::new`]; reads page through `position > $after ORDER BY
+/// position`; subscriptions are a task that pages the same way and waits on
+/// `LISTEN`/`NOTIFY` when caught up.
+///
+/// # On the memory store
+///
+/// Each future does the inherent, synchronous call when first polled and is
+/// then ready: no allocation beyond what the inherent call makes, no copy of
+/// events. An insert may block its thread for the moment it takes earlier
+/// concurrent inserts to commit (they are running, never parked at an
+/// `.await`), as a short critical section would.
+pub trait EventStore: Clone + Send + Sync + 'static {
+    /// What the store keeps. Backends that must serialise or name events put
+    /// those bounds on their implementation, not here.
+    type Event: Send + Sync + 'static;
+
+    /// Where a reader or a subscription is in the global order.
+    type Cursor: Cursor;
+
+    /// The backend's own failures (I/O, a poisoned store, ...).
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// The handle of a running subscription whose handler fails with `X`.
+    type Subscription<X: Send + Sync + 'static>: SubscriptionHandle<
+        X,
+        Cursor = Self::Cursor,
+        Error = Self::Error,
+    >;
+
+    /// Inserts a transaction, all or nothing (rules 5-13 of `SEMANTICS.md`).
+    ///
+    /// When the future returns `Ok`, every reader and subscriber of every
+    /// handle can see the whole transaction. A transaction with no events
+    /// still checks its expectations; its [`Committed::last_position`] is
+    /// `None`.
+    fn insert(
+        &self,
+        tx: Transaction<Self::Event>,
+    ) -> impl Future<Output = Result<Committed, StoreError<Self::Error>>> + Send;
+
+    /// The cursor of the last committed event, or `None` for an empty store.
+    fn head(&self) -> impl Future<Output = Result<Option<Self::Cursor>, Self::Error>> + Send;
+
+    /// The last committed event of `stream` (its version and position), or
+    /// `None` if the stream does not exist.
+    fn stream_head(
+        &self,
+        stream: StreamId,
+    ) -> impl Future<Output = Result<Option<StreamHead>, Self::Error>> + Send;
+
+    /// Calls `visit` with every committed event, in position order, from the
+    /// beginning (`after` is `None`) or after a cursor (exclusive), until it
+    /// returns [`ControlFlow::Break`]. The read sees the store as it was
+    /// when it started.
+    fn read_all<F>(
+        &self,
+        after: Option<Self::Cursor>,
+        visit: F,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send
+    where
+        F: FnMut(EventRef<'_, Self::Event, Self::Cursor>) -> ControlFlow<()> + Send;
+
+    /// Calls `visit` with the committed events of `stream` from version
+    /// `from` (inclusive), oldest first, until it returns
+    /// [`ControlFlow::Break`]. Nothing for a stream that does not exist.
+    fn read_stream<F>(
+        &self,
+        stream: StreamId,
+        from: StreamVersion,
+        visit: F,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send
+    where
+        F: FnMut(EventRef<'_, Self::Event, Self::Cursor>) -> ControlFlow<()> + Send;
+
+    /// Runs `handler` on every event `selector` selects, each exactly once,
+    /// in position order, history first and then live (rules 16-23).
+    ///
+    /// The handler is synchronous: it gets the event borrowed (the memory
+    /// store copies nothing), its calls never overlap, and it returns
+    /// [`Flow::Continue`], [`Flow::Stop`] or an error, which ends the
+    /// subscription with the event's context (so does a panic). A backend
+    /// runs it where blocking is allowed (the memory store: a thread of its
+    /// own; an async backend: `spawn_blocking` or a dedicated thread). Work
+    /// that must `.await` belongs behind a channel the handler feeds.
+    fn subscribe<X, H>(
+        &self,
+        selector: Selector<Self::Event>,
+        handler: H,
+    ) -> impl Future<Output = Result<Self::Subscription<X>, Self::Error>> + Send
+    where
+        X: Send + Sync + 'static,
+        H: FnMut(EventRef<'_, Self::Event, Self::Cursor>) -> Result<Flow, X> + Send + 'static;
+}
+
+/// A running handler subscription of an [`EventStore`].
+///
+/// Every wait here is async and never blocks the caller's thread. `X` is the
+/// handler's error type.
+pub trait SubscriptionHandle<X>: Send + Sync + 'static {
+    /// The store's cursor.
+    type Cursor: Cursor;
+    /// The store's own failures.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Stops the subscription; completes once its handler will never be
+    /// called again (rule 21). Idempotent, harmless after the subscription
+    /// ended on its own (the outcome stays what it was), wakes a
+    /// subscription waiting for events.
+    fn cancel(&self) -> impl Future<Output = ()> + Send;
+
+    /// Waits until the subscription ends and returns how: `Ok` after
+    /// [`Flow::Stop`] or a cancel, the handler's error (unchanged, with the
+    /// event's context) or the backend's error otherwise.
+    fn wait(self) -> impl Future<Output = Result<(), SubscriptionFailure<X, Self::Error>>> + Send;
+
+    /// Waits until the subscription has handled or passed over `cursor`
+    /// (events it does not select count as passed), for at most `timeout`
+    /// (rule 23). [`WaitError::Ended`] if it ended before.
+    fn wait_processed(
+        &self,
+        cursor: Self::Cursor,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), WaitError>> + Send;
+
+    /// Waits until the subscription has handled everything committed when
+    /// this is called, for at most `timeout`.
+    fn wait_caught_up(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), WaitError>> + Send;
+
+    /// The last cursor handled or passed over, `None` before the first.
+    fn processed(&self) -> Option<Self::Cursor>;
+
+    /// Whether the subscription has ended.
+    fn is_finished(&self) -> bool;
+}

@@ -1,0 +1,25 @@
+//! The conformance kit (`hindsight::testkit`) against `MemoryStore`: one
+//! `#[test]` per case, each with fresh stores from the factory below.
+//!
+//! `cargo test` builds this with the `testkit` feature on: the crate's
+//! dev-dependency on itself turns it on for its own tests (Cargo.toml).
+//! The kit's cases and the rules of `SEMANTICS.md` each checks are listed in
+//! `hindsight::testkit::CASES`; DESIGN.md has the table.
+
+use hindsight::testkit::TestEvent;
+use hindsight::MemoryStore;
+
+hindsight::conformance_tests!(|| async { MemoryStore::<TestEvent>::new() });
+
+/// The kit knows every case this file runs: `CASES` and the macro are made
+/// from one list, and together they cover every rule.
+#[test]
+fn the_kit_covers_every_rule_of_the_contract() {
+    let cases = hindsight::testkit::CASES;
+    let covered: std::collections::BTreeSet<u8> = cases
+        .iter()
+        .flat_map(|case| case.rules.iter().copied())
+        .collect();
+    assert_eq!(covered, (1..=25).collect());
+    assert!(cases.len() >= 30);
+}
