@@ -52,6 +52,8 @@ thread_local! {
     /// model as a coroutine on the test's own OS thread, so this counts the
     /// slots of the current model only (tests run on separate OS threads).
     static LIVE_TRACKED_SLOTS: Cell<isize> = const { Cell::new(0) };
+    /// `TrackedSlot`s ever created on this OS thread.
+    static CREATED_TRACKED_SLOTS: Cell<usize> = const { Cell::new(0) };
 }
 
 /// A slot whose value sits in a loom `UnsafeCell`: loom flags any access to
@@ -66,6 +68,7 @@ pub struct TrackedSlot {
 impl Default for TrackedSlot {
     fn default() -> Self {
         LIVE_TRACKED_SLOTS.with(|live| live.set(live.get() + 1));
+        CREATED_TRACKED_SLOTS.with(|created| created.set(created.get() + 1));
         Self {
             value: UnsafeCell::new(0),
         }
@@ -108,6 +111,11 @@ impl fmt::Debug for TrackedSlot {
 /// `TrackedSlot`s created and not yet dropped on this OS thread.
 pub fn live_tracked_slots() -> isize {
     LIVE_TRACKED_SLOTS.with(Cell::get)
+}
+
+/// `TrackedSlot`s ever created on this OS thread.
+pub fn created_tracked_slots() -> usize {
+    CREATED_TRACKED_SLOTS.with(Cell::get)
 }
 
 /// The crate's `Segments` over [`TrackedSlot`]s, 2, 4, 8, ... slots per
@@ -273,4 +281,13 @@ impl<E> fmt::Debug for Reservation<'_, E> {
             .field("written", &self.next)
             .finish()
     }
+}
+
+/// Reserves one position of `store`'s log and drops the reservation
+/// uncommitted, as a writer unwinding between reservation and commit would:
+/// the crate's real abandon path (the range is marked abandoned and the
+/// store poisoned, waking every waiter). The store's fault-injection hook is
+/// test-only, so this is how a model poisons a whole store.
+pub fn abandon_a_reservation<E>(store: &crate::MemoryStore<E>) {
+    drop(store.inner.log.reserve(1));
 }

@@ -10,6 +10,7 @@
 use crate::segments::Segments;
 use crate::sync::{self, Arc, AtomicU64, Mutex, MutexGuard, Ordering};
 use crate::{Position, StreamHead, StreamId, StreamVersion};
+#[cfg(not(loom))]
 use std::hash::{BuildHasher, Hasher};
 
 /// Slots in the first segment of a stream's positions: 4 outside loom, 2 under it.
@@ -182,9 +183,11 @@ impl StreamIndex {
 /// Hashes `StreamId`s, which are usually random already: folds the 128 bits
 /// and mixes them so that sequential ids (`Uuid::from_u128(1)`, `(2)`, ...)
 /// still spread over dashmap's shards, which are picked by the high bits.
+#[cfg(not(loom))]
 #[derive(Clone, Copy, Default)]
 pub(crate) struct StreamIdHasher;
 
+#[cfg(not(loom))]
 impl BuildHasher for StreamIdHasher {
     type Hasher = FoldHasher;
     fn build_hasher(&self) -> FoldHasher {
@@ -192,8 +195,10 @@ impl BuildHasher for StreamIdHasher {
     }
 }
 
+#[cfg(not(loom))]
 pub(crate) struct FoldHasher(u64);
 
+#[cfg(not(loom))]
 impl Hasher for FoldHasher {
     fn write(&mut self, bytes: &[u8]) {
         for chunk in bytes.chunks(8) {

@@ -239,12 +239,16 @@ impl<E> Subscription<E> {
         &self.store
     }
 
+    // Used by handler subscriptions, which loom builds leave out.
+    #[cfg_attr(loom, allow(dead_code))]
     /// Moves past the next selected committed event; see `Cursor::advance`.
     #[inline]
     pub(crate) fn cursor_advance(&mut self) -> Option<u64> {
         self.cursor.advance(&self.store.inner)
     }
 
+    // Used by handler subscriptions, which loom builds leave out.
+    #[cfg_attr(loom, allow(dead_code))]
     /// The envelope at a position `cursor_advance` returned.
     #[inline]
     pub(crate) fn envelope_at(&self, position: u64) -> &Envelope<E> {
@@ -257,6 +261,7 @@ impl<E> Subscription<E> {
         unsafe { self.store.inner.log.get_committed(position) }
     }
 
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn cursor(&self) -> &Cursor<E> {
         &self.cursor
     }

@@ -1,0 +1,1 @@
+//! Loom models of hindsight's protocols live in `tests/`; see `ci/loom.sh`.

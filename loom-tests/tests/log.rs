@@ -1,0 +1,185 @@
+//! Loom models of the log's reservation, commit and watermark protocol
+//! (`log.rs`, `watermark.rs`), driven directly through `hindsight::loom_api`:
+//! no stream locks or index, so far fewer interleavings than through
+//! `insert`, and a deeper preemption bound fits in the time budget.
+//!
+//! In every model the main thread only spawns and joins: loom explores far
+//! fewer interleavings of the main thread's own operations (see
+//! `MUTATIONS.md`), so every participant runs on a spawned thread.
+#![cfg(loom)]
+
+mod common;
+
+use common::{check, Outcomes};
+use hindsight::loom_api::{Log, Poisoned};
+use loom::sync::Arc;
+use loom::thread;
+
+/// One writer: reserve `payloads.len()` positions, write, commit, wait for
+/// the watermark to cover the range, then read the whole committed prefix.
+/// Returns the range's start and how many events the read saw.
+fn write(log: &Log<u32>, payloads: &[u32]) -> (u64, usize) {
+    let mut reservation = log.reserve(payloads.len() as u64);
+    let start = reservation.start();
+    for &payload in payloads {
+        reservation.write(payload);
+    }
+    reservation.commit();
+    log.wait_committed(start + payloads.len() as u64)
+        .expect("not poisoned");
+    let seen: Vec<u32> = log.read_committed().into_iter().copied().collect();
+    assert_eq!(
+        &seen[start as usize..start as usize + payloads.len()],
+        payloads,
+        "read your writes"
+    );
+    (start, seen.len())
+}
+
+/// (a, log level) The stranded commit of DESIGN.md: two writers commit
+/// their ranges in either order; whichever commits second must see the
+/// other's marker (the `fence(SeqCst)` in `Reservation::commit`) and move
+/// the watermark over both, or the writer behind parks forever (loom:
+/// deadlock).
+#[test]
+fn two_committers_never_strand_the_watermark() {
+    let name = "two_committers_never_strand_the_watermark";
+    let outcomes = Outcomes::default();
+    let record = outcomes.clone();
+    check(name, 2, move || {
+        let log = Arc::new(Log::<u32>::new());
+        let writers: Vec<_> = [1u32, 2]
+            .into_iter()
+            .map(|payload| {
+                let log = Arc::clone(&log);
+                thread::spawn(move || write(&log, &[payload]))
+            })
+            .collect();
+        let results: Vec<_> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+        let first = results.iter().find(|r| r.0 == 0).expect("one writer at 0");
+        record.record(format!("writer at 0 returned seeing {}", first.1));
+        assert_eq!(log.committed(), 2);
+        let mut all: Vec<u32> = log.read_committed().into_iter().copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, [1, 2]);
+    });
+    outcomes.require(
+        name,
+        &[
+            "writer at 0 returned seeing 1",
+            "writer at 0 returned seeing 2",
+        ],
+    );
+}
+
+/// A reader racing two committers, that never issues a `fence(SeqCst)` of
+/// its own (it loads the watermark once and reads below it, as `read_all`
+/// does), only ever reads slots whose writes happen-before its read: the
+/// marker's Release store, `committed_len`'s Acquire load, the watermark's
+/// CAS and `Watermark::get`'s Acquire load must carry each envelope from its
+/// writer to the helper that moves the watermark over it, and on to the
+/// reader. (A reader that fenced would hide a missing Release/Acquire:
+/// loom's `fence(SeqCst)` makes every earlier SeqCst fence happen-before it,
+/// which is stronger than C11.) The writers do not wait, so the last to
+/// commit must still move the watermark over both.
+#[test]
+fn a_reader_racing_two_committers_reads_only_published_slots() {
+    let name = "a_reader_racing_two_committers_reads_only_published_slots";
+    let outcomes = Outcomes::default();
+    let record = outcomes.clone();
+    check(name, 2, move || {
+        let log = Arc::new(Log::<u32>::new());
+        let writers: Vec<_> = [1u32, 2]
+            .into_iter()
+            .map(|payload| {
+                let log = Arc::clone(&log);
+                thread::spawn(move || {
+                    let mut reservation = log.reserve(1);
+                    reservation.write(payload);
+                    reservation.commit();
+                })
+            })
+            .collect();
+        let reader = {
+            let log = Arc::clone(&log);
+            thread::spawn(move || {
+                let seen: Vec<u32> = log.read_committed().into_iter().copied().collect();
+                for payload in &seen {
+                    assert!([1, 2].contains(payload), "read {payload}");
+                }
+                seen.len()
+            })
+        };
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        record.record(format!("reader saw {}", reader.join().unwrap()));
+        assert_eq!(log.committed(), 2, "the watermark covers both commits");
+    });
+    outcomes.require(name, &["reader saw 0", "reader saw 1", "reader saw 2"]);
+}
+
+/// Three writers (one of two events, so ranges are uneven and one crosses
+/// into the second log segment): helpers move the watermark over each
+/// other's ranges in any order, and a writer that returns sees every range
+/// below the watermark fully written, whichever helper moved it there
+/// (the CAS chain of `Watermark::advance`).
+#[test]
+fn three_committers_hand_the_watermark_along() {
+    check("three_committers_hand_the_watermark_along", 2, || {
+        let log = Arc::new(Log::<u32>::new());
+        let writers: Vec<_> = [&[1u32, 2][..], &[3], &[4]]
+            .into_iter()
+            .map(|payloads| {
+                let log = Arc::clone(&log);
+                thread::spawn(move || write(&log, payloads))
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        assert_eq!(log.committed(), 4);
+    });
+}
+
+/// (g) Poisoning wakes a waiter: one thread reserves a position and drops
+/// the reservation uncommitted (what an unwinding writer does: the range is
+/// abandoned and the log poisoned), while another commits a position and
+/// waits for the watermark to cover it. A writer behind the hole must be
+/// woken and told; a writer before it returns normally.
+#[test]
+fn abandoning_a_reservation_poisons_the_log_and_wakes_a_waiting_writer() {
+    let name = "abandoning_a_reservation_poisons_the_log_and_wakes_a_waiting_writer";
+    let outcomes = Outcomes::default();
+    let record = outcomes.clone();
+    check(name, 2, move || {
+        let log = Arc::new(Log::<u32>::new());
+        let abandoner = {
+            let log = Arc::clone(&log);
+            thread::spawn(move || drop(log.reserve(1)))
+        };
+        let writer = {
+            let log = Arc::clone(&log);
+            thread::spawn(move || {
+                let mut reservation = log.reserve(1);
+                let start = reservation.start();
+                reservation.write(7);
+                reservation.commit();
+                (start, log.wait_committed(start + 1))
+            })
+        };
+        abandoner.join().unwrap();
+        let (start, result) = writer.join().unwrap();
+        assert!(log.is_poisoned());
+        if start == 0 {
+            assert_eq!(result, Ok(()), "nothing is missing below the writer");
+            assert_eq!(log.committed(), 1);
+            record.record("writer before the hole");
+        } else {
+            assert_eq!(result, Err(Poisoned), "the writer behind the hole is told");
+            assert_eq!(log.committed(), 0, "the watermark never covers a hole");
+            record.record("writer behind the hole");
+        }
+    });
+    outcomes.require(name, &["writer before the hole", "writer behind the hole"]);
+}
