@@ -134,12 +134,12 @@ impl<E> Log<E> {
             .slots
             .get(position)
             .expect("committed slot has a segment");
-        // SAFETY: 1. the watermark only covers committed ranges; 2. a range
-        // is committed (Release marker) after all its envelopes were written;
-        // 3. the caller's Acquire load of the watermark happens-after that
-        // commit (through the helper's AcqRel CAS), so the envelope is
-        // initialised and visible; 4. nobody writes it again until the log
-        // drops, which needs `&mut self`, so a shared borrow is sound.
+        // Why the shared borrow below is sound: 1. the watermark only covers
+        // committed ranges; 2. a range is committed (Release marker) after
+        // all its envelopes were written; 3. the caller's Acquire load of the
+        // watermark happens-after that commit (through the helper's CAS).
+        // SAFETY: by 1-3 the envelope is initialised and visible, and nobody
+        // writes it again before the log drops (which needs `&mut self`).
         slot.envelope.with(|p| unsafe { (*p).assume_init_ref() })
     }
 }
