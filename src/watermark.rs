@@ -70,9 +70,11 @@ impl Watermark {
                 break;
             }
             // AcqRel on success: Release publishes the slots of the range
-            // (acquired through its marker) to `get`; Acquire keeps the
-            // release sequence of earlier helpers. Acquire on failure: the
-            // new value's ranges are as visible as after `get`.
+            // (acquired through its marker) to `get`; earlier helpers' ranges
+            // reach readers through the release sequence (every write here is
+            // an RMW), and Acquire lets this helper see what it moved past.
+            // Acquire on failure: the new value's ranges are as visible as
+            // after `get`.
             match self.value.compare_exchange(
                 current,
                 current + len,
