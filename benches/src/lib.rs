@@ -5,6 +5,9 @@
 //! Set `HINDSIGHT_BENCH_QUICK=1` for short measurements (the whole suite in
 //! a few minutes on 2 cores); leave it unset for the figures in PERF.md.
 
+pub mod contender;
+pub mod contenders;
+
 use criterion::Criterion;
 use hindsight::{MemoryStore, StreamId};
 use std::sync::Barrier;
@@ -32,7 +35,7 @@ pub fn criterion() -> Criterion {
 }
 
 /// A 32-byte event, the size of a small serialised domain event.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Payload(pub [u64; 4]);
 
 impl Payload {

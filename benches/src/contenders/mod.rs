@@ -1,0 +1,10 @@
+//! The stores under benchmark: Hindsight, the two baselines written here,
+//! and the peers from crates.io.
+
+mod hindsight;
+
+pub mod cqrs_es;
+pub mod eventcore;
+pub mod eventually;
+pub mod locked;
+pub mod seed;
