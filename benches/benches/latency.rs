@@ -2,12 +2,18 @@
 //! (busy-polls `try_next`, as one following a busy log does) and for one
 //! that is parked (`next` after an idle gap longer than its spin phase).
 //!
+//! Every contender with subscriptions is measured, and `crossbeam-channel`
+//! (`try_recv` spinning, `recv` parked) as the transport limit.
+//!
 //! Not a criterion benchmark: criterion reports means and medians of
-//! batches, and this needs the distribution of single events. Prints one
-//! table; run with `cargo bench -p hindsight-benches --bench latency`.
+//! batches, and this needs the distribution of single events. Writes
+//! `perf/latency.md`; run with `cargo bench -p hindsight-benches --bench
+//! latency`.
 
-use hindsight::{ExpectedVersion, Selector, StreamId, Transaction};
-use hindsight_benches::{quantile, quick, store};
+use hindsight::MemoryStore;
+use hindsight_benches::contender::{Subscribe, Subscription};
+use hindsight_benches::contenders::{eventcore::Eventcore, locked::Locked, seed::Seed};
+use hindsight_benches::{benching, quantile, quick, write_table, Payload};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -19,27 +25,27 @@ enum Mode {
 
 /// Inserts `samples` single events, `gap` apart, and returns how long each
 /// took from just before its insert until the subscriber held it.
-fn measure(mode: Mode, samples: usize, gap: Duration) -> Vec<Duration> {
-    let store = store();
-    let stream = StreamId::new();
+fn measure<C: Subscribe>(mode: Mode, samples: usize, gap: Duration) -> Vec<Duration> {
+    let store = C::new();
+    let stream = store.stream(0);
     let ready = AtomicBool::new(false);
     let mut lags = std::thread::scope(|scope| {
         let subscriber = scope.spawn(|| {
-            let mut subscription = store.subscribe(Selector::all());
+            let mut subscription = store.subscribe();
             let mut lags = Vec::with_capacity(samples);
             ready.store(true, Ordering::Release);
             while lags.len() < samples {
                 let event = match mode {
-                    Mode::Spinning => match subscription.try_next().unwrap() {
+                    Mode::Spinning => match subscription.try_next() {
                         Some(event) => event,
                         None => {
                             std::hint::spin_loop();
                             continue;
                         }
                     },
-                    Mode::Parked => subscription.next().unwrap(),
+                    Mode::Parked => subscription.next(),
                 };
-                let sent = event.payload().0[0];
+                let sent = event.0[0];
                 lags.push(Duration::from_nanos(
                     EPOCH.with(|epoch| epoch.elapsed().as_nanos() as u64) - sent,
                 ));
@@ -59,13 +65,7 @@ fn measure(mode: Mode, samples: usize, gap: Duration) -> Vec<Duration> {
                 }
             }
             let sent = EPOCH.with(|epoch| epoch.elapsed().as_nanos() as u64);
-            store
-                .insert(Transaction::single(
-                    stream,
-                    ExpectedVersion::Any,
-                    hindsight_benches::Payload([sent, i as u64, 0, 0]),
-                ))
-                .unwrap();
+            store.append(&stream, &[Payload([sent, i as u64, 0, 0])]);
         }
         subscriber.join().unwrap()
     });
@@ -79,46 +79,96 @@ thread_local! {
 }
 static GLOBAL_EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 
+/// The same through a `crossbeam-channel`: the transport limit.
+fn measure_channel(mode: Mode, samples: usize, gap: Duration) -> Vec<Duration> {
+    let (sender, receiver) = crossbeam_channel::unbounded::<Payload>();
+    let mut lags = std::thread::scope(|scope| {
+        let subscriber = scope.spawn(move || {
+            let mut lags = Vec::with_capacity(samples);
+            while lags.len() < samples {
+                let event = match mode {
+                    Mode::Spinning => match receiver.try_recv() {
+                        Ok(event) => event,
+                        Err(_) => {
+                            std::hint::spin_loop();
+                            continue;
+                        }
+                    },
+                    Mode::Parked => receiver.recv().expect("the sender lives"),
+                };
+                lags.push(Duration::from_nanos(
+                    EPOCH.with(|epoch| epoch.elapsed().as_nanos() as u64) - event.0[0],
+                ));
+            }
+            lags
+        });
+        for i in 0..samples {
+            let pause = Instant::now();
+            while pause.elapsed() < gap {
+                if mode == Mode::Parked {
+                    std::thread::sleep(gap);
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+            let sent = EPOCH.with(|epoch| epoch.elapsed().as_nanos() as u64);
+            sender
+                .send(Payload([sent, i as u64, 0, 0]))
+                .expect("the subscriber lives");
+        }
+        subscriber.join().unwrap()
+    });
+    lags.sort_unstable();
+    lags
+}
+
 fn main() {
-    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing
-    // and expects a quick smoke run.
-    let benching = std::env::args().any(|a| a == "--bench");
-    let scale = if !benching {
+    let scale = if !benching() {
         0.01
     } else if quick() {
         0.2
     } else {
         1.0
     };
-    let runs = [
+    let modes = [
         (
-            "spinning (try_next busy-poll)",
+            "spinning (`try_next` busy-poll, inserts 5 µs apart)",
             Mode::Spinning,
             (100_000.0 * scale) as usize,
             Duration::from_micros(5),
         ),
         (
-            "parked (next after a 1 ms gap)",
+            "parked (`next` after a 1 ms idle gap)",
             Mode::Parked,
             (5_000.0 * scale) as usize,
             Duration::from_millis(1),
         ),
     ];
-    println!("insert-to-delivery latency, 1-event transactions, one subscriber:");
-    println!(
-        "{:<34} {:>8} {:>10} {:>10} {:>10} {:>10}",
-        "subscriber", "samples", "p50", "p99", "p99.9", "max"
+    let mut table = String::from(
+        "| subscriber | contender | samples | p50 | p99 | p99.9 | max |\n|---|---|---|---|---|---|---|\n",
     );
-    for (name, mode, samples, gap) in runs {
-        let lags = measure(mode, samples.max(10), gap);
-        println!(
-            "{:<34} {:>8} {:>10.2?} {:>10.2?} {:>10.2?} {:>10.2?}",
-            name,
-            lags.len(),
-            quantile(&lags, 0.5),
-            quantile(&lags, 0.99),
-            quantile(&lags, 0.999),
-            quantile(&lags, 1.0)
-        );
+    for (mode_name, mode, samples, gap) in modes {
+        let samples = samples.max(10);
+        let runs: [(&str, Vec<Duration>); 4] = [
+            (
+                "hindsight",
+                measure::<MemoryStore<Payload>>(mode, samples, gap),
+            ),
+            ("locked", measure::<Locked>(mode, samples, gap)),
+            ("seed", measure::<Seed>(mode, samples, gap)),
+            ("crossbeam-channel", measure_channel(mode, samples, gap)),
+        ];
+        for (name, lags) in runs {
+            table += &format!(
+                "| {mode_name} | {name} | {} | {:.2?} | {:.2?} | {:.2?} | {:.2?} |\n",
+                lags.len(),
+                quantile(&lags, 0.5),
+                quantile(&lags, 0.99),
+                quantile(&lags, 0.999),
+                quantile(&lags, 1.0)
+            );
+        }
     }
+    table += "\nInsert-to-delivery latency of 1-event transactions, one subscriber.\n";
+    write_table("latency", &table);
 }

@@ -1,116 +1,238 @@
-//! Subscriptions: catch-up over 1M stored events (all streams, and one
-//! stream that holds half of them) beside the read limit (a plain slice
-//! scan), and what waking parked subscribers costs a writer.
+//! Subscriptions and reads: catch-up over 1M stored events (all streams,
+//! and one stream holding half of them) for every contender beside the read
+//! limit (a plain slice scan); live delivery to 1, 4 and 16 subscribers
+//! while a writer inserts; and what waking parked subscribers costs a
+//! Hindsight writer.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use hindsight::{ExpectedVersion, MemoryStore, Selector, Start, StreamId, Transaction};
-use hindsight_benches::{criterion, quick, store, streams, Payload};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
+};
+use hindsight::{ExpectedVersion, MemoryStore, Selector, StreamId, Transaction};
+use hindsight_benches::contender::{
+    check_global_read, check_subscribe, Contender, GlobalRead, Subscribe, Subscription,
+};
+use hindsight_benches::contenders::{
+    cqrs_es::CqrsEs, eventcore::Eventcore, eventually::Eventually, locked::Locked, seed::Seed,
+};
+use hindsight_benches::{criterion, quick, store, time_threads, Payload};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// Events in the catch-up store.
 const STORED: u64 = 1_000_000;
+/// Index of the stream that holds half of them.
+const HOT: u64 = 0;
 
-/// A store of `STORED` events in 100-event transactions; every other
-/// transaction goes to `hot`, the rest spread over 100 other streams.
-fn filled(hot: StreamId) -> MemoryStore<Payload> {
-    let store = store();
-    let others = streams(100);
+/// A `C` holding `STORED` events in 100-event transactions: every other
+/// transaction goes to the hot stream, the rest round-robin to 100 others.
+fn filled<C: Contender>() -> C {
+    let store = C::new();
+    let hot = store.stream(HOT);
+    let others: Vec<C::Stream> = (1..=100).map(|i| store.stream(i)).collect();
+    let mut lens = vec![0u64; 101];
     for tx in 0..STORED / 100 {
-        let stream = if tx % 2 == 0 {
-            hot
+        let events: Vec<Payload> = (0..100).map(|i| Payload::new(0, tx * 100 + i)).collect();
+        let index = if tx % 2 == 0 {
+            0
         } else {
-            others[(tx / 2) as usize % others.len()]
+            1 + (tx / 2) as usize % others.len()
         };
+        let stream = if index == 0 { &hot } else { &others[index - 1] };
+        store.append_at(stream, lens[index], &events);
+        lens[index] += 100;
+    }
+    store
+}
+
+/// The same streams as [`filled`] for a store with no global order, in
+/// 10,000-event transactions: a store that copies a stream on every append
+/// (cqrs-es) would need hours to take 500,000 events 100 at a time, and
+/// only the streams' contents matter to a stream read.
+fn filled_coarse<C: Contender>() -> C {
+    let store = C::new();
+    let mut hot_events = Vec::new();
+    let mut others: Vec<Vec<Payload>> = vec![Vec::new(); 100];
+    for tx in 0..STORED / 100 {
         let events = (0..100).map(|i| Payload::new(0, tx * 100 + i));
-        store
-            .insert(Transaction::new().append(stream, ExpectedVersion::Any, events))
-            .unwrap();
+        if tx % 2 == 0 {
+            hot_events.extend(events);
+        } else {
+            others[(tx / 2) as usize % 100].extend(events);
+        }
+    }
+    for (len, chunk) in hot_events.chunks(10_000).enumerate() {
+        store.append_at(&store.stream(HOT), (len * 10_000) as u64, chunk);
+    }
+    for (i, events) in others.iter().enumerate() {
+        store.append_at(&store.stream(1 + i as u64), 0, events);
     }
     store
 }
 
 /// Folds what a reader would look at in each event.
 #[inline]
-fn touch(sum: u64, position: u64, payload: &Payload) -> u64 {
-    sum.wrapping_add(position ^ payload.0[1])
+fn touch(sum: u64, payload: &Payload) -> u64 {
+    sum.wrapping_add(payload.0[1] ^ payload.0[0])
 }
 
-fn catch_up(c: &mut Criterion) {
-    let hot = StreamId::new();
-    let store = filled(hot);
-    let slice: Vec<(u64, Payload)> = store
-        .read_all(Start::Beginning)
-        .map(|e| (e.position().get(), *e.payload()))
-        .collect();
+fn read_all<C: GlobalRead>(group: &mut BenchmarkGroup<'_, WallTime>, store: &C) {
+    group.bench_function(format!("{}/read_all", C::NAME), |b| {
+        b.iter(|| {
+            let mut sum = 0;
+            assert_eq!(store.read_all(|e| sum = touch(sum, e)), STORED);
+            black_box(sum)
+        })
+    });
+}
 
+fn subscription<C: Subscribe>(group: &mut BenchmarkGroup<'_, WallTime>, store: &C) {
+    group.bench_function(format!("{}/subscription", C::NAME), |b| {
+        b.iter(|| {
+            let mut subscription = store.subscribe();
+            let mut sum = 0;
+            while let Some(event) = subscription.try_next() {
+                sum = touch(sum, &event);
+            }
+            black_box(sum)
+        })
+    });
+}
+
+fn read_stream<C: Contender>(group: &mut BenchmarkGroup<'_, WallTime>, store: &C) {
+    let hot = store.stream(HOT);
+    group.bench_function(format!("{}/read_stream", C::NAME), |b| {
+        b.iter(|| {
+            let mut sum = 0;
+            assert_eq!(store.read_stream(&hot, |e| sum = touch(sum, e)), STORED / 2);
+            black_box(sum)
+        })
+    });
+}
+
+fn catch_up_all(c: &mut Criterion) {
     let mut group = c.benchmark_group("catch-up/all-streams");
     group.throughput(Throughput::Elements(STORED));
-    group.bench_function("subscription", |b| {
-        b.iter(|| {
-            let mut subscription = store.subscribe(Selector::all());
-            let mut sum = 0;
-            while let Some(event) = subscription.try_next().unwrap() {
-                sum = touch(sum, event.position().get(), event.payload());
-            }
-            black_box(sum)
-        })
-    });
-    group.bench_function("read_all", |b| {
-        b.iter(|| {
-            black_box(
-                store
-                    .read_all(Start::Beginning)
-                    .fold(0, |sum, e| touch(sum, e.position().get(), e.payload())),
-            )
-        })
-    });
-    group.bench_function("slice-scan", |b| {
-        b.iter(|| {
-            black_box(
-                slice
-                    .iter()
-                    .fold(0, |sum, (position, payload)| touch(sum, *position, payload)),
-            )
-        })
-    });
+    {
+        let store: MemoryStore<Payload> = filled();
+        subscription(&mut group, &store);
+        read_all(&mut group, &store);
+        let slice: Vec<Payload> = {
+            let mut slice = Vec::with_capacity(STORED as usize);
+            GlobalRead::read_all(&store, |e| slice.push(*e));
+            slice
+        };
+        group.bench_function("slice-scan", |b| {
+            b.iter(|| black_box(slice.iter().fold(0, touch)))
+        });
+    }
+    {
+        let store: Locked = filled();
+        subscription(&mut group, &store);
+        read_all(&mut group, &store);
+    }
+    {
+        let store: Seed = filled();
+        subscription(&mut group, &store);
+        read_all(&mut group, &store);
+    }
+    read_all(&mut group, &filled::<Eventcore>());
     group.finish();
+}
 
+fn catch_up_one(c: &mut Criterion) {
     let mut group = c.benchmark_group("catch-up/one-stream");
     group.throughput(Throughput::Elements(STORED / 2));
-    group.bench_function("subscription", |b| {
-        b.iter(|| {
-            let mut subscription = store.subscribe(Selector::stream(hot));
-            let mut sum = 0;
-            while let Some(event) = subscription.try_next().unwrap() {
-                sum = touch(sum, event.position().get(), event.payload());
-            }
-            black_box(sum)
-        })
-    });
-    group.bench_function("read_stream", |b| {
-        b.iter(|| {
-            black_box(
-                store
-                    .read_stream(hot, Default::default())
-                    .fold(0, |sum, e| touch(sum, e.position().get(), e.payload())),
-            )
-        })
-    });
-    group.bench_function("slice-scan", |b| {
-        let hot_slice: Vec<(u64, Payload)> = store
-            .read_stream(hot, Default::default())
-            .map(|e| (e.position().get(), *e.payload()))
-            .collect();
-        b.iter(|| {
-            black_box(
-                hot_slice
-                    .iter()
-                    .fold(0, |sum, (position, payload)| touch(sum, *position, payload)),
-            )
-        })
-    });
+    {
+        let store: MemoryStore<Payload> = filled();
+        let hot = Contender::stream(&store, HOT);
+        group.bench_function("hindsight/subscription", |b| {
+            b.iter(|| {
+                let mut subscription = store.subscribe(Selector::stream(hot));
+                let mut sum = 0;
+                while let Some(event) = subscription.try_next().unwrap() {
+                    sum = touch(sum, event.payload());
+                }
+                black_box(sum)
+            })
+        });
+        read_stream(&mut group, &store);
+        let slice: Vec<Payload> = {
+            let mut slice = Vec::with_capacity(STORED as usize / 2);
+            Contender::read_stream(&store, &hot, |e| slice.push(*e));
+            slice
+        };
+        group.bench_function("slice-scan", |b| {
+            b.iter(|| black_box(slice.iter().fold(0, touch)))
+        });
+    }
+    read_stream(&mut group, &filled::<Locked>());
+    read_stream(&mut group, &filled::<Seed>());
+    read_stream(&mut group, &filled::<Eventcore>());
+    read_stream(&mut group, &filled::<Eventually>());
+    read_stream(&mut group, &filled_coarse::<CqrsEs>());
     group.finish();
+}
+
+/// One writer inserts `events` 1-event transactions into a fresh `C` while
+/// `subscribers` subscriptions, attached before the clock starts, each wait
+/// for all of them in the store's own way. Timed until every subscriber
+/// holds the last event.
+fn live<C: Subscribe>(subscribers: usize, events: u64) -> Duration {
+    let store = C::new();
+    let stream = store.stream(0);
+    let subscriptions: Vec<Mutex<Option<C::Subscription<'_>>>> = (0..subscribers)
+        .map(|_| Mutex::new(Some(store.subscribe())))
+        .collect();
+    let elapsed = time_threads(subscribers + 1, |thread| {
+        if thread == subscribers {
+            for i in 0..events {
+                store.append(&stream, &[Payload::new(0, i)]);
+            }
+        } else {
+            let mut subscription = subscriptions[thread]
+                .lock()
+                .expect("not poisoned")
+                .take()
+                .expect("one subscription per thread");
+            for i in 0..events {
+                assert_eq!(
+                    subscription.next().0[1],
+                    i,
+                    "{}: delivered in order",
+                    C::NAME
+                );
+            }
+        }
+    });
+    drop(subscriptions);
+    drop(store);
+    elapsed
+}
+
+fn live_delivery(c: &mut Criterion) {
+    for subscribers in [1usize, 4, 16] {
+        let mut group = c.benchmark_group(format!("live/{subscribers}-subscribers"));
+        group.throughput(Throughput::Elements(1));
+        fn one<C: Subscribe>(group: &mut BenchmarkGroup<'_, WallTime>, subscribers: usize) {
+            group.bench_function(C::NAME, |b| {
+                b.iter_custom(|iters| live::<C>(subscribers, iters))
+            });
+        }
+        one::<MemoryStore<Payload>>(&mut group, subscribers);
+        one::<Locked>(&mut group, subscribers);
+        one::<Seed>(&mut group, subscribers);
+        one::<Eventcore>(&mut group, subscribers);
+        group.bench_function("crossbeam-channel", |b| {
+            b.iter_custom(|iters| hindsight_benches::limits::channel_fan_out(subscribers, iters))
+        });
+        group.bench_function("disruptor", |b| {
+            b.iter_custom(|iters| hindsight_benches::limits::disruptor_fan_out(subscribers, iters))
+        });
+        group.finish();
+    }
 }
 
 /// One writer inserting 1-event transactions while `parked` subscribers
@@ -163,9 +285,20 @@ fn notify_cost(c: &mut Criterion) {
     group.finish();
 }
 
+fn checks(_: &mut Criterion) {
+    check_global_read::<MemoryStore<Payload>>();
+    check_global_read::<Locked>();
+    check_global_read::<Seed>();
+    check_global_read::<Eventcore>();
+    check_subscribe::<MemoryStore<Payload>>();
+    check_subscribe::<Locked>();
+    check_subscribe::<Seed>();
+    check_subscribe::<Eventcore>();
+}
+
 criterion_group! {
     name = benches;
     config = criterion();
-    targets = catch_up, notify_cost
+    targets = checks, catch_up_all, catch_up_one, live_delivery, notify_cost
 }
 criterion_main!(benches);

@@ -8,6 +8,9 @@ use hindsight::MemoryStore;
 use hindsight_benches::contender::{
     check_global_read, check_multi_stream, check_streams, check_subscribe,
 };
+use hindsight_benches::contenders::{
+    cqrs_es::CqrsEs, eventcore::Eventcore, eventually::Eventually, locked::Locked, seed::Seed,
+};
 use hindsight_benches::Payload;
 
 fn main() {
@@ -15,10 +18,19 @@ fn main() {
     check_multi_stream::<MemoryStore<Payload>>();
     check_global_read::<MemoryStore<Payload>>();
     check_subscribe::<MemoryStore<Payload>>();
-    // locked:
-    // seed:
-    // cqrs-es:
-    // eventually:
-    // eventcore:
+    check_streams::<Locked>();
+    check_multi_stream::<Locked>();
+    check_global_read::<Locked>();
+    check_subscribe::<Locked>();
+    check_streams::<Seed>();
+    check_multi_stream::<Seed>();
+    check_global_read::<Seed>();
+    check_subscribe::<Seed>();
+    check_streams::<CqrsEs>();
+    check_streams::<Eventually>();
+    check_streams::<Eventcore>();
+    check_multi_stream::<Eventcore>();
+    check_global_read::<Eventcore>();
+    check_subscribe::<Eventcore>();
     println!("verify: every contender's adapter passed its checks");
 }

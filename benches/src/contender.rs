@@ -32,6 +32,16 @@ pub trait Contender: Send + Sync + Sized + 'static {
     /// on the stream's version (the store's "any version").
     fn append(&self, stream: &Self::Stream, events: &[Payload]);
 
+    /// Appends `events` to `stream`, which the caller knows holds `len`
+    /// events and that nobody else writes. Used only to fill stores before
+    /// a measurement: a store whose appends must name the stream's version
+    /// (and would otherwise read the stream to learn it) overrides this to
+    /// use `len`; for the others it is [`Contender::append`].
+    fn append_at(&self, stream: &Self::Stream, len: u64, events: &[Payload]) {
+        let _ = len;
+        self.append(stream, events);
+    }
+
     /// Calls `visit` on every event of `stream`, oldest first, and returns
     /// how many there were.
     fn read_stream(&self, stream: &Self::Stream, visit: impl FnMut(&Payload)) -> u64;

@@ -7,6 +7,7 @@
 
 pub mod contender;
 pub mod contenders;
+pub mod limits;
 
 use criterion::Criterion;
 use hindsight::{MemoryStore, StreamId};
@@ -85,4 +86,33 @@ pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
         return Duration::ZERO;
     }
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Writes a generated table to `perf/<name>.md` at the repository root (the
+/// measurements that are not criterion groups: latency percentiles, memory
+/// per event, cost against stored size) and prints it.
+pub fn write_table(name: &str, markdown: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../perf");
+    std::fs::create_dir_all(&dir).expect("create perf/");
+    let path = dir.join(format!("{name}.md"));
+    std::fs::write(&path, markdown).expect("write the table");
+    println!("{markdown}");
+    println!("written to {}", path.display());
+}
+
+/// `bytes` as a readable figure (`12.3 ns`-style for durations is
+/// `{:.2?}`; this is for counts): `1.23 M`, `45.6 k`, `789`.
+pub fn si(value: f64) -> String {
+    match value {
+        v if v >= 1e9 => format!("{:.2} G", v / 1e9),
+        v if v >= 1e6 => format!("{:.2} M", v / 1e6),
+        v if v >= 1e3 => format!("{:.1} k", v / 1e3),
+        v => format!("{v:.0}"),
+    }
+}
+
+/// Whether the binary runs as a benchmark (`cargo bench` passes `--bench`)
+/// rather than as a smoke test (`cargo test --benches` passes nothing).
+pub fn benching() -> bool {
+    std::env::args().any(|a| a == "--bench")
 }
