@@ -180,9 +180,13 @@ impl StreamIndex {
     }
 }
 
-/// Hashes `StreamId`s, which are usually random already: folds the 128 bits
-/// and mixes them so that sequential ids (`Uuid::from_u128(1)`, `(2)`, ...)
-/// still spread over dashmap's shards, which are picked by the high bits.
+/// Hashes `StreamId`s: folds the 128 bits into one word, then runs
+/// MurmurHash3's 64-bit finaliser over it, so that every input bit reaches
+/// every output bit. Random ids need little mixing, but sequential ones
+/// (`Uuid::from_u128(1)`, `(2)`, ... or `Uuid::from_u64_pair(k, i)`) differ
+/// only in their last bytes, and both of the hash's consumers need those
+/// differences spread: hashbrown picks buckets by the low bits and tags by
+/// the top 7, dashmap picks shards by the bits below those.
 #[cfg(not(loom))]
 #[derive(Clone, Copy, Default)]
 pub(crate) struct StreamIdHasher;
@@ -201,11 +205,15 @@ pub(crate) struct FoldHasher(u64);
 #[cfg(not(loom))]
 impl Hasher for FoldHasher {
     fn write(&mut self, bytes: &[u8]) {
+        // For a fixed first word, distinct second words give distinct
+        // states (xor, then a multiplication by an odd constant: both
+        // bijections), so ids that differ only in their low half never
+        // collide before the finaliser, which is a bijection too.
         for chunk in bytes.chunks(8) {
             let mut word = [0u8; 8];
             word[..chunk.len()].copy_from_slice(chunk);
-            let folded = (self.0 ^ u64::from_le_bytes(word)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            self.0 = folded ^ (folded >> 32);
+            self.0 = (self.0.rotate_left(23) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15);
         }
     }
 
@@ -214,6 +222,52 @@ impl Hasher for FoldHasher {
     }
 
     fn finish(&self) -> u64 {
-        self.0
+        // MurmurHash3's fmix64.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod hasher_tests {
+    use super::*;
+    use std::collections::HashSet;
+    use uuid::Uuid;
+
+    fn hash(id: Uuid) -> u64 {
+        StreamIdHasher.hash_one(StreamId::from_uuid(id))
+    }
+
+    /// How many distinct values `bits(hash)` takes over 4096 ids.
+    fn spread(ids: impl Iterator<Item = Uuid>, bits: impl Fn(u64) -> u64) -> usize {
+        ids.map(|id| bits(hash(id))).collect::<HashSet<_>>().len()
+    }
+
+    /// Sequential ids must spread over hashbrown's buckets (low bits), its
+    /// tags (top 7 bits) and dashmap's shards (the bits below the tag): a
+    /// hash that moved only high bits put 4096 such streams in one bucket
+    /// and made every lookup a linear probe.
+    #[test]
+    fn sequential_stream_ids_spread_over_buckets_tags_and_shards() {
+        let families: [(&str, fn(u64) -> Uuid); 3] = [
+            ("from_u128(i)", |i| Uuid::from_u128(i as u128)),
+            ("from_u64_pair(k, i)", |i| {
+                Uuid::from_u64_pair(0x6869_6e64, i)
+            }),
+            ("from_u64_pair(i, 0)", |i| Uuid::from_u64_pair(i, 0)),
+        ];
+        for (name, make) in families {
+            // 4096 random values in 4096 buckets take about 2590 of them.
+            let buckets = spread((0..4096).map(make), |h| h & 0xfff);
+            assert!(buckets > 2400, "{name}: {buckets} of 4096 low-bit buckets");
+            let tags = spread((0..4096).map(make), |h| h >> 57);
+            assert!(tags > 120, "{name}: {tags} of 128 tags");
+            let shards = spread((0..4096).map(make), |h| (h << 7) >> 58);
+            assert!(shards > 60, "{name}: {shards} of 64 shards");
+        }
     }
 }
