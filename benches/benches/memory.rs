@@ -89,7 +89,7 @@ fn per_event<C: Contender>(events: u64, size: u64) -> f64 {
 }
 
 fn main() {
-    let events = if benching() { 200_000 } else { 2_000 };
+    let events = if benching() { 100_000 } else { 2_000 };
     let mut table = String::from(
         "| contender | bytes per event beyond the 32-byte payload, 100-event transactions | 1-event transactions |\n|---|---|---|\n",
     );

@@ -25,13 +25,13 @@ pub fn criterion() -> Criterion {
     if quick() {
         criterion
             .sample_size(10)
-            .warm_up_time(Duration::from_millis(300))
-            .measurement_time(Duration::from_secs(1))
+            .warm_up_time(Duration::from_millis(200))
+            .measurement_time(Duration::from_millis(500))
     } else {
         criterion
             .sample_size(20)
             .warm_up_time(Duration::from_secs(1))
-            .measurement_time(Duration::from_secs(4))
+            .measurement_time(Duration::from_secs(3))
     }
 }
 

@@ -4,11 +4,11 @@
 //! store in an afternoon, and the baseline hindsight's lock-free design must
 //! beat to be worth its complexity. One [`Mutex`] guards:
 //!
-//! - the global log, a `Vec` of `(stream, payload)` in commit order (an
-//!   event's global position is its index);
-//! - a hash map from stream to the log positions of its events (an event's
-//!   stream version is its index there), with a few-line Fx-style hasher
-//!   instead of SipHash, since the keys are trusted integers.
+//! - the global log, a `Vec` of envelopes in commit order (an event's
+//!   global position is its index);
+//! - a hash map from stream id to the log positions of its events (an
+//!   event's stream version is its index there), with a few-line hasher
+//!   (one multiply per word and a finaliser) instead of SipHash.
 //!
 //! A transaction takes the lock once, checks every expectation, and appends
 //! every event: atomicity, exact expectations across streams and the single
@@ -25,14 +25,23 @@
 //! batch's copy (which keeps a catching-up subscriber from stalling writers
 //! for the whole backlog).
 //!
-//! It stores only what the benchmarks read: no event ids, timestamps or
-//! correlation ids. It is the floor of a lock-based store, not a full one.
+//! It implements the same contract as hindsight (`shared/SEMANTICS.md`), so
+//! it keeps what hindsight keeps per event: the stream id (a UUID), the
+//! stream version, a unique event id, the transaction's correlation id (if
+//! any) and its timestamp. Event ids come from the same scheme hindsight
+//! uses (a per-thread random prefix and a counter, no system call), and the
+//! timestamp is taken before the lock, as hindsight takes it before it
+//! reserves.
 
 use crate::contender::{Contender, GlobalRead, MultiStream, Subscribe, Subscription};
 use crate::Payload;
+use hindsight::StreamId;
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::SystemTime;
+use uuid::Uuid;
 
 /// The most events a subscription copies out of the log per lock
 /// acquisition.
@@ -50,38 +59,65 @@ struct State {
     /// Every event in commit order; an event's index is its global position.
     log: Vec<Entry>,
     /// Each stream's events, as positions in `log`, oldest first.
-    streams: HashMap<u64, Vec<u64>, BuildHasherDefault<FxHasher>>,
+    streams: HashMap<StreamId, Vec<u64>, BuildHasherDefault<FxHasher>>,
     /// Subscribers blocked on the condition variable.
     waiters: usize,
 }
 
-/// One event in the global log.
+/// One event in the global log, with what the contract keeps per event.
+/// Only the payload is read back by the benchmarks; the rest is written
+/// (and costs its memory) as a complete store's would be.
+#[allow(dead_code)]
 struct Entry {
-    /// The stream the event belongs to (kept so the log is a real global
-    /// log, not just the concatenation of payloads).
-    #[allow(dead_code)]
-    stream: u64,
+    stream: StreamId,
+    version: u64,
+    event_id: Uuid,
+    correlation_id: Option<Uuid>,
+    created_at: SystemTime,
     payload: Payload,
+}
+
+thread_local! {
+    /// This thread's event ids: a random prefix and a counter.
+    static EVENT_IDS: Cell<(u64, u64)> = Cell::new((Uuid::new_v4().as_u64_pair().0, 0));
+}
+
+/// A fresh event id (version 8, as hindsight's: prefix and counter).
+fn event_id() -> Uuid {
+    EVENT_IDS.with(|ids| {
+        let (prefix, next) = ids.get();
+        ids.set((prefix, next.wrapping_add(1)));
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&prefix.to_be_bytes());
+        bytes[8..].copy_from_slice(&next.to_be_bytes());
+        uuid::Builder::from_custom_bytes(bytes).into_uuid()
+    })
 }
 
 impl State {
     /// The number of events in `stream` (0 if it does not exist).
-    fn len_of(&self, stream: u64) -> u64 {
+    fn len_of(&self, stream: StreamId) -> u64 {
         self.streams.get(&stream).map_or(0, |s| s.len() as u64)
     }
 
     /// Appends `events` to `stream` and to the global log.
-    fn push(&mut self, stream: u64, events: &[Payload]) {
+    fn push(&mut self, stream: StreamId, events: &[Payload], created_at: SystemTime) {
         if events.is_empty() {
             return;
         }
         let start = self.log.len() as u64;
-        self.streams
-            .entry(stream)
-            .or_default()
-            .extend(start..start + events.len() as u64);
+        let positions = self.streams.entry(stream).or_default();
+        let first = positions.len() as u64;
+        positions.extend(start..start + events.len() as u64);
         self.log
-            .extend(events.iter().map(|&payload| Entry { stream, payload }));
+            .extend((first..).zip(events).map(|(version, &payload)| Entry {
+                stream,
+                version,
+                event_id: event_id(),
+                correlation_id: None,
+                created_at,
+                payload,
+            }));
     }
 }
 
@@ -106,7 +142,7 @@ impl Locked {
 
 impl Contender for Locked {
     const NAME: &'static str = "locked";
-    type Stream = u64;
+    type Stream = StreamId;
 
     fn new() -> Self {
         Locked {
@@ -119,17 +155,18 @@ impl Contender for Locked {
         }
     }
 
-    fn stream(&self, index: u64) -> u64 {
-        index
+    fn stream(&self, index: u64) -> StreamId {
+        StreamId::from_uuid(Uuid::from_u64_pair(0x6869_6e64_7369_6768, index))
     }
 
-    fn append(&self, stream: &u64, events: &[Payload]) {
+    fn append(&self, stream: &StreamId, events: &[Payload]) {
+        let created_at = SystemTime::now();
         let mut state = self.lock();
-        state.push(*stream, events);
+        state.push(*stream, events, created_at);
         self.publish(state);
     }
 
-    fn read_stream(&self, stream: &u64, mut visit: impl FnMut(&Payload)) -> u64 {
+    fn read_stream(&self, stream: &StreamId, mut visit: impl FnMut(&Payload)) -> u64 {
         let state = self.lock();
         let Some(positions) = state.streams.get(stream) else {
             return 0;
@@ -142,7 +179,8 @@ impl Contender for Locked {
 }
 
 impl MultiStream for Locked {
-    fn append_exact(&self, writes: &[(&u64, u64, &[Payload])]) -> bool {
+    fn append_exact(&self, writes: &[(&StreamId, u64, &[Payload])]) -> bool {
+        let created_at = SystemTime::now();
         let mut state = self.lock();
         for (i, &(stream, expected_len, _)) in writes.iter().enumerate() {
             // A stream written twice in one transaction is checked once, on
@@ -153,7 +191,7 @@ impl MultiStream for Locked {
             }
         }
         for &(stream, _, events) in writes {
-            state.push(*stream, events);
+            state.push(*stream, events, created_at);
         }
         self.publish(state);
         true
@@ -238,8 +276,9 @@ impl Subscription for LockedSubscription<'_> {
     }
 }
 
-/// A few-line version of rustc's Fx hash: one rotate, xor and multiply per
-/// word. Fine for the trusted integer keys of the stream map.
+/// A few-line hash for stream ids: one rotate, xor and multiply per word
+/// (rustc's Fx), then MurmurHash3's finaliser so that ids differing only in
+/// their last bytes still spread over hashbrown's buckets and tags.
 #[derive(Default, Clone, Copy)]
 struct FxHasher(u64);
 
@@ -254,8 +293,10 @@ impl FxHasher {
 
 impl Hasher for FxHasher {
     fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.add(u64::from(byte));
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
         }
     }
 
@@ -265,6 +306,11 @@ impl Hasher for FxHasher {
     }
 
     fn finish(&self) -> u64 {
-        self.0
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
     }
 }
