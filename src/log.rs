@@ -43,6 +43,25 @@ impl<E> Default for Slot<E> {
     }
 }
 
+impl<E> Slot<E> {
+    /// The envelope of a committed slot.
+    ///
+    /// # Safety
+    ///
+    /// The slot's position is below a value this thread loaded from the
+    /// watermark (with `Acquire`, as `Log::committed` does).
+    #[inline]
+    pub(crate) unsafe fn committed_envelope(&self) -> &Envelope<E> {
+        // Why the shared borrow below is sound: 1. the watermark only covers
+        // committed ranges; 2. a range is committed (Release marker) after
+        // all its envelopes were written; 3. the caller's Acquire load of the
+        // watermark happens-after that commit (through the helper's CAS).
+        // SAFETY: by 1-3 the envelope is initialised and visible, and nobody
+        // writes it again before the log drops (which needs `&mut self`).
+        self.envelope.with(|p| unsafe { (*p).assume_init_ref() })
+    }
+}
+
 // SAFETY: an all-zero `Slot` is a zero `AtomicU64` (its default) and an
 // uninitialised `MaybeUninit`, for which any bytes are valid.
 unsafe impl<E> segments::Slot for Slot<E> {}
@@ -134,13 +153,29 @@ impl<E> Log<E> {
             .slots
             .get(position)
             .expect("committed slot has a segment");
-        // Why the shared borrow below is sound: 1. the watermark only covers
-        // committed ranges; 2. a range is committed (Release marker) after
-        // all its envelopes were written; 3. the caller's Acquire load of the
-        // watermark happens-after that commit (through the helper's CAS).
-        // SAFETY: by 1-3 the envelope is initialised and visible, and nobody
-        // writes it again before the log drops (which needs `&mut self`).
-        slot.envelope.with(|p| unsafe { (*p).assume_init_ref() })
+        // SAFETY: the caller's contract is `committed_envelope`'s.
+        unsafe { slot.committed_envelope() }
+    }
+
+    /// The committed slots from `position` to `end`, or to the end of
+    /// `position`'s segment if that comes first (never empty): a run the
+    /// caller can walk without looking up each slot. Read each with
+    /// [`Slot::committed_envelope`].
+    ///
+    /// # Safety
+    ///
+    /// `position < end`, and `end` is at most a value this thread loaded
+    /// from the watermark (with `Acquire`, as `committed` does).
+    #[inline]
+    pub(crate) unsafe fn committed_run(&self, position: u64, end: u64) -> &[Slot<E>] {
+        // As in `get_committed`: the watermark covers `position`, so its
+        // segment exists.
+        let run = self
+            .slots
+            .run(position)
+            .expect("committed slot has a segment");
+        let len = usize::try_from(end - position).map_or(run.len(), |left| left.min(run.len()));
+        &run[..len]
     }
 }
 

@@ -5,7 +5,7 @@
 //! transactions. Envelopes are borrowed from the log, never copied.
 
 use crate::envelope::Envelope;
-use crate::log::Log;
+use crate::log::{Log, Slot};
 use crate::stream::Stream;
 use crate::sync::Arc;
 use crate::Position;
@@ -47,6 +47,9 @@ pub struct ReadAll<'a, E> {
     next: u64,
     /// The watermark when the read started.
     end: u64,
+    /// The slots from `next` to the end of its segment (or to `end`), once
+    /// looked up: walking them needs no lookup per event.
+    run: std::slice::Iter<'a, Slot<E>>,
 }
 
 impl<'a, E> ReadAll<'a, E> {
@@ -56,6 +59,7 @@ impl<'a, E> ReadAll<'a, E> {
             log,
             next: start.first().min(end),
             end,
+            run: [].iter(),
         }
     }
 }
@@ -68,10 +72,18 @@ impl<'a, E> Iterator for ReadAll<'a, E> {
         if self.next >= self.end {
             return None;
         }
-        // SAFETY: `next < end`, a watermark value loaded with Acquire.
-        let envelope = unsafe { self.log.get_committed(self.next) };
+        let slot = match self.run.next() {
+            Some(slot) => slot,
+            None => {
+                // SAFETY: `next < end`, a watermark value loaded with Acquire.
+                self.run = unsafe { self.log.committed_run(self.next, self.end) }.iter();
+                self.run.next()?
+            }
+        };
         self.next += 1;
-        Some(envelope)
+        // SAFETY: the slot is at `next - 1 < end`, a watermark value loaded
+        // with Acquire (the run stops at `end`).
+        Some(unsafe { slot.committed_envelope() })
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

@@ -84,6 +84,24 @@ impl<T: Slot, const SHIFT: u32> Segments<T, SHIFT> {
         Some(unsafe { &*base.add(offset) })
     }
 
+    /// Slot `index` and the slots after it in the same segment, if that
+    /// segment has been allocated: one lookup for a whole run of slots.
+    #[inline]
+    pub(crate) fn run(&self, index: u64) -> Option<&[T]> {
+        let (segment, offset) = Self::locate(index);
+        // Acquire: as in `get`.
+        let base = self.segments[segment].load(Ordering::Acquire);
+        if base.is_null() {
+            return None;
+        }
+        // SAFETY: as in `get`, `base` points to `capacity(segment)`
+        // initialised slots that stay put until `self` drops, so the
+        // `capacity(segment) - offset` slots from `offset` are in bounds.
+        Some(unsafe {
+            std::slice::from_raw_parts(base.add(offset), Self::capacity(segment) - offset)
+        })
+    }
+
     /// The slot at `index`, allocating its segment if need be.
     ///
     /// Never panics: an allocation failure aborts the process.

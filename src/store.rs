@@ -11,6 +11,7 @@ use crate::{
     ExpectedVersion, InsertError, Position, StreamHead, StreamId, StreamVersion, Transaction,
     VersionMismatch,
 };
+use smallvec::SmallVec;
 use std::time::SystemTime;
 
 /// A lock-free in-memory event store.
@@ -132,14 +133,15 @@ impl<E> MemoryStore<E> {
         // events (a pure check), so the check is ordered with every write to
         // it; an empty entry is as missing as no entry. Only an `Any`
         // append of zero events checks and writes nothing, and is skipped.
-        let streams: Vec<_> = appends
+        // Inline for up to 4 streams: a typical insert allocates nothing here.
+        let streams: SmallVec<[_; 4]> = appends
             .iter()
             .map(|a| {
                 let inert = a.events.is_empty() && a.expected == ExpectedVersion::Any;
                 (!inert).then(|| index.get_or_create(a.stream))
             })
             .collect();
-        let locked: Vec<Option<Locked<'_>>> = streams
+        let locked: SmallVec<[Option<Locked<'_>>; 4]> = streams
             .iter()
             .map(|stream| stream.as_deref().map(|s| s.lock()))
             .collect();
@@ -172,7 +174,7 @@ impl<E> MemoryStore<E> {
             return if mismatches.is_empty() {
                 Ok(Committed {
                     last_position: None,
-                    streams: Vec::new(),
+                    streams: SmallVec::new(),
                 })
             } else {
                 Err(InsertError::VersionConflict(mismatches))
@@ -182,7 +184,7 @@ impl<E> MemoryStore<E> {
         // Everything that could fail or allocate unboundedly is done before
         // the reservation: ids, the result vector, the envelopes' fields.
         let mut ids = EventIds::take(total);
-        let mut heads = Vec::with_capacity(appends.len());
+        let mut heads: SmallVec<[_; 1]> = SmallVec::with_capacity(appends.len());
 
         // ---- From here to `commit`, nothing may panic. ----
         let mut reservation = log.reserve(total);

@@ -1,6 +1,7 @@
 //! Transactions: what to write, to which streams, under which expectations.
 
 use crate::{CorrelationId, Position, StreamId, StreamVersion};
+use smallvec::SmallVec;
 
 /// What a writer expects of a stream just before its transaction.
 ///
@@ -128,7 +129,8 @@ pub(crate) struct Append<E> {
 /// ```
 #[derive(Debug)]
 pub struct Transaction<E> {
-    pub(crate) appends: Vec<Append<E>>,
+    /// Inline for the common one-append transaction: no allocation.
+    pub(crate) appends: SmallVec<[Append<E>; 1]>,
     pub(crate) correlation_id: Option<CorrelationId>,
 }
 
@@ -142,7 +144,7 @@ impl<E> Transaction<E> {
     /// An empty transaction.
     pub fn new() -> Self {
         Self {
-            appends: Vec::new(),
+            appends: SmallVec::new(),
             correlation_id: None,
         }
     }
@@ -226,7 +228,7 @@ impl<E> Transaction<E> {
 
     /// The appends merged per stream (first expectation wins, events
     /// concatenated in order) and sorted by stream id.
-    pub(crate) fn into_normalized(self) -> (Vec<Append<E>>, Option<CorrelationId>) {
+    pub(crate) fn into_normalized(self) -> (SmallVec<[Append<E>; 1]>, Option<CorrelationId>) {
         let mut appends = self.appends;
         // Stable: appends to one stream stay in the order they were made.
         appends.sort_by_key(|append| append.stream);
@@ -257,7 +259,8 @@ impl<E> Transaction<E> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Committed {
     pub(crate) last_position: Option<Position>,
-    pub(crate) streams: Vec<(StreamId, StreamHead)>,
+    /// Inline for the common one-stream transaction: no allocation.
+    pub(crate) streams: SmallVec<[(StreamId, StreamHead); 1]>,
 }
 
 impl Committed {

@@ -79,7 +79,7 @@ impl Committed {
         streams.sort_by_key(|(stream, _)| *stream);
         Committed {
             last_position,
-            streams,
+            streams: streams.into(),
         }
     }
 }
