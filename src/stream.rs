@@ -253,7 +253,8 @@ mod hasher_tests {
     /// and made every lookup a linear probe.
     #[test]
     fn sequential_stream_ids_spread_over_buckets_tags_and_shards() {
-        let families: [(&str, fn(u64) -> Uuid); 3] = [
+        type Family = (&'static str, fn(u64) -> Uuid);
+        let families: [Family; 3] = [
             ("from_u128(i)", |i| Uuid::from_u128(i as u128)),
             ("from_u64_pair(k, i)", |i| {
                 Uuid::from_u64_pair(0x6869_6e64, i)

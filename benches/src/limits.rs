@@ -6,7 +6,7 @@
 //! - [`channel`]: `crossbeam-channel`'s unbounded MPSC queue, each event sent
 //!   alone, one consumer receiving all (transport only: no streams, no
 //!   versions, no replay).
-//! - [`disruptor`]: the `disruptor` crate's multi-producer ring, each
+//! - [`disruptor()`]: the `disruptor` crate's multi-producer ring, each
 //!   transaction published as one batch, one busy-spinning consumer
 //!   (transport only; events are overwritten once consumed).
 //!
