@@ -56,21 +56,27 @@ fn measure<C: Subscribe>(mode: Mode, samples: usize, gap: Duration) -> Vec<Durat
             std::hint::spin_loop();
         }
         for i in 0..samples {
-            let pause = Instant::now();
-            while pause.elapsed() < gap {
-                if mode == Mode::Parked {
-                    std::thread::sleep(gap);
-                } else {
-                    std::hint::spin_loop();
-                }
-            }
-            let sent = EPOCH.with(|epoch| epoch.elapsed().as_nanos() as u64);
+            let sent = pause(mode, gap);
             store.append(&stream, &[Payload([sent, i as u64, 0, 0])]);
         }
         subscriber.join().unwrap()
     });
     lags.sort_unstable();
     lags
+}
+
+/// Waits `gap` (sleeping before a parked subscriber's sample, spinning
+/// before a spinning one's) and returns the send time on the shared clock.
+fn pause(mode: Mode, gap: Duration) -> u64 {
+    let pause = Instant::now();
+    while pause.elapsed() < gap {
+        if mode == Mode::Parked {
+            std::thread::sleep(gap);
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+    EPOCH.with(|epoch| epoch.elapsed().as_nanos() as u64)
 }
 
 thread_local! {
@@ -103,15 +109,7 @@ fn measure_channel(mode: Mode, samples: usize, gap: Duration) -> Vec<Duration> {
             lags
         });
         for i in 0..samples {
-            let pause = Instant::now();
-            while pause.elapsed() < gap {
-                if mode == Mode::Parked {
-                    std::thread::sleep(gap);
-                } else {
-                    std::hint::spin_loop();
-                }
-            }
-            let sent = EPOCH.with(|epoch| epoch.elapsed().as_nanos() as u64);
+            let sent = pause(mode, gap);
             sender
                 .send(Payload([sent, i as u64, 0, 0]))
                 .expect("the subscriber lives");
