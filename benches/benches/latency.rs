@@ -33,6 +33,8 @@ fn measure<C: Subscribe>(mode: Mode, samples: usize, gap: Duration) -> Vec<Durat
         let subscriber = scope.spawn(|| {
             let mut subscription = store.subscribe();
             let mut lags = Vec::with_capacity(samples);
+            // Release: pairs with the writer's Acquire below, so the
+            // subscription exists before the first insert.
             ready.store(true, Ordering::Release);
             while lags.len() < samples {
                 let event = match mode {
@@ -52,6 +54,7 @@ fn measure<C: Subscribe>(mode: Mode, samples: usize, gap: Duration) -> Vec<Durat
             }
             lags
         });
+        // Acquire: pairs with the subscriber's Release above.
         while !ready.load(Ordering::Acquire) {
             std::hint::spin_loop();
         }

@@ -9,7 +9,7 @@
 //! `perf/memory.md`.
 
 use hindsight::MemoryStore;
-use hindsight_benches::contender::Contender;
+use hindsight_benches::contender::{fill, Contender};
 use hindsight_benches::contenders::{
     cqrs_es::CqrsEs, eventcore::Eventcore, eventually::Eventually, locked::Locked, seed::Seed,
 };
@@ -63,18 +63,11 @@ static ALLOCATOR: Counting = Counting;
 /// Bytes per event beyond the payload once `C` holds `events` events
 /// written in `size`-event transactions over 100 streams.
 fn per_event<C: Contender>(events: u64, size: u64) -> f64 {
-    let batches: Vec<Vec<Payload>> = (0..events / size)
-        .map(|tx| (0..size).map(|i| Payload::new(0, tx * size + i)).collect())
-        .collect();
     let before = LIVE.load(Ordering::Relaxed);
     let store = C::new();
-    let streams: Vec<C::Stream> = (0..100).map(|i| store.stream(i)).collect();
-    let mut lens = [0u64; 100];
-    for (tx, batch) in batches.iter().enumerate() {
-        store.append_at(&streams[tx % 100], lens[tx % 100], batch);
-        lens[tx % 100] += size;
-    }
-    drop(streams);
+    // The fill's own vectors (batches, stream handles) are freed when it
+    // returns, so only what the store holds stays counted.
+    fill(&store, events, size);
     let held = LIVE.load(Ordering::Relaxed) - before;
     assert_eq!(
         (0..100)

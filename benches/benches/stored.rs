@@ -8,27 +8,11 @@
 //! median of the samples and their range. Writes `perf/stored.md`.
 
 use hindsight::MemoryStore;
-use hindsight_benches::contender::Contender;
+use hindsight_benches::contender::{fill, Contender};
 use hindsight_benches::contenders::{locked::Locked, seed::Seed};
 use hindsight_benches::{benching, quick, write_table, Payload};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
-
-/// Fills `store` with `events` events in 100-event transactions over 100
-/// streams (the last transaction takes the remainder).
-fn fill<C: Contender>(store: &C, events: u64) {
-    let streams: Vec<C::Stream> = (1..=100).map(|i| store.stream(i)).collect();
-    let mut lens = [0u64; 100];
-    let mut written = 0;
-    while written < events {
-        let size = (events - written).min(100);
-        let batch: Vec<Payload> = (0..size).map(|i| Payload::new(0, written + i)).collect();
-        let index = (written / 100) as usize % 100;
-        store.append_at(&streams[index], lens[index], &batch);
-        lens[index] += size;
-        written += size;
-    }
-}
 
 /// The time per insert of `timed` 1-event transactions into `store`.
 fn time_inserts<C: Contender>(store: &C, timed: u64, round: u64) -> Duration {
@@ -49,12 +33,12 @@ fn measure<C: Contender>(stored: u64, samples: u64, timed: u64) -> (Duration, Du
     if stored <= 1_000_000 {
         for round in 0..samples {
             let store = C::new();
-            fill(&store, stored);
+            fill(&store, stored, 100);
             times.push(time_inserts(&store, timed, round));
         }
     } else {
         let store = C::new();
-        fill(&store, stored);
+        fill(&store, stored, 100);
         for round in 0..samples {
             times.push(time_inserts(&store, timed, round));
         }

@@ -253,6 +253,8 @@ fn notify_cost(c: &mut Criterion) {
                         let (store, stop) = (&store, &stop);
                         scope.spawn(move || {
                             let mut subscription = store.subscribe(Selector::stream(idle));
+                            // Relaxed: a stop flag only; pairs with the
+                            // writer's store, and nothing else is passed.
                             while !stop.load(Ordering::Relaxed) {
                                 black_box(
                                     subscription

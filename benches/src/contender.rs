@@ -86,6 +86,23 @@ pub trait Subscription: Send {
     fn next(&mut self) -> Payload;
 }
 
+/// Fills `store` with `events` events in `size`-event transactions (the
+/// last takes the remainder), round-robin over streams `0..100`. Untimed
+/// set-up: goes through [`Contender::append_at`].
+pub fn fill<C: Contender>(store: &C, events: u64, size: u64) {
+    let streams: Vec<C::Stream> = (0..100).map(|i| store.stream(i)).collect();
+    let mut lens = [0u64; 100];
+    let mut written = 0;
+    while written < events {
+        let count = (events - written).min(size);
+        let batch: Vec<Payload> = (0..count).map(|i| Payload::new(0, written + i)).collect();
+        let index = (written / size) as usize % 100;
+        store.append_at(&streams[index], lens[index], &batch);
+        lens[index] += count;
+        written += count;
+    }
+}
+
 /// Checks that `C` keeps the events it is given, per stream and in order.
 /// Every benchmark binary runs the checks of its contenders first, so no
 /// figure comes from an adapter that drops or reorders events.

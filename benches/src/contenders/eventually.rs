@@ -168,6 +168,7 @@ impl Contender for Eventually {
     fn new() -> Self {
         Eventually {
             store: Store::default(),
+            // Relaxed: only the numbers' uniqueness matters.
             number: NEXT_STORE.fetch_add(1, Ordering::Relaxed),
         }
     }
