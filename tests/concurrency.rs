@@ -10,8 +10,9 @@
 //! [`Barrier`]. Every test runs under a watchdog that aborts the process
 //! after [`WATCHDOG`], so a deadlock fails loudly instead of hanging CI.
 //!
-//! The randomised tests print their seed on failure; set `HINDSIGHT_SEED` to
-//! rerun one (the thread interleaving will differ, the workload will not).
+//! The randomised tests draw a random seed, or take `HINDSIGHT_TEST_SEED`, and
+//! print it on failure; set `HINDSIGHT_TEST_SEED` to rerun one (the thread
+//! interleaving will differ, the workload will not).
 
 use hindsight::{
     Committed, Envelope, EventId, ExpectedVersion, InsertError, MemoryStore, Position, Start,
@@ -19,10 +20,12 @@ use hindsight::{
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Barrier;
 use std::thread;
 use std::time::Duration;
+
+mod common;
+use common::{scaled, seed, with_watchdog, Rng};
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -30,67 +33,6 @@ use std::time::Duration;
 
 /// Far beyond what any test here needs even on a loaded debug build.
 const WATCHDOG: Duration = Duration::from_secs(120);
-
-/// `debug` in debug builds, `release` with optimisations.
-fn scaled(debug: usize, release: usize) -> usize {
-    if cfg!(debug_assertions) {
-        debug
-    } else {
-        release
-    }
-}
-
-/// Runs `body`; aborts the whole process (failing the run loudly) if it has
-/// not returned after [`WATCHDOG`]: a deadlock must not hang CI.
-fn with_watchdog<R>(name: &str, body: impl FnOnce() -> R) -> R {
-    let (finished, watch) = mpsc::channel::<()>();
-    let name = name.to_owned();
-    thread::spawn(move || {
-        // `Disconnected` once `finished` drops: `body` returned or panicked.
-        if let Err(RecvTimeoutError::Timeout) = watch.recv_timeout(WATCHDOG) {
-            eprintln!("watchdog: `{name}` still running after {WATCHDOG:?}: deadlock? aborting");
-            std::process::abort();
-        }
-    });
-    let result = body();
-    drop(finished);
-    result
-}
-
-/// The seed of the randomised tests: `HINDSIGHT_SEED`, or a fixed default.
-fn seed() -> u64 {
-    std::env::var("HINDSIGHT_SEED")
-        .ok()
-        .map(|s| s.parse().expect("HINDSIGHT_SEED is a u64"))
-        .unwrap_or(0x5EED_CAFE)
-}
-
-/// xorshift64*: tiny, good enough to pick sizes and streams.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64, stream: u64) -> Self {
-        let mixed =
-            (seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_mul(0xD6E8_FEB8_6659_FD93);
-        Rng(mixed | 1)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform-ish in `0..n`.
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
-    }
-}
 
 /// The payload of every event: who wrote it and where it sits in its
 /// transaction (`index` counts in layout order, i.e. streams ascending).
@@ -541,7 +483,8 @@ enum Race {
 /// Between rounds another stream is written, so that the raced stream's
 /// versions and positions differ.
 fn exactly_one_of_k_racing_writers_wins(k: usize, rounds: u32, race_on: Race) {
-    with_watchdog(&format!("{k} writers racing on {race_on:?}"), || {
+    let watched = format!("{k} writers racing on {race_on:?}");
+    with_watchdog(&watched, WATCHDOG, || {
         let store = MemoryStore::new();
         let (bystander, setup) = (k as u32, k as u32 + 1);
         let other = StreamId::new();
@@ -670,7 +613,7 @@ fn exactly_one_of_100_writers_expecting_no_stream_creates_it() {
 
 #[test]
 fn fifty_concurrent_any_writers_all_succeed_with_dense_versions() {
-    with_watchdog("fifty_concurrent_any_writers", || {
+    with_watchdog("fifty_concurrent_any_writers", WATCHDOG, || {
         const K: usize = 50;
         let store = MemoryStore::new();
         for round in 0..5 {
@@ -707,7 +650,7 @@ fn fifty_concurrent_any_writers_all_succeed_with_dense_versions() {
 
 #[test]
 fn transactions_over_the_same_streams_in_opposite_order_never_deadlock() {
-    with_watchdog("opposite_order", || {
+    with_watchdog("opposite_order", WATCHDOG, || {
         let iterations = scaled(5_000, 20_000) as u32;
         let store = MemoryStore::new();
         let (a, b) = (StreamId::new(), StreamId::new());
@@ -761,7 +704,7 @@ fn random_appends(rng: &mut Rng, streams: &[StreamId]) -> Vec<Append> {
 
 #[test]
 fn random_multi_stream_transactions_are_seen_whole_and_in_order_by_concurrent_readers() {
-    with_watchdog("random_multi_stream", || {
+    with_watchdog("random_multi_stream", WATCHDOG, || {
         let seed = seed();
         let events_per_writer = scaled(25_000, 100_000);
         let store = MemoryStore::new();
@@ -923,7 +866,7 @@ fn check_conflict(
 
 #[test]
 fn exact_writers_racing_any_writers_get_true_heads_and_failures_use_no_positions() {
-    with_watchdog("exact_and_any", || {
+    with_watchdog("exact_and_any", WATCHDOG, || {
         let seed = seed();
         let (exact_writers, any_writers) = (3, 2);
         let txs_per_writer = scaled(3_000, 20_000) as u32;
@@ -1014,7 +957,7 @@ fn exact_writers_racing_any_writers_get_true_heads_and_failures_use_no_positions
 
 #[test]
 fn readers_never_see_part_of_a_hundred_event_transaction() {
-    with_watchdog("hundred_event_transactions", || {
+    with_watchdog("hundred_event_transactions", WATCHDOG, || {
         const TX_LEN: u64 = 100;
         let txs = scaled(1_000, 5_000) as u32;
         let store = MemoryStore::new();
@@ -1086,7 +1029,7 @@ fn readers_never_see_part_of_a_hundred_event_transaction() {
 /// `stream_head` (and `read_stream`) can still show an older version.
 #[test]
 fn a_version_conflict_reports_only_a_head_readers_can_already_see() {
-    with_watchdog("conflict_head_visible", || {
+    with_watchdog("conflict_head_visible", WATCHDOG, || {
         let (k, rounds, events) = (4, 50, 2_000);
         let store = MemoryStore::new();
         let stream = StreamId::new();
@@ -1139,7 +1082,7 @@ fn a_version_conflict_reports_only_a_head_readers_can_already_see() {
 /// `NoStream` although the stream has an event before the transaction.
 #[test]
 fn a_pure_no_stream_check_is_ordered_before_the_write_that_creates_the_stream() {
-    with_watchdog("pure_no_stream_check", || {
+    with_watchdog("pure_no_stream_check", WATCHDOG, || {
         let rounds = scaled(300, 1_000) as u32;
         let mut late = 0;
         for _ in 0..rounds {

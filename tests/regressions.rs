@@ -1,11 +1,14 @@
 //! Regression tests for bugs found in review, each named after the
 //! property that was broken.
 
-use hindsight::{ExpectedVersion, InsertError, MemoryStore, StreamId, Transaction, Uuid};
+use hindsight::{ExpectedVersion, InsertError, MemoryStore, StreamId, Transaction};
 use std::cell::Cell;
 use std::marker::PhantomData;
 use std::rc::Rc;
 use std::sync::Barrier;
+
+mod common;
+use common::{scaled, sid};
 
 /// Answers "is `T` Send / Sync?" at run time (inherent consts shadow the
 /// trait defaults only when the bound holds).
@@ -46,19 +49,14 @@ fn a_store_of_non_send_or_non_sync_payloads_is_neither_send_nor_sync() {
 /// before the transaction that "saw" the stream missing.
 #[test]
 fn a_pure_expectation_check_is_ordered_with_concurrent_writes_to_its_stream() {
-    let rounds: u128 = if cfg!(debug_assertions) {
-        5_000
-    } else {
-        50_000
-    };
+    let rounds = scaled(5_000, 50_000) as u128;
     let barrier = Barrier::new(2);
     let stores: Vec<MemoryStore<u32>> = (0..rounds).map(|_| MemoryStore::new()).collect();
-    let id = |n: u128| StreamId::from_uuid(Uuid::from_u128(n));
     let (checks, writes) = std::thread::scope(|scope| {
         let checker = scope.spawn(|| {
             let mut results = Vec::new();
             for (round, store) in (0..rounds).zip(&stores) {
-                let (a, b) = (id(round * 2 + 2), id(round * 2 + 1));
+                let (a, b) = (sid(round * 2 + 2), sid(round * 2 + 1));
                 barrier.wait();
                 results.push(
                     store.insert(
@@ -74,7 +72,7 @@ fn a_pure_expectation_check_is_ordered_with_concurrent_writes_to_its_stream() {
             let mut results = Vec::new();
             for (round, store) in (0..rounds).zip(&stores) {
                 barrier.wait();
-                let a = id(round * 2 + 2);
+                let a = sid(round * 2 + 2);
                 results.push(
                     store
                         .insert(Transaction::single(a, ExpectedVersion::Any, 2))

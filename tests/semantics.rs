@@ -9,25 +9,22 @@
 
 use hindsight::{
     Committed, CorrelationId, EventId, ExpectedVersion, InsertError, MemoryStore, Position, Start,
-    StreamHead, StreamId, StreamVersion, Transaction, Uuid, VersionMismatch,
+    StreamHead, StreamId, StreamVersion, Transaction, VersionMismatch,
 };
 use std::collections::{HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Barrier};
 use std::thread;
 use std::time::{Duration, SystemTime};
 
 use ExpectedVersion::{Any, Exact, ExactPosition, NoStream, StreamExists};
 
+mod common;
+use common::{insert, sid, with_watchdog, DropLedger, Tracked};
+
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// A stream id whose order among other `sid`s is the order of `n`.
-fn sid(n: u128) -> StreamId {
-    StreamId::from_uuid(Uuid::from_u128(n))
-}
 
 fn head(version: u64, position: u64) -> StreamHead {
     StreamHead {
@@ -45,15 +42,6 @@ fn mismatch(
         stream,
         expected,
         found,
-    }
-}
-
-/// Inserts `tx`, which must succeed.
-#[track_caller]
-fn insert<E>(store: &MemoryStore<E>, tx: Transaction<E>) -> Committed {
-    match store.insert(tx) {
-        Ok(committed) => committed,
-        Err(error) => panic!("insert failed: {error}"),
     }
 }
 
@@ -128,58 +116,6 @@ fn assert_well_formed<E>(store: &MemoryStore<E>) {
         assert_eq!(backward, events);
         let last = events.last().expect("a listed stream has events");
         assert_eq!(store.stream_head(stream), Some(head(last.2 .0, last.0 .0)));
-    }
-}
-
-/// Runs `work` on its own thread and fails (instead of hanging) if it takes
-/// longer than `limit`.
-fn finishes_within<T: Send + 'static>(
-    limit: Duration,
-    work: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (done, result) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = done.send(work());
-    });
-    match result.recv_timeout(limit) {
-        Ok(value) => value,
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("not finished after {limit:?}: deadlock?"),
-        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("the worker thread panicked"),
-    }
-}
-
-/// A payload that is neither `Clone` nor `Debug` and counts its own drops.
-struct Tracked(Arc<AtomicUsize>);
-
-impl Drop for Tracked {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-/// Hands out [`Tracked`] payloads, one drop counter per event.
-#[derive(Default)]
-struct DropLedger {
-    counters: Vec<Arc<AtomicUsize>>,
-}
-
-impl DropLedger {
-    fn events(&mut self, count: usize) -> Vec<Tracked> {
-        (0..count)
-            .map(|_| {
-                let counter = Arc::new(AtomicUsize::new(0));
-                self.counters.push(Arc::clone(&counter));
-                Tracked(counter)
-            })
-            .collect()
-    }
-
-    /// How often each event handed out so far was dropped, in order.
-    fn drops(&self) -> Vec<usize> {
-        self.counters
-            .iter()
-            .map(|c| c.load(Ordering::SeqCst))
-            .collect()
     }
 }
 
@@ -1587,7 +1523,7 @@ fn rule_13_concurrent_any_writers_all_succeed() {
 fn rule_13_writers_naming_the_same_streams_in_opposite_orders_do_not_deadlock() {
     let store = MemoryStore::new();
     let done = store.clone();
-    finishes_within(Duration::from_secs(10), move || {
+    with_watchdog("opposite_orders", Duration::from_secs(10), move || {
         thread::scope(|scope| {
             let orders = [[1, 2, 3], [3, 2, 1], [2, 3, 1]];
             for order in orders {

@@ -10,21 +10,23 @@
 //! the test hangs, so a lost wake-up fails loudly instead of stalling the run.
 
 use hindsight::{
-    Committed, CorrelationId, Envelope, EventContext, EventId, EventType, ExpectedVersion, Flow,
-    HandlerError, HandlerFailure, InsertError, MemoryStore, Position, Selector, Start, StreamId,
-    StreamVersion, Subscriber, SubscriberError, Subscription, Transaction, Uuid, WaitError,
+    CorrelationId, Envelope, EventContext, EventId, EventType, ExpectedVersion, Flow, HandlerError,
+    HandlerFailure, InsertError, MemoryStore, Position, Selector, Start, StreamId, StreamVersion,
+    Subscriber, SubscriberError, Subscription, Transaction, WaitError,
 };
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt;
-use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::{self, TryRecvError};
 use std::sync::{Arc, Barrier, Mutex, Once};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use ExpectedVersion::{Any, Exact, NoStream};
+
+mod common;
+use common::{insert, seed, sid, Rng, Tracked, Watchdog};
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -36,26 +38,13 @@ const PATIENCE: Duration = Duration::from_secs(30);
 /// How long a wait whose expected result is a timeout takes.
 const SHORT: Duration = Duration::from_millis(50);
 
-/// Aborts the process if the test holding it is still running after 60 s.
-struct Watchdog {
-    _alive: mpsc::Sender<()>,
-}
+/// How long a test may run before its watchdog aborts the process.
+const WATCHDOG: Duration = Duration::from_secs(60);
 
-/// Starts a [`Watchdog`] for `test`; dropping it (also by unwinding) stops it.
+/// Starts the [`common::watchdog`] of `test`, with expected panics quiet.
 fn watchdog(test: &'static str) -> Watchdog {
     quiet_expected_panics();
-    let (alive, dead) = mpsc::channel::<()>();
-    thread::spawn(move || {
-        if dead.recv_timeout(Duration::from_secs(60)) == Err(RecvTimeoutError::Timeout) {
-            // Straight to stderr: `eprintln!` would be captured, and lost.
-            let _ = writeln!(
-                io::stderr(),
-                "watchdog: `{test}` still running after 60 s, aborting"
-            );
-            std::process::abort();
-        }
-    });
-    Watchdog { _alive: alive }
+    common::watchdog(test, WATCHDOG)
 }
 
 /// Handlers that panic on purpose put this in their message.
@@ -101,20 +90,6 @@ impl EventType for Ev {
 
 fn ev(kind: &'static str, n: u64) -> Ev {
     Ev { kind, n }
-}
-
-/// A stream id whose order among other `sid`s is the order of `n`.
-fn sid(n: u128) -> StreamId {
-    StreamId::from_uuid(Uuid::from_u128(n))
-}
-
-/// Inserts `tx`, which must succeed.
-#[track_caller]
-fn insert<E>(store: &MemoryStore<E>, tx: Transaction<E>) -> Committed {
-    match store.insert(tx) {
-        Ok(committed) => committed,
-        Err(error) => panic!("insert failed: {error}"),
-    }
 }
 
 /// Appends `events` to `stream` in one transaction; returns the last position.
@@ -367,23 +342,6 @@ fn assert_fails_on_third(
 
 // ---- Random concurrent writers ----
 
-/// A small splitmix64 generator: deterministic per seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// The streams random writers write to: `sid(1)` to `sid(POOL)`.
 const POOL: u64 = 12;
 
@@ -408,11 +366,11 @@ fn random_transaction(
 ) -> (Transaction<Ev>, Outcome) {
     let mut tx = Transaction::new();
     let mut outcome = Outcome::Commits;
-    let first = rng.below(POOL);
-    for k in 0..=rng.below(3) {
+    let first = rng.below_u64(POOL);
+    for k in 0..=rng.below_u64(3) {
         // 5 is coprime to POOL: up to three distinct streams.
         let stream = sid(u128::from(1 + (first + 5 * k) % POOL));
-        let expected = match rng.below(12) {
+        let expected = match rng.below_u64(12) {
             0 => {
                 outcome = Outcome::Conflicts;
                 Exact(StreamVersion(1 << 40))
@@ -427,7 +385,7 @@ fn random_transaction(
             }
             _ => Any,
         };
-        let events = (0..=rng.below(3)).map(|i| ev("w", n * 10 + i));
+        let events = (0..=rng.below_u64(3)).map(|i| ev("w", n * 10 + i));
         tx = tx.append(stream, expected, events);
     }
     if n % 2 == 1 {
@@ -436,16 +394,18 @@ fn random_transaction(
     (tx, outcome)
 }
 
-/// Inserts `txs` random transactions (seeded by `seed`), checks each result
-/// against its [`Outcome`], and returns how many events were committed.
-/// Sends on `halfway` once half the transactions are done.
+/// Inserts `txs` random transactions (`writer`'s of the run seeded by
+/// `seed`), checks each result against its [`Outcome`], and returns how
+/// many events were committed. Sends on `halfway` once half the
+/// transactions are done.
 fn write_random(
     store: &MemoryStore<Ev>,
     seed: u64,
+    writer: u64,
     txs: u64,
     halfway: Option<mpsc::Sender<()>>,
 ) -> u64 {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed, writer);
     let mut committed = 0;
     for i in 0..txs {
         if i == txs / 2 {
@@ -453,7 +413,7 @@ fn write_random(
                 halfway.send(()).unwrap();
             }
         }
-        let (tx, outcome) = random_transaction(&mut rng, store, seed * 1_000_000 + i);
+        let (tx, outcome) = random_transaction(&mut rng, store, writer * 1_000_000 + i);
         let len = tx.len() as u64;
         match (store.insert(tx), outcome) {
             (Ok(done), Outcome::Commits | Outcome::MayConflict) => {
@@ -927,13 +887,14 @@ fn rule_17_subscriptions_started_before_during_and_after_concurrent_writes_see_t
     let store = MemoryStore::new();
     let followed = sid(1);
 
+    let seed = seed();
     let before = Followers::start("before", &store, followed);
     let (halfway, halfway_rx) = mpsc::channel();
     let writers: Vec<_> = (0..WRITERS)
         .map(|writer| {
             let store = store.clone();
             let halfway = (writer == 0).then(|| halfway.clone());
-            thread::spawn(move || write_random(&store, writer + 1, TXS, halfway))
+            thread::spawn(move || write_random(&store, seed, writer + 1, TXS, halfway))
         })
         .collect();
     halfway_rx
@@ -1347,10 +1308,11 @@ fn rule_22_a_slow_subscriber_gets_everything_and_writers_finish_while_it_is_behi
     // Never read while the writers run.
     let mut lazy = store.subscribe(Selector::all());
 
+    let seed = seed();
     let writers: Vec<_> = (1..=2)
-        .map(|seed| {
+        .map(|writer| {
             let store = store.clone();
-            thread::spawn(move || write_random(&store, seed, 100, None))
+            thread::spawn(move || write_random(&store, seed, writer, 100, None))
         })
         .collect();
     writers.into_iter().for_each(|writer| {
@@ -1475,15 +1437,6 @@ fn rule_23_wait_processed_reports_ended_at_once_when_the_subscriber_ended_before
 // ---------------------------------------------------------------------------
 // Rule 24: subscriptions keep the store alive
 // ---------------------------------------------------------------------------
-
-/// Counts its drops.
-struct Tracked(Arc<AtomicUsize>);
-
-impl Drop for Tracked {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
 
 #[test]
 fn rule_24_subscriptions_keep_the_store_alive_after_every_store_handle_is_dropped() {
