@@ -22,17 +22,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
 use std::thread;
-use std::time::Duration;
 
 mod common;
-use common::{scaled, seed, with_watchdog, Rng};
+use common::{scaled, seed, with_watchdog, Rng, WATCHDOG};
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// Far beyond what any test here needs even on a loaded debug build.
-const WATCHDOG: Duration = Duration::from_secs(120);
 
 /// The payload of every event: who wrote it and where it sits in its
 /// transaction (`index` counts in layout order, i.e. streams ascending).

@@ -1,5 +1,6 @@
 //! Regression tests for bugs found in review, each named after the
-//! property that was broken.
+//! property that was broken. Those that run hold a watchdog: a regression
+//! that hangs aborts the run loudly instead of stalling it.
 
 use hindsight::{ExpectedVersion, InsertError, MemoryStore, StreamId, Transaction};
 use std::cell::Cell;
@@ -8,7 +9,7 @@ use std::rc::Rc;
 use std::sync::Barrier;
 
 mod common;
-use common::{scaled, sid};
+use common::{scaled, sid, watchdog, WATCHDOG};
 
 /// Answers "is `T` Send / Sync?" at run time (inherent consts shadow the
 /// trait defaults only when the bound holds).
@@ -49,6 +50,7 @@ fn a_store_of_non_send_or_non_sync_payloads_is_neither_send_nor_sync() {
 /// before the transaction that "saw" the stream missing.
 #[test]
 fn a_pure_expectation_check_is_ordered_with_concurrent_writes_to_its_stream() {
+    let _watchdog = watchdog("pure_expectation_check", WATCHDOG);
     let rounds = scaled(5_000, 50_000) as u128;
     let barrier = Barrier::new(2);
     let stores: Vec<MemoryStore<u32>> = (0..rounds).map(|_| MemoryStore::new()).collect();
@@ -104,6 +106,7 @@ fn a_handler_may_cancel_its_own_subscriber() {
     use std::sync::{Arc, OnceLock};
     use std::time::Duration;
 
+    let _watchdog = watchdog("handler_cancels_its_own_subscriber", WATCHDOG);
     let store = MemoryStore::new();
     let own: Arc<OnceLock<Subscriber<std::convert::Infallible>>> = Arc::new(OnceLock::new());
     let handled = Arc::new(std::sync::atomic::AtomicU64::new(0));

@@ -36,6 +36,10 @@ pub fn scaled(debug: usize, release: usize) -> usize {
 // Watchdog
 // ---------------------------------------------------------------------------
 
+/// The usual deadline of a [`watchdog`]: far beyond what any test needs even
+/// on a loaded debug build.
+pub const WATCHDOG: Duration = Duration::from_secs(120);
+
 /// Aborts the whole process if the test holding it is still running after
 /// its deadline: a deadlock or a lost wake-up fails the run loudly instead
 /// of hanging CI. Dropping it (also by unwinding) stops it.
