@@ -9,6 +9,7 @@ use crate::{
 };
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::io::Write;
 use std::ops::ControlFlow;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, Once};
@@ -52,7 +53,12 @@ impl Watchdog {
         std::thread::spawn(move || {
             // `Disconnected` once the case returned or panicked.
             if let Err(RecvTimeoutError::Timeout) = watch.recv_timeout(WATCHDOG) {
-                eprintln!("testkit watchdog: `{name}` still running after {WATCHDOG:?}: deadlock? aborting");
+                // Straight to stderr: `eprintln!` would be captured with the
+                // case's output, and lost with the process.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "testkit watchdog: `{name}` still running after {WATCHDOG:?}: deadlock? aborting"
+                );
                 std::process::abort();
             }
         });
