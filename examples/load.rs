@@ -181,7 +181,7 @@ fn mix(hash: u64, value: u64) -> u64 {
         .rotate_left(29)
 }
 
-fn fold(hash: u64, event: &hindsight::Envelope<Event>) -> u64 {
+fn fold(hash: u64, event: hindsight::Envelope<Event>) -> u64 {
     let (id_hi, id_lo) = event.event_id().as_uuid().as_u64_pair();
     let (stream_hi, stream_lo) = event.stream_id().as_uuid().as_u64_pair();
     [

@@ -1,6 +1,7 @@
 //! Errors of writes.
 
-use crate::{ExpectedVersion, StreamHead, StreamId};
+use crate::ids::StreamId;
+use crate::transaction::{ExpectedVersion, StreamHead};
 use std::fmt;
 
 /// One stream whose expectation failed.
@@ -47,6 +48,30 @@ pub enum InsertError {
     /// ascending stream id order; nothing was written and no position was
     /// consumed.
     VersionConflict(Vec<VersionMismatch>),
+    /// The transaction has more events than one transaction may write
+    /// ([`MAX_TRANSACTION_EVENTS`](crate::MAX_TRANSACTION_EVENTS)). Refused
+    /// before anything happened: no stream was created, no position used.
+    ///
+    /// ```
+    /// use hindsight::{ExpectedVersion, InsertError, MemoryStore, StreamId, Transaction};
+    /// let store = MemoryStore::<()>::new();
+    /// let too_many = vec![(); hindsight::MAX_TRANSACTION_EVENTS as usize + 1];
+    /// let refused = store.insert(Transaction::new().append(StreamId::new(), ExpectedVersion::Any, too_many));
+    /// assert!(matches!(refused, Err(InsertError::TooLarge { .. })));
+    /// assert_eq!(store.head(), None);
+    /// ```
+    TooLarge {
+        /// The events the transaction holds (saturating at `u64::MAX`).
+        events: u64,
+        /// The most one transaction may write.
+        limit: u64,
+    },
+    /// The store holds as many events as it ever can
+    /// ([`STORE_CAPACITY`](crate::STORE_CAPACITY)); nothing was written.
+    StoreFull {
+        /// The store's capacity, in events.
+        capacity: u64,
+    },
     /// A writer panicked between reserving positions and committing them
     /// (a bug in this crate: nothing there is meant to be able to panic).
     /// The global order now has a hole that can never be filled, so the
@@ -64,6 +89,16 @@ impl fmt::Display for InsertError {
                     write!(f, "{}{mismatch}", if i == 0 { ": " } else { "; " })?;
                 }
                 Ok(())
+            }
+            InsertError::TooLarge { events, limit } => write!(
+                f,
+                "transaction too large: {events} events, at most {limit} per transaction"
+            ),
+            InsertError::StoreFull { capacity } => {
+                write!(
+                    f,
+                    "the store is full: it holds {capacity} events, its capacity"
+                )
             }
             InsertError::Poisoned => write!(
                 f,

@@ -1,6 +1,5 @@
 //! Identifiers, positions and versions.
 
-use std::cell::Cell;
 use std::fmt;
 use uuid::Uuid;
 
@@ -115,51 +114,36 @@ impl Default for CorrelationId {
     }
 }
 
-thread_local! {
-    /// This thread's event id generator: a random prefix and a counter.
-    static EVENT_IDS: Cell<(u64, u64)> = Cell::new((Uuid::new_v4().as_u64_pair().0, 0));
-}
-
-/// A block of fresh event ids, taken from this thread's generator at once so
-/// that handing them out later is plain arithmetic that cannot fail.
+/// The event ids of one store: derived from each event's position, so they
+/// cost no memory and no work at write time, and reading an event twice
+/// gives the same id.
 ///
 /// Ids are version 8 (custom) UUIDs: the high half is a random prefix drawn
-/// once per thread (58 random bits once version and variant are set), the low
-/// half a per-thread counter. They cost no system call, never repeat within a
-/// thread, and repeat across threads or processes only if two 58-bit random
-/// prefixes collide.
+/// once per store (58 random bits once version and variant are set), the low
+/// half the event's position. They never repeat within a store, and repeat
+/// across stores or processes only if two 58-bit random prefixes collide
+/// (for a million stores, a chance of about 2 in 10^6).
+#[derive(Debug)]
 pub(crate) struct EventIds {
     prefix: u64,
-    next: u64,
 }
 
 impl EventIds {
-    /// Takes `count` ids from this thread's generator.
-    pub(crate) fn take(count: u64) -> Self {
-        EVENT_IDS
-            .try_with(|ids| {
-                let (prefix, next) = ids.get();
-                ids.set((prefix, next.wrapping_add(count)));
-                EventIds { prefix, next }
-            })
-            // The thread is being torn down: a fresh random prefix is as good.
-            .unwrap_or_else(|_| EventIds {
-                prefix: Uuid::new_v4().as_u64_pair().0,
-                next: 0,
-            })
+    /// The ids of a new store: a fresh random prefix.
+    pub(crate) fn new() -> Self {
+        EventIds {
+            prefix: Uuid::new_v4().as_u64_pair().0,
+        }
     }
 
-    /// The next id of the block.
+    /// The id of the event at `position`.
     #[inline]
-    pub(crate) fn next_id(&mut self) -> EventId {
-        let counter = self.next;
-        self.next = self.next.wrapping_add(1);
+    pub(crate) fn id(&self, position: u64) -> EventId {
         let mut bytes = [0u8; 16];
         bytes[..8].copy_from_slice(&self.prefix.to_be_bytes());
-        bytes[8..].copy_from_slice(&counter.to_be_bytes());
+        bytes[8..].copy_from_slice(&position.to_be_bytes());
         // `from_custom_bytes` overwrites the version and variant bits: 4 of
-        // the prefix and the top 2 of the counter, which a thread would need
-        // 2^62 ids to reach.
+        // the prefix and the top 2 of the position, which stays below 2^40.
         EventId(uuid::Builder::from_custom_bytes(bytes).into_uuid())
     }
 }
@@ -233,27 +217,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn event_ids_are_unique_within_and_across_threads() {
-        let mut ids: Vec<EventId> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..4)
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut block = EventIds::take(10_000);
-                        let mut ids: Vec<_> = (0..10_000).map(|_| block.next_id()).collect();
-                        ids.extend((0..100).map(|_| EventIds::take(1).next_id()));
-                        ids
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap())
-                .collect()
-        });
+    fn event_ids_are_unique_within_and_across_stores() {
+        let stores: Vec<EventIds> = (0..4).map(|_| EventIds::new()).collect();
+        let mut ids: Vec<EventId> = stores
+            .iter()
+            .flat_map(|store| (0..10_000).map(|position| store.id(position)))
+            .collect();
         let total = ids.len();
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), total);
         assert_eq!(ids[0].as_uuid().get_version_num(), 8);
+        assert_eq!(stores[0].id(7), stores[0].id(7), "stable");
     }
 }

@@ -44,6 +44,7 @@
 mod backend;
 mod envelope;
 mod error;
+mod handle;
 mod ids;
 mod log;
 mod read;
@@ -74,10 +75,11 @@ pub use backend::{
 };
 pub use envelope::Envelope;
 pub use error::{InsertError, VersionMismatch};
+pub use handle::StreamHandle;
 pub use ids::{CorrelationId, EventId, Position, StreamId, StreamVersion};
 pub use read::{ReadAll, ReadStream, Start};
 pub use selector::{EventType, Selector};
-pub use store::MemoryStore;
+pub use store::{MemoryStore, MAX_TRANSACTION_EVENTS, STORE_CAPACITY};
 #[cfg(not(loom))]
 pub use subscriber::{
     EventContext, Flow, HandlerError, HandlerFailure, Subscriber, SubscriberError, WaitError,

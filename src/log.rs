@@ -1,85 +1,277 @@
-//! The append-only log of envelopes, with reservation and commit.
+//! The append-only log of records, with reservation and commit.
 //!
 //! A writer reserves a contiguous range of positions with one `fetch_add`,
-//! moves its envelopes into the range's slots, and commits by storing the
-//! range's length in the commit marker of its first slot. It then helps the
-//! [`Watermark`] over every contiguous committed range. A slot is read only
-//! below the watermark, and written exactly once, by the writer that reserved
-//! it, before its range's marker is published.
+//! moves its records into the range's slots, and commits by publishing a
+//! [`Marker`] on the range's first slot. A writer whose range starts at the
+//! watermark moves the watermark itself with a plain store (no other thread
+//! can move it past a range whose marker is not set); any other writer
+//! helps the [`Watermark`] over every contiguous committed range. A slot is
+//! read only below the watermark, and written exactly once, by the writer
+//! that reserved it, before its range is published.
+//!
+//! A slot holds one event: its commit marker, its stream, its version, its
+//! transaction's [`Stamp`] (creation time, and correlation id if any) and
+//! the payload: 32 bytes beside the payload, 64 for a 32-byte event. The
+//! position is the slot's index, and the event id is derived from it (see
+//! [`EventIds`]), so neither is stored.
 
 use crate::envelope::Envelope;
-use crate::segments::{self, Segments};
+use crate::ids::{CorrelationId, EventIds};
+use crate::segments::{self, Segments, CAPACITY};
+use crate::stream::StreamPtr;
 use crate::sync::{fence, AtomicU64, CachePadded, Ordering, UnsafeCell};
 use crate::watermark::{Poisoned, Watermark};
-use std::mem::MaybeUninit;
+use std::mem::{ManuallyDrop, MaybeUninit};
+use std::time::{Duration, SystemTime};
 
-/// Slots in the log's first segment: 2^10 outside loom, 2 under it.
+/// Slots in the log's first segments: 2^10 outside loom, 2 under it.
 #[cfg(not(loom))]
 const LOG_SHIFT: u32 = 10;
 #[cfg(loom)]
 const LOG_SHIFT: u32 = 1;
 
-/// Commit marker bit: the range was abandoned by a panicking writer; its
-/// written envelopes were already dropped and the watermark never covers it.
-const ABANDONED: u64 = 1 << 63;
+/// Segments per size: 8 outside loom (at most 1/16 of the log's memory is
+/// allocated ahead of use), 1 under it (plain doubling, the smallest model).
+#[cfg(not(loom))]
+const LOG_GROUP: u32 = 3;
+#[cfg(loom)]
+const LOG_GROUP: u32 = 0;
+
+/// The size of a memory page: a slot that starts this close to a page
+/// boundary may be the first touch of a fresh page (see `committed_len`).
+const PAGE: usize = 4096;
+
+/// The commit marker of a slot, as stored in its atomic word.
+///
+/// Only the first slot of a transaction ever holds a non-empty marker:
+/// empty until the transaction commits, then its length, with the top bit
+/// set if the range was abandoned by a panicking writer (its written records
+/// already dropped; the watermark never covers it).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Marker(u64);
+
+impl Marker {
+    /// The abandoned bit, above every length (lengths are below `CAPACITY`).
+    const ABANDONED: u64 = 1 << 63;
+    /// Nothing committed here (yet).
+    const EMPTY: Marker = Marker(0);
+
+    /// A committed transaction of `len > 0` events.
+    fn committed(len: u64) -> Self {
+        Marker(len)
+    }
+
+    /// A range of `len > 0` positions that will never commit.
+    fn abandoned(len: u64) -> Self {
+        Marker(len | Self::ABANDONED)
+    }
+
+    /// The length of the committed transaction, if this marks one.
+    fn committed_len(self) -> Option<u64> {
+        (self.0 != 0 && self.0 & Self::ABANDONED == 0).then_some(self.0)
+    }
+
+    /// The range's length, committed or abandoned; `None` if empty.
+    fn range_len(self) -> Option<u64> {
+        (self.0 != 0).then_some(self.0 & !Self::ABANDONED)
+    }
+
+    fn is_abandoned(self) -> bool {
+        self.0 & Self::ABANDONED != 0
+    }
+}
+
+/// What a transaction stamps on each of its events: its creation time, and
+/// its correlation id if it has one.
+///
+/// One word: the creation time in nanoseconds since the Unix epoch, shifted
+/// left by one (bit 0 clear), or, for a transaction with a correlation id, a
+/// pointer to a [`TxMeta`] holding both, with bit 0 set (a `TxMeta` is
+/// 8-aligned). The `TxMeta` belongs to the log once the transaction is
+/// written, and is freed with it; every event of the transaction carries a
+/// copy of the pointer.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Stamp(u64);
+
+/// The per-transaction metadata a [`Stamp`] points to.
+struct TxMeta {
+    created_at: u64,
+    correlation_id: CorrelationId,
+}
+
+/// Nanoseconds since the Unix epoch, in the 63 bits a [`Stamp`] keeps
+/// (clocks before 1970 read as 1970; 63 bits last until the year 2262).
+fn nanos_since_epoch(time: SystemTime) -> u64 {
+    let nanos = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos());
+    u64::try_from(nanos).map_or(u64::MAX >> 1, |nanos| nanos.min(u64::MAX >> 1))
+}
+
+impl Stamp {
+    /// The creation time.
+    pub(crate) fn created_at(self) -> SystemTime {
+        let nanos = match self.meta() {
+            Some(meta) => meta.created_at,
+            None => self.0 >> 1,
+        };
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos)
+    }
+
+    /// The correlation id, if the transaction had one.
+    pub(crate) fn correlation_id(self) -> Option<CorrelationId> {
+        self.meta().map(|meta| meta.correlation_id)
+    }
+
+    fn meta(&self) -> Option<&TxMeta> {
+        (self.0 & 1 == 1).then(|| {
+            // SAFETY: a tagged stamp holds a pointer from `Box::into_raw`
+            // (`OwnedStamp::new`), freed only by `OwnedStamp`'s drop before
+            // it was ever copied into the log, or by `Log::drop` (which needs
+            // `&mut Log`, so no stamp read from the log is alive then).
+            unsafe { &*((self.0 & !1) as *const TxMeta) }
+        })
+    }
+}
+
+/// A stamp whose `TxMeta` (if any) is not owned by the log yet: dropping it
+/// frees the metadata.
+pub(crate) struct OwnedStamp(Stamp);
+
+impl OwnedStamp {
+    /// Stamps a transaction created at `created_at`, allocating its
+    /// metadata if it has a correlation id.
+    pub(crate) fn new(created_at: SystemTime, correlation_id: Option<CorrelationId>) -> Self {
+        let created_at = nanos_since_epoch(created_at);
+        OwnedStamp(Stamp(match correlation_id {
+            None => created_at << 1,
+            Some(correlation_id) => {
+                let meta = Box::into_raw(Box::new(TxMeta {
+                    created_at,
+                    correlation_id,
+                }));
+                meta as u64 | 1
+            }
+        }))
+    }
+
+    /// Gives the metadata to the log, which frees it when it drops.
+    fn into_log(self) -> Stamp {
+        ManuallyDrop::new(self).0
+    }
+}
+
+impl Drop for OwnedStamp {
+    fn drop(&mut self) {
+        // SAFETY: not given to the log, so this is the only owner.
+        unsafe { free_stamp(self.0) };
+    }
+}
+
+/// Frees a stamp's metadata, if it has some.
+///
+/// # Safety
+///
+/// The caller owns the stamp's metadata (it was never given to the log, or
+/// this is the log's teardown), frees it once, and no copy of the stamp is
+/// read afterwards.
+unsafe fn free_stamp(stamp: Stamp) {
+    if stamp.0 & 1 == 1 {
+        // SAFETY: a tagged stamp holds a pointer from `Box::into_raw`; the
+        // caller owns it and frees it once.
+        drop(unsafe { Box::from_raw((stamp.0 & !1) as *mut TxMeta) });
+    }
+}
+
+/// An event as the log keeps it; its position is its slot's index.
+pub(crate) struct Record<E> {
+    /// The event's stream. Streams that hold events are never removed from
+    /// the index, which lives as long as the log.
+    pub(crate) stream: StreamPtr,
+    /// The event's version in its stream.
+    pub(crate) version: u64,
+    /// The transaction's creation time and correlation id.
+    pub(crate) stamp: Stamp,
+    pub(crate) payload: E,
+}
 
 /// One position of the log.
 pub(crate) struct Slot<E> {
-    /// 0 until the transaction starting here commits; then its length
-    /// (or its length | `ABANDONED`). Always 0 on slots that do not start a
-    /// transaction.
-    commit: AtomicU64,
-    /// Initialised once the writer moved the envelope in; read only after
+    /// [`Marker::EMPTY`] until the transaction starting here commits; always
+    /// empty on slots that do not start a transaction.
+    marker: AtomicU64,
+    /// Initialised once the writer moved the record in; read only after
     /// the watermark covers this position.
-    envelope: UnsafeCell<MaybeUninit<Envelope<E>>>,
+    record: UnsafeCell<MaybeUninit<Record<E>>>,
 }
 
 impl<E> Default for Slot<E> {
     fn default() -> Self {
         Self {
-            commit: AtomicU64::new(0),
-            envelope: UnsafeCell::new(MaybeUninit::uninit()),
+            marker: AtomicU64::new(Marker::EMPTY.0),
+            record: UnsafeCell::new(MaybeUninit::uninit()),
         }
     }
 }
 
 impl<E> Slot<E> {
-    /// The envelope of a committed slot.
+    /// The record of a committed slot.
     ///
     /// # Safety
     ///
     /// The slot's position is below a value this thread loaded from the
-    /// watermark (with `Acquire`, as `Log::committed` does).
+    /// watermark (with `Acquire`, as `Watermark::get` does).
     #[inline]
-    pub(crate) unsafe fn committed_envelope(&self) -> &Envelope<E> {
+    pub(crate) unsafe fn committed_record(&self) -> &Record<E> {
         // Why the shared borrow below is sound: 1. the watermark only covers
-        // committed ranges; 2. a range is committed (Release marker) after
-        // all its envelopes were written; 3. the caller's Acquire load of the
-        // watermark happens-after that commit (through the helper's CAS).
-        // SAFETY: by 1-3 the envelope is initialised and visible, and nobody
+        // committed ranges; 2. a range is committed (Release marker, or the
+        // fast path's Release watermark store) after all its records were
+        // written; 3. the caller's Acquire load of the watermark
+        // happens-after that commit (through the helpers' CAS chain).
+        // SAFETY: by 1-3 the record is initialised and visible, and nobody
         // writes it again before the log drops (which needs `&mut self`).
-        self.envelope.with(|p| unsafe { (*p).assume_init_ref() })
+        self.record.with(|p| unsafe { (*p).assume_init_ref() })
+    }
+
+    fn marker(&self, order: Ordering) -> Marker {
+        Marker(self.marker.load(order))
+    }
+
+    /// Whether the slot begins within its first bytes of a memory page, so
+    /// that reading it could be the first touch of that page.
+    #[inline]
+    fn may_start_a_fresh_page(&self) -> bool {
+        // Under loom, pretend every slot does: addresses differ between
+        // executions, and a model must take the same branches every time.
+        cfg!(loom) || (self as *const Self as usize) % PAGE < std::mem::size_of::<Self>()
     }
 }
 
-// SAFETY: an all-zero `Slot` is a zero `AtomicU64` (its default) and an
-// uninitialised `MaybeUninit`, for which any bytes are valid.
+// SAFETY: an all-zero `Slot` is an empty marker (a zero `AtomicU64`, its
+// default) and an uninitialised `MaybeUninit`, for which any bytes are valid.
 unsafe impl<E> segments::Slot for Slot<E> {}
 
-// SAFETY: a slot's envelope is written by exactly one thread (the writer that
-// reserved its position) before its range's Release commit, and from then on
-// only shared as `&Envelope<E>`. Sharing needs `E: Sync`; dropping it on
+// SAFETY: a slot's record is written by exactly one thread (the writer that
+// reserved its position) before its range is published, and from then on
+// only shared as `&Record<E>`. Sharing needs `E: Sync`; dropping it on
 // whatever thread drops the store needs `E: Send`.
 unsafe impl<E: Send + Sync> Sync for Slot<E> {}
-// SAFETY: as above; moving a slot moves its envelope.
+// SAFETY: as above; moving a slot moves its record.
 unsafe impl<E: Send> Send for Slot<E> {}
 
+/// The log is full: a transaction would need positions at or past
+/// [`CAPACITY`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Full;
+
 pub(crate) struct Log<E> {
-    slots: Segments<Slot<E>, LOG_SHIFT>,
+    slots: Segments<Slot<E>, LOG_SHIFT, LOG_GROUP>,
     /// The next unreserved position.
     next: CachePadded<AtomicU64>,
     /// The end of the committed prefix.
     pub(crate) watermark: Watermark,
+    /// The event ids of this log's events.
+    pub(crate) ids: EventIds,
 }
 
 impl<E> Log<E> {
@@ -88,27 +280,40 @@ impl<E> Log<E> {
             slots: Segments::new(),
             next: CachePadded::new(AtomicU64::new(0)),
             watermark: Watermark::new(),
+            ids: EventIds::new(),
         }
     }
 
-    /// Reserves `len > 0` consecutive positions.
+    /// Reserves `len > 0` consecutive positions for a transaction stamped
+    /// `stamp`, or fails if they would reach past [`CAPACITY`].
     ///
     /// The caller must fill and commit them: dropping the reservation
     /// instead poisons the store (see [`Reservation`]).
     #[inline]
-    pub(crate) fn reserve(&self, len: u64) -> Reservation<'_, E> {
+    pub(crate) fn reserve(&self, len: u64, stamp: OwnedStamp) -> Result<Reservation<'_, E>, Full> {
+        debug_assert!(len > 0 && len < CAPACITY);
         // Relaxed: positions only need to be unique and contiguous, which
         // the RMW gives. Two transactions on one stream are ordered by that
         // stream's lock, whose unlock/lock happens-before orders their
         // `fetch_add`s the same way. Slot contents are published by the
-        // commit marker, not by this counter.
+        // commit, not by this counter.
         let start = self.next.fetch_add(len, Ordering::Relaxed);
-        Reservation {
+        // `next` passes `CAPACITY` by at most one transaction per refused
+        // writer: it would take 2^40 refusals to wrap.
+        if start > CAPACITY - len {
+            // Positions from here on can never be filled: the log is full,
+            // for this writer and every later one. Nothing was written, and
+            // the watermark never passes `start`, so no reader sees a hole.
+            return Err(Full);
+        }
+        Ok(Reservation {
             log: self,
             start,
             len,
             written: 0,
-        }
+            run: &[],
+            stamp: ManuallyDrop::new(stamp),
+        })
     }
 
     /// The length of the transaction committed at `position`, or 0.
@@ -117,58 +322,68 @@ impl<E> Log<E> {
         let Some(slot) = self.slots.get(position) else {
             return 0;
         };
-        // Acquire: pairs with the Release store in `Reservation::commit`,
-        // making the range's envelopes visible to this helper, which then
-        // republishes them through the watermark CAS.
-        let marker = slot.commit.load(Ordering::Acquire);
-        if marker & ABANDONED != 0 {
-            0
-        } else {
-            marker
+        // Reading the marker of a slot nobody reserved yet would touch a
+        // fresh page for reading, which maps the shared zero page; the
+        // writer's first write then faults a second time. So at a page
+        // start, look at `next` first. Relaxed: a stale value only makes this
+        // helper stop early, which the commit fences make safe (DESIGN.md,
+        // "The stranded commit": a committer whose reservation this load
+        // misses fenced after us, and sees our progress).
+        if slot.may_start_a_fresh_page() && position >= self.next.load(Ordering::Relaxed) {
+            return 0;
         }
-    }
-
-    /// The end of the committed prefix.
-    #[inline]
-    pub(crate) fn committed(&self) -> u64 {
-        self.watermark.get()
+        // Acquire: pairs with the Release marker store in `commit`, making
+        // the range's records visible to this helper, which then
+        // republishes them through the watermark CAS.
+        slot.marker(Ordering::Acquire).committed_len().unwrap_or(0)
     }
 
     /// Waits until every position below `end` is committed.
-    pub(crate) fn wait_committed(&self, end: u64) -> Result<(), Poisoned> {
+    pub(crate) fn wait_for(&self, end: u64) -> Result<(), Poisoned> {
         self.watermark.wait_for(end)
     }
 
-    /// The envelope at `position`.
+    /// The record at `position`.
     ///
     /// # Safety
     ///
     /// `position` is below a value this thread loaded from the watermark
-    /// (with `Acquire`, as `committed` does).
+    /// (with `Acquire`, as `Watermark::get` does).
     #[inline]
-    pub(crate) unsafe fn get_committed(&self, position: u64) -> &Envelope<E> {
+    pub(crate) unsafe fn committed(&self, position: u64) -> &Record<E> {
         // The watermark covers `position`, so its writer allocated the segment
         // (happens-before the commit we acquired): `get` cannot miss it.
         let slot = self
             .slots
             .get(position)
             .expect("committed slot has a segment");
-        // SAFETY: the caller's contract is `committed_envelope`'s.
-        unsafe { slot.committed_envelope() }
+        // SAFETY: the caller's contract is `committed_record`'s.
+        unsafe { slot.committed_record() }
+    }
+
+    /// The committed event at `position`, as readers see it.
+    ///
+    /// # Safety
+    ///
+    /// As for [`committed`](Self::committed).
+    #[inline]
+    pub(crate) unsafe fn envelope(&self, position: u64) -> Envelope<'_, E> {
+        // SAFETY: the caller's contract is `committed`'s.
+        Envelope::new(unsafe { self.committed(position) }, position, &self.ids)
     }
 
     /// The committed slots from `position` to `end`, or to the end of
     /// `position`'s segment if that comes first (never empty): a run the
     /// caller can walk without looking up each slot. Read each with
-    /// [`Slot::committed_envelope`].
+    /// [`Slot::committed_record`].
     ///
     /// # Safety
     ///
     /// `position < end`, and `end` is at most a value this thread loaded
-    /// from the watermark (with `Acquire`, as `committed` does).
+    /// from the watermark (with `Acquire`, as `Watermark::get` does).
     #[inline]
     pub(crate) unsafe fn committed_run(&self, position: u64, end: u64) -> &[Slot<E>] {
-        // As in `get_committed`: the watermark covers `position`, so its
+        // As in `committed`: the watermark covers `position`, so its
         // segment exists.
         let run = self
             .slots
@@ -181,33 +396,82 @@ impl<E> Log<E> {
 
 impl<E> Drop for Log<E> {
     fn drop(&mut self) {
-        // Every reservation ended in a commit or an abandonment (both need
-        // the `&self` borrow that `&mut self` excludes), so walking the
-        // markers from 0 visits every range. Relaxed: `&mut self` means all
-        // writes happened-before (the last `Arc` drop synchronises).
-        let end = self.next.load(Ordering::Relaxed);
-        let mut position = 0;
-        while position < end {
-            let Some(slot) = self.slots.get(position) else {
+        // Relaxed: `&mut self` means all writes happened-before (the last
+        // `Arc` drop synchronises). Positions at or past `CAPACITY` were
+        // never handed out.
+        let end = self.next.load(Ordering::Relaxed).min(CAPACITY);
+        let mut teardown = Teardown {
+            log: self,
+            position: 0,
+            tx_end: 0,
+            end,
+        };
+        // If a payload's `Drop` panics, the guard's own drop goes on with
+        // the next event while the panic unwinds, as `Vec` does; a second
+        // panic during that unwind aborts, as it does for `Vec`.
+        let guard = TeardownGuard(&mut teardown);
+        guard.0.run();
+        std::mem::forget(guard);
+    }
+}
+
+/// Drops every committed record and frees every transaction's metadata,
+/// walking the commit markers from position 0.
+struct Teardown<'a, E> {
+    log: &'a Log<E>,
+    /// The next position to look at.
+    position: u64,
+    /// The end of the transaction `position` is in (`position` itself at a
+    /// transaction's start).
+    tx_end: u64,
+    end: u64,
+}
+
+impl<E> Teardown<'_, E> {
+    fn run(&mut self) {
+        while self.position < self.end {
+            let Some(slot) = self.log.slots.get(self.position) else {
                 break;
             };
-            let marker = slot.commit.load(Ordering::Relaxed);
-            if marker == 0 {
-                // Unreachable: see above. Leak rather than guess.
-                break;
-            }
-            let len = marker & !ABANDONED;
-            if marker & ABANDONED == 0 {
-                for p in position..position + len {
-                    let slot = self.slots.get(p).expect("committed slot has a segment");
-                    // SAFETY: the range is committed, so the envelope is
-                    // initialised; it is dropped only here, once.
-                    slot.envelope
-                        .with_mut(|e| unsafe { (*e).assume_init_drop() });
+            if self.position == self.tx_end {
+                // Every reservation below `CAPACITY` ended in a commit or an
+                // abandonment (both need the `&self` borrow that `&mut self`
+                // excludes), so a transaction starts here.
+                let marker = slot.marker(Ordering::Relaxed);
+                let Some(len) = marker.range_len() else {
+                    // A reservation refused as full: nothing after it was
+                    // ever written.
+                    break;
+                };
+                if marker.is_abandoned() {
+                    // `abandon` already dropped what it wrote.
+                    self.position += len;
+                    self.tx_end = self.position;
+                    continue;
                 }
+                self.tx_end = self.position + len;
+                // SAFETY: the range is committed, so its first record is
+                // initialised; its stamp's metadata is freed here, once, and
+                // no record of the transaction is read after this.
+                unsafe { free_stamp(slot.committed_record().stamp) };
             }
-            position += len;
+            // Moved past before the drop: if the payload's `Drop` panics, the
+            // guard resumes with the next one.
+            self.position += 1;
+            // SAFETY: the range is committed, so the record is initialised;
+            // it is dropped only here, once.
+            slot.record
+                .with_mut(|record| unsafe { (*record).assume_init_drop() });
         }
+    }
+}
+
+/// Resumes a [`Teardown`] when a payload's `Drop` unwinds out of it.
+struct TeardownGuard<'a, 'b, E>(&'a mut Teardown<'b, E>);
+
+impl<E> Drop for TeardownGuard<'_, '_, E> {
+    fn drop(&mut self) {
+        self.0.run();
     }
 }
 
@@ -222,6 +486,10 @@ pub(crate) struct Reservation<'a, E> {
     start: u64,
     len: u64,
     written: u64,
+    /// The slots from `start + written` to the end of their segment.
+    run: &'a [Slot<E>],
+    /// Given to the log at commit; freed if the range is abandoned.
+    stamp: ManuallyDrop<OwnedStamp>,
 }
 
 impl<E> Reservation<'_, E> {
@@ -230,40 +498,85 @@ impl<E> Reservation<'_, E> {
         self.start
     }
 
-    /// Moves `envelope` into the next reserved slot.
+    /// Moves the next event of the transaction into its slot.
+    ///
+    /// Never panics (allocation failure aborts).
     #[inline]
-    pub(crate) fn write(&mut self, envelope: Envelope<E>) {
-        debug_assert!(self.written < self.len, "more envelopes than reserved");
-        let slot = self.log.slots.get_or_alloc(self.start + self.written);
+    pub(crate) fn write(&mut self, stream: StreamPtr, version: u64, payload: E) {
+        debug_assert!(self.written < self.len, "more records than reserved");
+        if self.run.is_empty() {
+            self.run = self.log.slots.run_or_alloc(self.start + self.written);
+        }
+        let (slot, rest) = self.run.split_first().expect("a run is never empty");
+        self.run = rest;
+        let record = Record {
+            stream,
+            version,
+            stamp: self.stamp.0,
+            payload,
+        };
         // SAFETY: this reservation owns the position (unique by `fetch_add`)
         // and writes it once (`written` only grows); readers wait for the
         // commit below, which happens after this write.
-        slot.envelope.with_mut(|e| unsafe { (*e).write(envelope) });
+        slot.record.with_mut(|r| unsafe { (*r).write(record) });
         self.written += 1;
     }
 
-    /// Publishes the range and helps the watermark over it.
-    pub(crate) fn commit(self) {
-        let mut this = std::mem::ManuallyDrop::new(self);
+    /// Publishes the range, moves the watermark over it (or helps whoever
+    /// will), and returns the end of the range.
+    pub(crate) fn commit(self) -> u64 {
+        let mut this = ManuallyDrop::new(self);
         let (log, start, len) = (this.log, this.start, this.len);
+        let end = start + len;
         if this.written != len {
             // Never happens: the store writes exactly what it reserved.
             // Failing closed beats publishing uninitialised slots.
             this.abandon();
-            return;
+            return end;
         }
+        // SAFETY: `this` is never used again (it is `ManuallyDrop`, and the
+        // abandon path above returned), so the stamp is taken once.
+        let stamp = unsafe { ManuallyDrop::take(&mut this.stamp) };
+        // The records now hold the stamp's metadata; the log frees it.
+        let _ = stamp.into_log();
         let first = log.slots.get_or_alloc(start);
-        // Release: pairs with the Acquire load in `committed_len`; publishes
-        // the envelopes written above to whichever helper moves the watermark.
-        first.commit.store(len, Ordering::Release);
-        // SeqCst fence: pairs with the same fence of every other committer.
-        // Without it, this writer could read a stale watermark or marker while
-        // another writer, blocked on our range, reads our marker as 0: both
-        // stop and the watermark is stranded. With it, of two committers, the
-        // later fence's loads see the earlier one's marker.
-        fence(Ordering::SeqCst);
-        log.watermark
-            .advance(|position| log.committed_len(position));
+        let marker = Marker::committed(len).0;
+        if log.watermark.is_at(start) {
+            // Fast path: the watermark waits at our range, and no other
+            // thread can move it past a range whose marker is unset, so we
+            // move it with a plain store. Only then the marker (for the
+            // teardown, and for helpers): a helper that reads it (Acquire,
+            // pairing with this Release) also sees the watermark past it, so
+            // its CAS from `start` fails instead of racing our store.
+            log.watermark.publish(end);
+            first.marker.store(marker, Ordering::Release);
+            // SeqCst fence: pairs with the same fence of every other
+            // committer (DESIGN.md, "The stranded commit") and with the
+            // fence of every sleeper registering on the signal.
+            fence(Ordering::SeqCst);
+            // A writer behind us may have committed while the watermark was
+            // below its range, and stopped: carry the watermark over it.
+            if log.committed_len(end) != 0 {
+                log.watermark
+                    .advance(|position| log.committed_len(position));
+            }
+            log.watermark.signal.wake_fenced();
+        } else {
+            // Release: pairs with the Acquire load in `committed_len`;
+            // publishes the records written above to whichever helper moves
+            // the watermark.
+            first.marker.store(marker, Ordering::Release);
+            // SeqCst fence: pairs with the same fence of every other
+            // committer. Without it, this writer could read a stale watermark
+            // or marker while another writer, blocked on our range, reads our
+            // marker as empty: both stop and the watermark is stranded. With
+            // it, of two committers, the later fence's loads see the earlier
+            // one's marker.
+            fence(Ordering::SeqCst);
+            log.watermark
+                .advance(|position| log.committed_len(position));
+        }
+        end
     }
 
     fn abandon(&mut self) {
@@ -271,12 +584,16 @@ impl<E> Reservation<'_, E> {
             let slot = self.log.slots.get_or_alloc(p);
             // SAFETY: written above by this reservation and never published
             // (the range is never committed), so nobody else can see it.
-            slot.envelope
-                .with_mut(|e| unsafe { (*e).assume_init_drop() });
+            slot.record.with_mut(|r| unsafe { (*r).assume_init_drop() });
         }
+        // SAFETY: called once, from `commit` (which then returns) or from
+        // `drop`; the stamp was not given to the log.
+        drop(unsafe { ManuallyDrop::take(&mut self.stamp) });
         let first = self.log.slots.get_or_alloc(self.start);
         // Release: orders the drops above before the marker `Log::drop` reads.
-        first.commit.store(self.len | ABANDONED, Ordering::Release);
+        first
+            .marker
+            .store(Marker::abandoned(self.len).0, Ordering::Release);
         self.log.watermark.poison();
     }
 }
@@ -284,5 +601,41 @@ impl<E> Reservation<'_, E> {
 impl<E> Drop for Reservation<'_, E> {
     fn drop(&mut self) {
         self.abandon();
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_is_32_bytes_beside_its_payload() {
+        assert_eq!(std::mem::size_of::<Slot<[u64; 4]>>(), 64);
+        assert_eq!(std::mem::size_of::<Slot<()>>(), 32);
+    }
+
+    #[test]
+    fn stamps_keep_the_creation_time_and_the_correlation_id() {
+        let time = SystemTime::UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
+        let plain = OwnedStamp::new(time, None);
+        assert_eq!(plain.0.created_at(), time);
+        assert_eq!(plain.0.correlation_id(), None);
+        let id = CorrelationId::new();
+        let correlated = OwnedStamp::new(time, Some(id));
+        assert_eq!(correlated.0.created_at(), time);
+        assert_eq!(correlated.0.correlation_id(), Some(id));
+        // Before the epoch reads as the epoch.
+        let early = OwnedStamp::new(SystemTime::UNIX_EPOCH - Duration::from_secs(1), None);
+        assert_eq!(early.0.created_at(), SystemTime::UNIX_EPOCH);
+    }
+
+    #[test]
+    fn markers_tell_committed_from_abandoned_and_empty() {
+        assert_eq!(Marker::EMPTY.committed_len(), None);
+        assert_eq!(Marker::EMPTY.range_len(), None);
+        assert_eq!(Marker::committed(3).committed_len(), Some(3));
+        assert_eq!(Marker::abandoned(3).committed_len(), None);
+        assert_eq!(Marker::abandoned(3).range_len(), Some(3));
+        assert!(Marker::abandoned(3).is_abandoned());
     }
 }

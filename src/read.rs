@@ -5,10 +5,11 @@
 //! transactions. Envelopes are borrowed from the log, never copied.
 
 use crate::envelope::Envelope;
+use crate::ids::{Position, StreamId};
 use crate::log::{Log, Slot};
-use crate::stream::Stream;
-use crate::sync::Arc;
-use crate::Position;
+use crate::store::Inner;
+use crate::stream::{Stream, StreamPtr};
+use crate::sync::{AtomicU64, Ordering};
 use std::iter::FusedIterator;
 
 /// Where a read or a subscription of the whole log starts.
@@ -54,7 +55,7 @@ pub struct ReadAll<'a, E> {
 
 impl<'a, E> ReadAll<'a, E> {
     pub(crate) fn new(log: &'a Log<E>, start: Start) -> Self {
-        let end = log.committed();
+        let end = log.watermark.get();
         Self {
             log,
             next: start.first().min(end),
@@ -65,7 +66,7 @@ impl<'a, E> ReadAll<'a, E> {
 }
 
 impl<'a, E> Iterator for ReadAll<'a, E> {
-    type Item = &'a Envelope<E>;
+    type Item = Envelope<'a, E>;
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
@@ -80,10 +81,12 @@ impl<'a, E> Iterator for ReadAll<'a, E> {
                 self.run.next()?
             }
         };
+        let position = self.next;
         self.next += 1;
-        // SAFETY: the slot is at `next - 1 < end`, a watermark value loaded
+        // SAFETY: the slot is at `position < end`, a watermark value loaded
         // with Acquire (the run stops at `end`).
-        Some(unsafe { slot.committed_envelope() })
+        let record = unsafe { slot.committed_record() };
+        Some(Envelope::new(record, position, &self.log.ids))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -108,69 +111,87 @@ impl<E> std::fmt::Debug for ReadAll<'_, E> {
 /// [`MemoryStore::read_stream`](crate::MemoryStore::read_stream).
 pub struct ReadStream<'a, E> {
     log: &'a Log<E>,
-    /// `None` for a stream that does not exist.
-    stream: Option<Arc<Stream>>,
+    /// `None` for a stream with no committed event.
+    stream: Option<&'a Stream>,
     /// Versions still to read: `front..back`.
     front: u64,
     back: u64,
     backward: bool,
+    /// Forward: the positions of versions `front..`, to the end of their
+    /// segment of the stream's index (or empty, until looked up).
+    run: &'a [AtomicU64],
     /// The watermark when the read started.
     watermark: u64,
 }
 
 impl<'a, E> ReadStream<'a, E> {
-    /// Versions `first..` (forward) or `..=last` (backward), cut at the
-    /// committed end of the stream.
+    /// Versions `first..` (forward) or `..=last` (backward) of `id`, cut at
+    /// the committed end of the stream.
     pub(crate) fn new(
-        log: &'a Log<E>,
-        stream: Option<Arc<Stream>>,
+        inner: &'a Inner<E>,
+        id: StreamId,
         first: u64,
         last: Option<u64>,
         backward: bool,
     ) -> Self {
         // The watermark first, then the stream's length: see `committed_len`.
-        let watermark = log.committed();
-        let len = stream.as_ref().map_or(0, |s| s.committed_len(watermark));
+        let watermark = inner.log.watermark.get();
+        let found = inner.streams.with(id, |stream| {
+            (StreamPtr::new(stream), stream.committed_len(watermark))
+        });
+        let (stream, len) = match found {
+            // SAFETY: the stream holds committed events, so the index keeps
+            // it for as long as the store, which `inner` borrows for `'a`.
+            Some((stream, len)) if len > 0 => (Some(unsafe { stream.get() }), len),
+            _ => (None, 0),
+        };
         let back = last.map_or(len, |last| last.saturating_add(1).min(len));
         Self {
-            log,
+            log: &inner.log,
             stream,
             front: first.min(back),
             back,
             backward,
+            run: &[],
             watermark,
         }
     }
 
-    fn envelope(&self, version: u64) -> &'a Envelope<E> {
-        let stream = self
-            .stream
-            .as_ref()
-            .expect("a non-empty range has a stream");
-        let position = stream.committed_position(version);
+    /// The event at `position`, a committed position of the stream.
+    fn envelope(&self, position: u64) -> Envelope<'a, E> {
         debug_assert!(position < self.watermark);
-        // SAFETY: `version < committed_len(watermark)`, so `position` lies
-        // below `watermark`, loaded with Acquire when the read started.
-        unsafe { self.log.get_committed(position) }
+        // SAFETY: the position is a version's below `committed_len(watermark)`,
+        // so it lies below `watermark`, loaded with Acquire when the read
+        // started.
+        unsafe { self.log.envelope(position) }
     }
 }
 
 impl<'a, E> Iterator for ReadStream<'a, E> {
-    type Item = &'a Envelope<E>;
+    type Item = Envelope<'a, E>;
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.front >= self.back {
             return None;
         }
-        let version = if self.backward {
+        let stream = self.stream?;
+        let position = if self.backward {
             self.back -= 1;
-            self.back
+            stream.committed_position(self.back)
         } else {
+            if self.run.is_empty() {
+                // One lookup per run of the stream's index, not per event.
+                self.run = stream.committed_positions(self.front);
+            }
+            let (first, rest) = self.run.split_first()?;
+            self.run = rest;
             self.front += 1;
-            self.front - 1
+            // Relaxed: the version is below the committed length, whose
+            // Acquire load published its position.
+            first.load(Ordering::Relaxed)
         };
-        Some(self.envelope(version))
+        Some(self.envelope(position))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

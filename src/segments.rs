@@ -1,12 +1,17 @@
-//! An append-only array of slots in geometrically growing segments.
+//! An append-only array of slots in segments that grow geometrically, a
+//! group of equal segments at a time.
 //!
 //! This is the layout of `boxcar` and of the "segmented vector" in the
 //! literature on concurrent vectors (Dechev, Pirkelbauer and Stroustrup,
-//! "Lock-free dynamically resizable arrays", 2006): segment `k` holds
-//! `BASE << k` slots, and the segment pointers sit in a fixed array, so a
-//! slot never moves once it exists. Segments are allocated on first use and
-//! freed only when the whole array drops. This type only hands out `&T`; what
-//! a slot means and who may write it is up to the slot type.
+//! "Lock-free dynamically resizable arrays", 2006), with one change: segment
+//! sizes double every `2^GROUP` segments instead of every segment. Group `g`
+//! holds `2^GROUP` segments of `2^(SHIFT + g)` slots, so the slots allocated
+//! but not yet used are at most one segment, `1 / 2^(GROUP + 1)` of the
+//! array (1/16 for the log), where plain doubling wastes up to half. The
+//! segment pointers sit in a fixed array, so a slot never moves once it
+//! exists. Segments are allocated on first use and freed only when the whole
+//! array drops. This type only hands out `&T`; what a slot means and who may
+//! write it is up to the slot type.
 
 use crate::sync::{AtomicPtr, Ordering};
 use std::marker::PhantomData;
@@ -23,26 +28,34 @@ pub(crate) unsafe trait Slot: Default {}
 // SAFETY: an all-zero `AtomicU64` is `AtomicU64::new(0)`, its default.
 unsafe impl Slot for crate::sync::AtomicU64 {}
 
-/// The number of segment pointers: enough for `u64` indexes.
-const fn segment_count(shift: u32) -> usize {
-    (u64::BITS - shift) as usize
-}
+/// Indexes below `2^INDEX_BITS` have a slot: about 1.1 trillion, more than
+/// any machine's memory holds (the log's slots are at least 32 bytes).
+pub(crate) const INDEX_BITS: u32 = 40;
 
-/// Slots `0..` in segments of `2^SHIFT`, `2^(SHIFT+1)`, ... slots.
-pub(crate) struct Segments<T: Slot, const SHIFT: u32> {
-    /// `segments[k]` is null or points to `BASE << k` initialised slots.
+/// The number of slots an array can hold.
+pub(crate) const CAPACITY: u64 = 1 << INDEX_BITS;
+
+/// Slots `0..CAPACITY` in groups of `2^GROUP` segments of `2^SHIFT`,
+/// `2^(SHIFT+1)`, ... slots.
+pub(crate) struct Segments<T: Slot, const SHIFT: u32, const GROUP: u32> {
+    /// `segments[k]` is null or points to `capacity(k)` initialised slots.
     segments: Box<[AtomicPtr<T>]>,
     /// Owns the slots: `Segments<T>` is `Send`/`Sync` only where `T` is
     /// (raw pointers alone would make it both for every `T`).
     _slots: PhantomData<T>,
 }
 
-impl<T: Slot, const SHIFT: u32> Segments<T, SHIFT> {
-    /// Slots in segment 0.
-    const BASE: u64 = 1 << SHIFT;
+impl<T: Slot, const SHIFT: u32, const GROUP: u32> Segments<T, SHIFT, GROUP> {
+    /// Slots in the first group: `2^GROUP` segments of `2^SHIFT` slots.
+    const UNIT_SHIFT: u32 = SHIFT + GROUP;
+
+    /// Segments needed for `CAPACITY` slots: group `g` ends at slot
+    /// `2^UNIT_SHIFT * (2^(g+1) - 1)`, so groups `0..=INDEX_BITS -
+    /// UNIT_SHIFT` cover `2^INDEX_BITS`.
+    const SEGMENTS: usize = ((INDEX_BITS - Self::UNIT_SHIFT + 1) << GROUP) as usize;
 
     pub(crate) fn new() -> Self {
-        let segments = (0..segment_count(SHIFT))
+        let segments = (0..Self::SEGMENTS)
             .map(|_| AtomicPtr::new(ptr::null_mut()))
             .collect();
         Self {
@@ -51,33 +64,46 @@ impl<T: Slot, const SHIFT: u32> Segments<T, SHIFT> {
         }
     }
 
-    /// The segment and the offset in it that hold slot `index`.
+    /// The segment and the offset in it that hold slot `index < CAPACITY`.
     #[inline]
     fn locate(index: u64) -> (usize, usize) {
-        // Slot `index` is slot `index + BASE` of an array whose segment k
-        // starts at `BASE << k`: the segment is the highest set bit.
-        let shifted = index + Self::BASE;
-        let segment = (u64::BITS - 1 - shifted.leading_zeros() - SHIFT) as usize;
-        let offset = (shifted - (Self::BASE << segment)) as usize;
+        debug_assert!(index < CAPACITY);
+        // Slot `index` is slot `index + 2^UNIT_SHIFT` of an array whose
+        // group g starts at `2^(UNIT_SHIFT + g)`: the group is the highest
+        // set bit above UNIT_SHIFT.
+        let shifted = index + (1 << Self::UNIT_SHIFT);
+        let group = u64::BITS - 1 - shifted.leading_zeros() - Self::UNIT_SHIFT;
+        let within = shifted - (1 << (Self::UNIT_SHIFT + group));
+        let size_shift = SHIFT + group;
+        let segment = ((group as usize) << GROUP) + (within >> size_shift) as usize;
+        let offset = (within & ((1 << size_shift) - 1)) as usize;
         (segment, offset)
     }
 
     /// The number of slots in segment `segment`.
     #[inline]
     fn capacity(segment: usize) -> usize {
-        (Self::BASE as usize) << segment
+        1 << (SHIFT as usize + (segment >> GROUP))
     }
 
-    /// The slot at `index`, if its segment has been allocated.
+    /// The first slot of `segment`, if it has been allocated.
+    #[inline]
+    fn base(&self, segment: usize) -> Option<*mut T> {
+        // Acquire: pairs with the AcqRel CAS in `install` that published the
+        // segment, so its initialised slots are visible.
+        let base = self.segments[segment].load(Ordering::Acquire);
+        (!base.is_null()).then_some(base)
+    }
+
+    /// The slot at `index`, if its segment has been allocated (never for
+    /// `index >= CAPACITY`).
     #[inline]
     pub(crate) fn get(&self, index: u64) -> Option<&T> {
-        let (segment, offset) = Self::locate(index);
-        // Acquire: pairs with the AcqRel CAS in `get_or_alloc` that published
-        // the segment, so its initialised slots are visible.
-        let base = self.segments[segment].load(Ordering::Acquire);
-        if base.is_null() {
+        if index >= CAPACITY {
             return None;
         }
+        let (segment, offset) = Self::locate(index);
+        let base = self.base(segment)?;
         // SAFETY: a non-null pointer in `segments[segment]` points to
         // `capacity(segment)` initialised slots that stay put until `self`
         // drops, and `offset < capacity(segment)` by `locate`.
@@ -88,12 +114,11 @@ impl<T: Slot, const SHIFT: u32> Segments<T, SHIFT> {
     /// segment has been allocated: one lookup for a whole run of slots.
     #[inline]
     pub(crate) fn run(&self, index: u64) -> Option<&[T]> {
-        let (segment, offset) = Self::locate(index);
-        // Acquire: as in `get`.
-        let base = self.segments[segment].load(Ordering::Acquire);
-        if base.is_null() {
+        if index >= CAPACITY {
             return None;
         }
+        let (segment, offset) = Self::locate(index);
+        let base = self.base(segment)?;
         // SAFETY: as in `get`, `base` points to `capacity(segment)`
         // initialised slots that stay put until `self` drops, so the
         // `capacity(segment) - offset` slots from `offset` are in bounds.
@@ -102,17 +127,31 @@ impl<T: Slot, const SHIFT: u32> Segments<T, SHIFT> {
         })
     }
 
-    /// The slot at `index`, allocating its segment if need be.
+    /// Slot `index < CAPACITY` and the slots after it in the same segment,
+    /// allocating the segment if need be.
+    ///
+    /// Never panics: an allocation failure aborts the process.
+    #[inline]
+    pub(crate) fn run_or_alloc(&self, index: u64) -> &[T] {
+        let (segment, offset) = Self::locate(index);
+        let base = match self.base(segment) {
+            Some(base) => base,
+            None => self.install(segment),
+        };
+        // SAFETY: as in `run`; `install` never returns null.
+        unsafe { std::slice::from_raw_parts(base.add(offset), Self::capacity(segment) - offset) }
+    }
+
+    /// The slot at `index < CAPACITY`, allocating its segment if need be.
     ///
     /// Never panics: an allocation failure aborts the process.
     #[inline]
     pub(crate) fn get_or_alloc(&self, index: u64) -> &T {
         let (segment, offset) = Self::locate(index);
-        // Acquire: as in `get`.
-        let mut base = self.segments[segment].load(Ordering::Acquire);
-        if base.is_null() {
-            base = self.install(segment);
-        }
+        let base = match self.base(segment) {
+            Some(base) => base,
+            None => self.install(segment),
+        };
         // SAFETY: as in `get`; `install` never returns null.
         unsafe { &*base.add(offset) }
     }
@@ -122,7 +161,7 @@ impl<T: Slot, const SHIFT: u32> Segments<T, SHIFT> {
     fn install(&self, segment: usize) -> *mut T {
         let fresh = alloc_segment::<T>(Self::capacity(segment));
         // AcqRel on success: Release publishes the initialised slots to the
-        // Acquire loads in `get`; Acquire on failure: takes the winner's
+        // Acquire loads in `base`; Acquire on failure: takes the winner's
         // slots, published by its own successful Release CAS.
         match self.segments[segment].compare_exchange(
             ptr::null_mut(),
@@ -141,7 +180,7 @@ impl<T: Slot, const SHIFT: u32> Segments<T, SHIFT> {
     }
 }
 
-impl<T: Slot, const SHIFT: u32> Drop for Segments<T, SHIFT> {
+impl<T: Slot, const SHIFT: u32, const GROUP: u32> Drop for Segments<T, SHIFT, GROUP> {
     fn drop(&mut self) {
         for (segment, pointer) in self.segments.iter_mut().enumerate() {
             #[cfg(not(loom))]
@@ -162,13 +201,15 @@ impl<T: Slot, const SHIFT: u32> Drop for Segments<T, SHIFT> {
 fn alloc_segment<T: Slot>(len: usize) -> *mut T {
     #[cfg(not(loom))]
     {
-        let Ok(layout) = std::alloc::Layout::array::<T>(len) else {
-            // Only reachable past 2^60 slots: nothing sensible is left to do,
-            // and a panic here could strand a reserved range.
-            std::process::abort()
+        let layout = match std::alloc::Layout::array::<T>(len) {
+            // Slots are never zero-sized (the log's and the stream index's
+            // all hold an atomic), so the layout has a non-zero size.
+            Ok(layout) if layout.size() > 0 => layout,
+            // Only reachable past 2^60 bytes: nothing sensible is left to
+            // do, and a panic here could strand a reserved range.
+            _ => std::process::abort(),
         };
-        assert!(layout.size() > 0, "slots are never zero-sized");
-        // SAFETY: the layout has a non-zero size (checked above).
+        // SAFETY: the layout has a non-zero size (matched above).
         let base = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<T>();
         if base.is_null() {
             std::alloc::handle_alloc_error(layout);
@@ -202,21 +243,45 @@ mod tests {
     use super::*;
     use crate::sync::AtomicU64;
 
-    #[test]
-    fn locate_fills_segments_in_order_without_gaps() {
+    /// `locate` walks every segment in order, each filled to its capacity,
+    /// for plain doubling (`GROUP = 0`) and for groups of 4 and 8.
+    fn fills_in_order<const SHIFT: u32, const GROUP: u32>() {
         let mut expected = (0usize, 0usize);
-        for index in 0..1000u64 {
-            assert_eq!(Segments::<AtomicU64, 2>::locate(index), expected);
+        for index in 0..100_000u64 {
+            assert_eq!(Segments::<AtomicU64, SHIFT, GROUP>::locate(index), expected);
             expected.1 += 1;
-            if expected.1 == Segments::<AtomicU64, 2>::capacity(expected.0) {
+            if expected.1 == Segments::<AtomicU64, SHIFT, GROUP>::capacity(expected.0) {
                 expected = (expected.0 + 1, 0);
             }
         }
     }
 
     #[test]
+    fn locate_fills_segments_in_order_without_gaps() {
+        fills_in_order::<2, 0>();
+        fills_in_order::<1, 2>();
+        fills_in_order::<3, 3>();
+    }
+
+    /// The fixed table holds every index below `CAPACITY`, and no more.
+    #[test]
+    fn the_last_index_lands_in_the_last_segment() {
+        fn last<const SHIFT: u32, const GROUP: u32>() {
+            let (segment, offset) = Segments::<AtomicU64, SHIFT, GROUP>::locate(CAPACITY - 1);
+            assert!(segment < Segments::<AtomicU64, SHIFT, GROUP>::SEGMENTS);
+            assert!(offset < Segments::<AtomicU64, SHIFT, GROUP>::capacity(segment));
+        }
+        last::<10, 3>();
+        last::<2, 0>();
+        last::<1, 0>();
+        let segments = Segments::<AtomicU64, 2, 0>::new();
+        assert!(segments.get(CAPACITY).is_none());
+        assert!(segments.run(u64::MAX).is_none());
+    }
+
+    #[test]
     fn slots_keep_their_values_and_addresses_as_segments_grow() {
-        let segments = Segments::<AtomicU64, 1>::new();
+        let segments = Segments::<AtomicU64, 1, 1>::new();
         let first = segments.get_or_alloc(0) as *const AtomicU64;
         for index in 0..300u64 {
             segments
@@ -231,11 +296,13 @@ mod tests {
             );
         }
         assert!(segments.get(1 << 20).is_none());
+        let run = segments.run_or_alloc(5);
+        assert_eq!(run[0].load(Ordering::Relaxed), 6);
     }
 
     #[test]
     fn racing_allocators_share_one_segment() {
-        let segments = Segments::<AtomicU64, 3>::new();
+        let segments = Segments::<AtomicU64, 3, 0>::new();
         std::thread::scope(|scope| {
             for thread in 0..4u64 {
                 let segments = &segments;

@@ -16,7 +16,12 @@
 //! notifier sees the sleeper (and the listener, registered before, gets the
 //! notification) or the waiter sees the new state (and does not park).
 
-use crate::sync::{fence, AtomicUsize, CachePadded, Ordering};
+//!
+//! Every wait in the crate goes through [`Signal::wait_until`]: spin a
+//! little (`Backoff`), then yield, then park. One loop, so one set of loom
+//! models covers every wait.
+
+use crate::sync::{fence, AtomicUsize, Backoff, CachePadded, Ordering};
 use event_listener::{Event, EventListener, Listener};
 use std::time::Instant;
 
@@ -40,9 +45,44 @@ impl Signal {
     pub(crate) fn wake(&self) {
         // SeqCst fence: pairs with the fence in `prepare` (module docs).
         fence(Ordering::SeqCst);
-        // Relaxed: ordered by the fence above.
+        self.wake_fenced();
+    }
+
+    /// [`wake`](Self::wake) for a caller that already issued a
+    /// `fence(SeqCst)` after changing the state sleepers wait on: the commit
+    /// fast path shares one fence between this handshake and its own.
+    #[inline]
+    pub(crate) fn wake_fenced(&self) {
+        // Relaxed: ordered by the caller's SeqCst fence, which pairs with
+        // the fence in `prepare` (module docs).
         if self.sleepers.load(Ordering::Relaxed) > 0 {
             self.event.notify(usize::MAX);
+        }
+    }
+
+    /// Waits until `ready()` holds: spins briefly, then yields the CPU a few
+    /// times, then parks until woken. `false` if `deadline` passed first.
+    ///
+    /// Spinning first serves the common case (the state changes within
+    /// microseconds: another writer finishing its commit); yielding next
+    /// lets a writer that was preempted between reserving and committing run
+    /// again when threads outnumber cores; parking last stops a long wait
+    /// from burning a core. Whoever makes `ready()` true must then call
+    /// [`wake`](Self::wake).
+    pub(crate) fn wait_until(&self, ready: impl Fn() -> bool, deadline: Option<Instant>) -> bool {
+        let backoff = Backoff::new();
+        loop {
+            if ready() {
+                return true;
+            }
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                return false;
+            }
+            if backoff.is_completed() {
+                self.park_until(&ready, deadline);
+            } else {
+                backoff.snooze();
+            }
         }
     }
 

@@ -1,18 +1,39 @@
 //! The in-memory store: inserts and reads.
+//!
+//! An insert runs the phases of DESIGN.md ("The data flow") in order, each
+//! a function below: **measure** the transaction (bad sizes are refused
+//! before anything happens), **lock** its streams in ascending id order,
+//! **check** every expectation, **reserve** its range, **record** each
+//! stream's new positions and unlock, **write** the records, **commit**,
+//! and wait until readers see it. A one-stream transaction (and every
+//! append through a [`StreamHandle`](crate::StreamHandle)) takes a lean path
+//! through the same phases: one stream, one lock, no sorting, no vectors.
 
-use crate::envelope::Envelope;
-use crate::ids::EventIds;
-use crate::log::Log;
+use crate::error::{InsertError, VersionMismatch};
+use crate::ids::{CorrelationId, Position, StreamId, StreamVersion};
+use crate::log::{Full, Log, OwnedStamp, Reservation};
 use crate::read::{ReadAll, ReadStream, Start};
-use crate::stream::{Locked, StreamIndex};
+use crate::segments::CAPACITY;
+use crate::stream::{Locked, Stream, StreamIndex, StreamPtr};
 use crate::sync::Arc;
-use crate::transaction::Committed;
-use crate::{
-    ExpectedVersion, InsertError, Position, StreamHead, StreamId, StreamVersion, Transaction,
-    VersionMismatch,
-};
-use smallvec::SmallVec;
+use crate::transaction::{Append, Committed, Events, ExpectedVersion, StreamHead, Transaction};
+use smallvec::{smallvec, SmallVec};
 use std::time::SystemTime;
+
+/// The most events one transaction may write: 2^24 (16,777,216).
+///
+/// A larger transaction is refused with [`InsertError::TooLarge`] before
+/// anything is locked, created or reserved. The limit bounds what one insert
+/// can claim of the log at once (for 32-byte events, 1 GiB), like
+/// KurrentDB's limit on the size of one append.
+pub const MAX_TRANSACTION_EVENTS: u64 = 1 << 24;
+
+/// The most events a store can ever hold: 2^40 (about 1.1 trillion).
+///
+/// Past it, inserts fail with [`InsertError::StoreFull`]. At 32 bytes of
+/// bookkeeping per event it stands for 32 TiB of memory: a limit of the
+/// design, not one a machine reaches.
+pub const STORE_CAPACITY: u64 = CAPACITY;
 
 /// A lock-free in-memory event store.
 ///
@@ -48,6 +69,8 @@ pub struct MemoryStore<E> {
     pub(crate) inner: Arc<Inner<E>>,
 }
 
+/// The store itself. The log is declared first, so it drops first: records
+/// point to streams of the index.
 pub(crate) struct Inner<E> {
     pub(crate) log: Log<E>,
     pub(crate) streams: StreamIndex,
@@ -70,11 +93,14 @@ impl<E> Default for MemoryStore<E> {
 impl<E> std::fmt::Debug for MemoryStore<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryStore")
-            .field("committed", &self.inner.log.committed())
+            .field("watermark", &self.inner.log.watermark.get())
             .field("poisoned", &self.inner.log.watermark.is_poisoned())
             .finish_non_exhaustive()
     }
 }
+
+/// The heads an insert reports, inline for one stream.
+type Heads = SmallVec<[(StreamId, StreamHead); 1]>;
 
 impl<E> MemoryStore<E> {
     /// An empty store.
@@ -95,10 +121,20 @@ impl<E> MemoryStore<E> {
     /// transaction gets one contiguous range of positions (streams in
     /// ascending id order, each stream's events in order) and one creation
     /// time, and when `insert` returns every reader and subscriber can see
-    /// all of it.
+    /// all of it (rules 5 to 12 of the contract).
     ///
     /// A transaction with no events checks its expectations and writes
     /// nothing; its [`Committed::last_position`] is `None`.
+    ///
+    /// # Errors
+    ///
+    /// - [`InsertError::VersionConflict`]: an expectation failed; every
+    ///   failing stream is listed, in ascending id order.
+    /// - [`InsertError::TooLarge`]: more than [`MAX_TRANSACTION_EVENTS`]
+    ///   events; refused before anything happened.
+    /// - [`InsertError::StoreFull`]: the store holds
+    ///   [`STORE_CAPACITY`] events.
+    /// - [`InsertError::Poisoned`]: never, unless this crate has a bug.
     ///
     /// ```
     /// use hindsight::{ExpectedVersion, InsertError, MemoryStore, StreamId, Transaction};
@@ -115,144 +151,237 @@ impl<E> MemoryStore<E> {
     /// assert_eq!(store.head().map(|p| p.get()), Some(0)); // nothing written
     /// ```
     pub fn insert(&self, tx: Transaction<E>) -> Result<Committed, InsertError> {
-        let Inner {
-            log,
-            streams: index,
-        } = &*self.inner;
-        if log.watermark.is_poisoned() {
+        if self.inner.log.watermark.is_poisoned() {
             return Err(InsertError::Poisoned);
         }
-        let created_at = SystemTime::now();
-        let (appends, correlation_id) = tx.into_normalized();
-        let total: u64 = appends.iter().map(|a| a.events.len() as u64).sum();
+        let Transaction {
+            mut appends,
+            correlation_id,
+        } = tx;
+        let total = measure(&appends)?;
+        if appends.len() == 1 {
+            let Some(append) = appends.pop() else {
+                unreachable!("one append")
+            };
+            return self.insert_one(append, correlation_id);
+        }
+        let (appends, correlation_id) = Transaction {
+            appends,
+            correlation_id,
+        }
+        .into_normalized();
+        self.insert_many(appends, total, correlation_id)
+    }
 
-        // Look up (or create) the streams, then lock them in ascending id
-        // order (`appends` is sorted): any two transactions take their
-        // common locks in the same order, so they cannot deadlock. A stream
-        // whose expectation is checked is locked even if it receives no
-        // events (a pure check), so the check is ordered with every write to
-        // it; an empty entry is as missing as no entry. Only an `Any`
-        // append of zero events checks and writes nothing, and is skipped.
-        // Inline for up to 4 streams: a typical insert allocates nothing here.
-        let streams: SmallVec<[_; 4]> = appends
+    /// The lean path: a transaction of one stream.
+    fn insert_one(
+        &self,
+        append: Append<E>,
+        correlation_id: Option<CorrelationId>,
+    ) -> Result<Committed, InsertError> {
+        let Append {
+            stream: id,
+            expected,
+            events,
+        } = append;
+        let index = &self.inner.streams;
+        if events.is_empty() {
+            return self.check_only(id, expected);
+        }
+        let stream = match expected {
+            // These may create the stream.
+            ExpectedVersion::Any | ExpectedVersion::NoStream => index.get_or_create(id),
+            // These fail on a missing stream: answer without creating it.
+            _ => match index.get(id) {
+                Some(stream) => stream,
+                None => return self.conflict(vec![mismatch(id, expected, None)], None),
+            },
+        };
+        let result = self.append_to(&stream, expected, events, correlation_id);
+        // Removes the entry again if the append failed on a fresh stream.
+        index.release(stream);
+        result
+    }
+
+    /// A zero-event, one-stream transaction: a pure check of `expected`.
+    ///
+    /// Without a lock: the stream's recorded head is read in one atomic
+    /// step, which is the instant the check happens; nothing is created.
+    fn check_only(
+        &self,
+        id: StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<Committed, InsertError> {
+        if expected == ExpectedVersion::Any {
+            return Ok(Committed::nothing());
+        }
+        let found = self.inner.streams.with(id, Stream::recorded_head).flatten();
+        if expected.matches(found) {
+            self.wait_visible(found)?;
+            Ok(Committed::nothing())
+        } else {
+            self.conflict(vec![mismatch(id, expected, found)], found)
+        }
+    }
+
+    /// Lock, check, reserve, record, write and commit `events` on one
+    /// stream: the one-stream path of `insert` and the path of every
+    /// [`StreamHandle`](crate::StreamHandle) append.
+    pub(crate) fn append_to(
+        &self,
+        stream: &Stream,
+        expected: ExpectedVersion,
+        events: Events<E>,
+        correlation_id: Option<CorrelationId>,
+    ) -> Result<Committed, InsertError> {
+        let count = events.len() as u64;
+        if count == 0 {
+            return self.check_only(stream.id, expected);
+        }
+        let log = &self.inner.log;
+        // Prepared outside the lock: everything that allocates or reads a
+        // clock happens before the reservation.
+        let stamp = OwnedStamp::new(SystemTime::now(), correlation_id);
+
+        let locked = stream.lock();
+        let found = locked.head();
+        if !expected.matches(found) {
+            drop(locked);
+            return self.conflict(vec![mismatch(stream.id, expected, found)], found);
+        }
+        let mut reservation = reserve(log, count, stamp)?;
+
+        // ---- From here to `commit`, nothing may panic. ----
+        #[cfg(test)]
+        fault::check(0);
+        let first = locked.len();
+        let start = reservation.start();
+        locked.append(start, count);
+        drop(locked);
+
+        let stream_ptr = StreamPtr::new(stream);
+        for (version, payload) in (first..).zip(events.into_iter()) {
+            reservation.write(stream_ptr, version, payload);
+            #[cfg(test)]
+            fault::check(version + 1 - first);
+        }
+        let end = reservation.commit();
+        // ---- Committed. ----
+
+        self.wait_visible_end(end)?;
+        let head = StreamHead {
+            version: StreamVersion(first + count - 1),
+            position: Position(end - 1),
+        };
+        Ok(Committed {
+            last_position: Some(head.position),
+            streams: smallvec![(stream.id, head)],
+        })
+    }
+
+    /// The general path: appends sorted by stream id and merged per stream,
+    /// `total` events in all.
+    fn insert_many(
+        &self,
+        appends: SmallVec<[Append<E>; 1]>,
+        total: u64,
+        correlation_id: Option<CorrelationId>,
+    ) -> Result<Committed, InsertError> {
+        let index = &self.inner.streams;
+        // Look up (or create) the streams to lock: a stream whose
+        // expectation is checked is locked even if it receives no events (a
+        // pure check), so the check is ordered with every write to it. Only
+        // an `Any` append of zero events checks and writes nothing, and is
+        // skipped. Inline for up to 4 streams: no allocation.
+        let streams: SmallVec<[Option<Arc<Stream>>; 4]> = appends
             .iter()
             .map(|a| {
                 let inert = a.events.is_empty() && a.expected == ExpectedVersion::Any;
                 (!inert).then(|| index.get_or_create(a.stream))
             })
             .collect();
+        let result = self.lock_and_write(appends, &streams, total, correlation_id);
+        for stream in streams.into_iter().flatten() {
+            // Removes the entries a failed insert or a pure check created.
+            index.release(stream);
+        }
+        result
+    }
+
+    /// Lock, check, reserve, record, write and commit, for `insert_many`.
+    fn lock_and_write(
+        &self,
+        appends: SmallVec<[Append<E>; 1]>,
+        streams: &[Option<Arc<Stream>>],
+        total: u64,
+        correlation_id: Option<CorrelationId>,
+    ) -> Result<Committed, InsertError> {
+        let stamp = OwnedStamp::new(SystemTime::now(), correlation_id);
+        // Lock in ascending id order (`appends` is sorted): any two
+        // transactions take their common locks in the same order, so they
+        // cannot deadlock.
         let locked: SmallVec<[Option<Locked<'_>>; 4]> = streams
             .iter()
-            .map(|stream| stream.as_deref().map(|s| s.lock()))
+            .map(|stream| stream.as_deref().map(Stream::lock))
             .collect();
 
-        // Check every expectation against the state before the transaction,
-        // counting events of transactions that reserved but did not commit
-        // yet: they are ordered before us and cannot fail any more.
-        let mut mismatches = Vec::new();
-        // The end of the latest range any check saw (committed or not).
-        let mut seen_end = 0;
-        for (append, stream) in appends.iter().zip(&locked) {
-            let found = stream.as_ref().and_then(Locked::head);
-            if let Some(head) = found {
-                seen_end = seen_end.max(head.position.0 + 1);
-            }
-            if !append.expected.matches(found) {
-                mismatches.push(VersionMismatch {
-                    stream: append.stream,
-                    expected: append.expected,
-                    found,
-                });
-            }
-        }
+        let (mismatches, seen) = check(&appends, &locked);
         if !mismatches.is_empty() || total == 0 {
             drop(locked);
-            // What the checks saw may still be committing: wait until it is
-            // visible, so that no read after this answer contradicts it.
-            log.wait_committed(seen_end)
-                .map_err(|_| InsertError::Poisoned)?;
             return if mismatches.is_empty() {
-                Ok(Committed {
-                    last_position: None,
-                    streams: SmallVec::new(),
-                })
+                self.wait_visible(seen)?;
+                Ok(Committed::nothing())
             } else {
-                Err(InsertError::VersionConflict(mismatches))
+                self.conflict(mismatches, seen)
             };
         }
-
-        // Everything that could fail or allocate unboundedly is done before
-        // the reservation: ids, the result vector, the envelopes' fields.
-        let mut ids = EventIds::take(total);
-        let mut heads: SmallVec<[_; 1]> = SmallVec::with_capacity(appends.len());
+        let mut reservation = reserve(&self.inner.log, total, stamp)?;
 
         // ---- From here to `commit`, nothing may panic. ----
-        let mut reservation = log.reserve(total);
         #[cfg(test)]
         fault::check(0);
-        let start = reservation.start();
-        let mut next = start;
-        for (append, stream) in appends.iter().zip(&locked) {
-            let count = append.events.len() as u64;
-            if count == 0 {
-                continue;
-            }
-            // Always `Some`: streams with events were created above. Were it
-            // not, the slots would stay unwritten and `commit` would abandon
-            // the range (fail closed) instead of panicking here.
-            let Some(stream) = stream else { continue };
-            let version = stream.len();
-            stream.append(next, count);
-            // Within capacity: `heads` has room for every append.
-            heads.push((
-                append.stream,
-                StreamHead {
-                    version: StreamVersion(version + count - 1),
-                    position: Position(next + count - 1),
-                },
-            ));
-            next += count;
-        }
+        let heads = record(&appends, &locked, reservation.start());
         // Unlock: the positions are recorded, so later transactions on these
         // streams are checked against them and reserve after them.
         drop(locked);
-
-        let mut next_head = heads.iter();
-        for append in appends {
-            if append.events.is_empty() {
-                continue;
-            }
-            // One head per written stream, in the same order (see above).
-            let Some((stream, head)) = next_head.next() else {
-                break;
-            };
-            // The head is the last event: count back to the first.
-            let first = 1 + head.version.0 - append.events.len() as u64;
-            let offset = head.position.0 - head.version.0;
-            for (version, payload) in (first..).zip(append.events) {
-                reservation.write(Envelope {
-                    position: Position(offset + version),
-                    version: StreamVersion(version),
-                    stream: *stream,
-                    event_id: ids.next_id(),
-                    correlation_id,
-                    created_at,
-                    payload,
-                });
-                #[cfg(test)]
-                fault::check(offset + version + 1 - start);
-            }
-        }
-        reservation.commit();
+        write(&mut reservation, appends, streams, &heads);
+        let end = reservation.commit();
         // ---- Committed. ----
 
-        // Read your writes: return only once the watermark covers us.
-        log.wait_committed(start + total)
-            .map_err(|_| InsertError::Poisoned)?;
+        self.wait_visible_end(end)?;
         Ok(Committed {
-            last_position: Some(Position(start + total - 1)),
+            last_position: Some(Position(end - 1)),
             streams: heads,
         })
+    }
+
+    /// Answers a failed check: waits until what the check saw is visible,
+    /// so that no read made after the answer contradicts it (a conflict
+    /// never reports a head readers cannot see yet).
+    fn conflict(
+        &self,
+        mismatches: Vec<VersionMismatch>,
+        seen: Option<StreamHead>,
+    ) -> Result<Committed, InsertError> {
+        self.wait_visible(seen)?;
+        Err(InsertError::VersionConflict(mismatches))
+    }
+
+    /// Waits until the watermark covers `head` (recorded, maybe not yet
+    /// committed, when a check saw it).
+    fn wait_visible(&self, head: Option<StreamHead>) -> Result<(), InsertError> {
+        match head {
+            Some(head) => self.wait_visible_end(head.position.0 + 1),
+            None => Ok(()),
+        }
+    }
+
+    /// Read your writes: waits until every position below `end` is visible.
+    fn wait_visible_end(&self, end: u64) -> Result<(), InsertError> {
+        self.inner
+            .log
+            .wait_for(end)
+            .map_err(|_| InsertError::Poisoned)
     }
 
     /// The position of the last committed event, or `None` for an empty
@@ -266,7 +395,7 @@ impl<E> MemoryStore<E> {
     /// assert_eq!(store.head(), Some(Position(1)));
     /// ```
     pub fn head(&self) -> Option<Position> {
-        self.inner.log.committed().checked_sub(1).map(Position)
+        self.inner.log.watermark.get().checked_sub(1).map(Position)
     }
 
     /// The last committed event of `stream`, or `None` if the stream does
@@ -281,8 +410,12 @@ impl<E> MemoryStore<E> {
     /// assert_eq!(store.stream_head(stream).unwrap().version, StreamVersion(2));
     /// ```
     pub fn stream_head(&self, stream: StreamId) -> Option<StreamHead> {
-        let watermark = self.inner.log.committed();
-        self.inner.streams.get(stream)?.committed_head(watermark)
+        // The watermark first, then the stream: see `committed_len`.
+        let watermark = self.inner.log.watermark.get();
+        self.inner
+            .streams
+            .with(stream, |stream| stream.committed_head(watermark))
+            .flatten()
     }
 
     /// The committed events of every stream, in position order, from
@@ -312,13 +445,7 @@ impl<E> MemoryStore<E> {
     /// assert_eq!(read, [2, 3]);
     /// ```
     pub fn read_stream(&self, stream: StreamId, from: StreamVersion) -> ReadStream<'_, E> {
-        ReadStream::new(
-            &self.inner.log,
-            self.inner.streams.get(stream),
-            from.0,
-            None,
-            false,
-        )
+        ReadStream::new(&self.inner, stream, from.0, None, false)
     }
 
     /// The committed events of `stream`, newest first.
@@ -332,13 +459,7 @@ impl<E> MemoryStore<E> {
     /// assert_eq!(read, [3, 2, 1]);
     /// ```
     pub fn read_stream_backward(&self, stream: StreamId) -> ReadStream<'_, E> {
-        ReadStream::new(
-            &self.inner.log,
-            self.inner.streams.get(stream),
-            0,
-            None,
-            true,
-        )
+        ReadStream::new(&self.inner, stream, 0, None, true)
     }
 
     /// The committed events of `stream` from version `from` (inclusive)
@@ -357,13 +478,7 @@ impl<E> MemoryStore<E> {
         stream: StreamId,
         from: StreamVersion,
     ) -> ReadStream<'_, E> {
-        ReadStream::new(
-            &self.inner.log,
-            self.inner.streams.get(stream),
-            0,
-            Some(from.0),
-            true,
-        )
+        ReadStream::new(&self.inner, stream, 0, Some(from.0), true)
     }
 
     /// Whether a writer panicked between reserving and committing, so that
@@ -383,6 +498,128 @@ impl<E> MemoryStore<E> {
     /// ```
     pub fn same_store(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+/// Phase "measure": the number of events `appends` write, or
+/// [`InsertError::TooLarge`] if that exceeds [`MAX_TRANSACTION_EVENTS`]
+/// (a checked sum: vectors of zero-sized events can hold 2^64 - 1 each).
+fn measure<E>(appends: &[Append<E>]) -> Result<u64, InsertError> {
+    let mut total: u64 = 0;
+    for append in appends {
+        total = total.saturating_add(append.events.len() as u64);
+    }
+    if total > MAX_TRANSACTION_EVENTS {
+        return Err(InsertError::TooLarge {
+            events: total,
+            limit: MAX_TRANSACTION_EVENTS,
+        });
+    }
+    Ok(total)
+}
+
+fn mismatch(
+    stream: StreamId,
+    expected: ExpectedVersion,
+    found: Option<StreamHead>,
+) -> VersionMismatch {
+    VersionMismatch {
+        stream,
+        expected,
+        found,
+    }
+}
+
+/// Phase "reserve": `count` positions for a transaction stamped `stamp`.
+fn reserve<E>(
+    log: &Log<E>,
+    count: u64,
+    stamp: OwnedStamp,
+) -> Result<Reservation<'_, E>, InsertError> {
+    log.reserve(count, stamp)
+        .map_err(|Full| InsertError::StoreFull {
+            capacity: STORE_CAPACITY,
+        })
+}
+
+/// Phase "check": every expectation against the state just before the
+/// transaction, counting events of transactions that reserved but did not
+/// commit yet (they are ordered before us and cannot fail any more).
+/// Returns every mismatch, and the latest head any check saw.
+fn check<E>(
+    appends: &[Append<E>],
+    locked: &[Option<Locked<'_>>],
+) -> (Vec<VersionMismatch>, Option<StreamHead>) {
+    let mut mismatches = Vec::new();
+    let mut seen: Option<StreamHead> = None;
+    for (append, stream) in appends.iter().zip(locked) {
+        let found = stream.as_ref().and_then(Locked::head);
+        if let Some(head) = found {
+            if seen.is_none_or(|seen| seen.position < head.position) {
+                seen = Some(head);
+            }
+        }
+        if !append.expected.matches(found) {
+            mismatches.push(mismatch(append.stream, append.expected, found));
+        }
+    }
+    (mismatches, seen)
+}
+
+/// Phase "record": each written stream's new positions, laid out from
+/// `start` in the order of `appends`; returns each written stream's new
+/// head. Never panics (allocation failure aborts).
+fn record<E>(appends: &[Append<E>], locked: &[Option<Locked<'_>>], start: u64) -> Heads {
+    let mut heads = Heads::new();
+    let mut next = start;
+    for (append, stream) in appends.iter().zip(locked) {
+        let count = append.events.len() as u64;
+        if count == 0 {
+            continue;
+        }
+        // Always `Some`: streams with events were looked up and locked. Were
+        // it not, the slots would stay unwritten and `commit` would abandon
+        // the range (fail closed) instead of panicking here.
+        let Some(stream) = stream else { continue };
+        let version = stream.len();
+        stream.append(next, count);
+        heads.push((
+            append.stream,
+            StreamHead {
+                version: StreamVersion(version + count - 1),
+                position: Position(next + count - 1),
+            },
+        ));
+        next += count;
+    }
+    heads
+}
+
+/// Phase "write": moves every event into its slot, in the layout `record`
+/// chose. Never panics, and runs no user code: events are moved, not
+/// dropped.
+fn write<E>(
+    reservation: &mut Reservation<'_, E>,
+    appends: SmallVec<[Append<E>; 1]>,
+    streams: &[Option<Arc<Stream>>],
+    heads: &Heads,
+) {
+    let mut next_head = heads.iter();
+    for (append, stream) in appends.into_iter().zip(streams) {
+        if append.events.is_empty() {
+            continue;
+        }
+        // One head per written stream, in the same order (see `record`).
+        let (Some((_, head)), Some(stream)) = (next_head.next(), stream) else {
+            break;
+        };
+        let first = head.version.0 + 1 - append.events.len() as u64;
+        let stream = StreamPtr::new(stream);
+        for (version, payload) in (first..).zip(append.events.into_iter()) {
+            reservation.write(stream, version, payload);
+            #[cfg(test)]
+            fault::check(head.position.0 - head.version.0 + version + 1 - reservation.start());
+        }
     }
 }
 

@@ -3,12 +3,12 @@
 //! tests ("has it processed position p yet?").
 
 use crate::envelope::Envelope;
+use crate::ids::{CorrelationId, EventId, Position, StreamId, StreamVersion};
 use crate::selector::Selector;
 use crate::signal::Signal;
 use crate::store::{Inner, MemoryStore};
 use crate::subscription::{Subscription, SubscriptionError};
-use crate::sync::{AtomicBool, AtomicU64, Backoff, Mutex, Ordering};
-use crate::{CorrelationId, EventId, Position, StreamId, StreamVersion};
+use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering};
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, OnceLock};
@@ -46,7 +46,7 @@ pub struct EventContext {
 }
 
 impl EventContext {
-    fn of<E>(envelope: &Envelope<E>, selector: &Selector<E>) -> Self {
+    fn of<E>(envelope: Envelope<'_, E>, selector: &Selector<E>) -> Self {
         Self {
             position: envelope.position(),
             event_id: envelope.event_id(),
@@ -171,7 +171,7 @@ impl<E: Send + Sync> StoreLink for Inner<E> {
         self.log.watermark.signal.wake();
     }
     fn committed(&self) -> u64 {
-        self.log.committed()
+        self.log.watermark.get()
     }
 }
 
@@ -223,7 +223,7 @@ impl<E: Send + Sync + 'static> MemoryStore<E> {
     pub fn spawn_subscriber<X, H>(&self, selector: Selector<E>, handler: H) -> Subscriber<X>
     where
         X: Send + Sync + 'static,
-        H: FnMut(&Envelope<E>) -> Result<Flow, X> + Send + 'static,
+        H: FnMut(Envelope<'_, E>) -> Result<Flow, X> + Send + 'static,
     {
         let subscription = self.subscribe(selector);
         let shared = Arc::new(Shared {
@@ -252,35 +252,30 @@ impl<E: Send + Sync + 'static> MemoryStore<E> {
 /// The worker's loop.
 fn run<E, X, H>(mut subscription: Subscription<E>, mut handler: H, shared: &Shared<X>)
 where
-    H: FnMut(&Envelope<E>) -> Result<Flow, X>,
+    H: FnMut(Envelope<'_, E>) -> Result<Flow, X>,
 {
     // Acquire: pairs with the SeqCst store in `cancel`; nothing is read
     // through the flag, and `Signal`'s fences order it for parking.
     let cancelled = || shared.cancelled.load(Ordering::Acquire);
     let outcome = 'run: loop {
-        let backoff = Backoff::new();
         loop {
             if cancelled() {
                 break 'run Ok(());
             }
-            let Some(position) = subscription.cursor_advance() else {
+            let Some((envelope, selector)) = subscription.advance() else {
                 break;
             };
-            let envelope = subscription.envelope_at(position);
+            let position = envelope.position().0;
             let flow = match catch_unwind(AssertUnwindSafe(|| handler(envelope))) {
                 Ok(Ok(flow)) => flow,
                 Ok(Err(error)) => {
-                    break 'run Err(failure(
-                        HandlerFailure::Error(error),
-                        envelope,
-                        &subscription,
-                    ))
+                    break 'run Err(failure(HandlerFailure::Error(error), envelope, selector))
                 }
                 Err(panic) => {
                     break 'run Err(failure(
                         HandlerFailure::Panic(panic_message(panic)),
                         envelope,
-                        &subscription,
+                        selector,
                     ))
                 }
             };
@@ -291,7 +286,7 @@ where
         }
         // Everything committed is passed, selected or not.
         publish(shared, subscription.cursor().passed());
-        match subscription.wait_more(&backoff, None, &cancelled) {
+        match subscription.wait_more(None, &cancelled) {
             Ok(true) => {}
             Ok(false) => break Ok(()),
             Err(SubscriptionError::Poisoned) => break Err(SubscriberError::Poisoned),
@@ -316,12 +311,12 @@ fn publish<X>(shared: &Shared<X>, processed: u64) {
 
 fn failure<E, X>(
     failure: HandlerFailure<X>,
-    envelope: &Envelope<E>,
-    subscription: &Subscription<E>,
+    envelope: Envelope<'_, E>,
+    selector: &Selector<E>,
 ) -> SubscriberError<X> {
     SubscriberError::Handler(HandlerError {
         failure,
-        event: EventContext::of(envelope, &subscription.cursor().selector),
+        event: EventContext::of(envelope, selector),
     })
 }
 
@@ -426,29 +421,21 @@ impl<X> Subscriber<X> {
     fn wait_processed_end(&self, end: u64, timeout: Duration) -> Result<(), WaitError> {
         let deadline = Instant::now().checked_add(timeout);
         let reached = || self.processed_end() >= end;
-        let backoff = Backoff::new();
-        loop {
+        self.shared
+            .progress
+            .wait_until(|| reached() || self.is_finished(), deadline);
+        if reached() {
+            Ok(())
+        } else if self.is_finished() {
+            // The worker's last `publish` happened before `ended`, so a
+            // finished worker that has not reached `end` never will.
             if reached() {
-                return Ok(());
-            }
-            if self.is_finished() {
-                // The worker's last `publish` happened before `ended`.
-                return if reached() {
-                    Ok(())
-                } else {
-                    Err(WaitError::Ended)
-                };
-            }
-            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-                return Err(WaitError::TimedOut);
-            }
-            if backoff.is_completed() {
-                self.shared
-                    .progress
-                    .park_until(|| reached() || self.is_finished(), deadline);
+                Ok(())
             } else {
-                backoff.snooze();
+                Err(WaitError::Ended)
             }
+        } else {
+            Err(WaitError::TimedOut)
         }
     }
 

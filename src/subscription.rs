@@ -8,11 +8,10 @@
 //! moves the watermark.
 
 use crate::envelope::Envelope;
+use crate::ids::Position;
 use crate::selector::Selector;
 use crate::store::{Inner, MemoryStore};
-use crate::stream::Stream;
-use crate::sync::{Arc, Backoff};
-use crate::Position;
+use crate::stream::StreamPtr;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -45,8 +44,11 @@ pub(crate) struct Cursor<E> {
     /// All streams: the next position to look at. One stream: the next
     /// version to look at.
     next: u64,
-    /// The selected stream, once it exists.
-    stream: Option<Arc<Stream>>,
+    /// The selected stream, once it holds a committed event (from then on
+    /// the index keeps it for as long as the store).
+    stream: Option<StreamPtr>,
+    /// The watermark as last loaded: everything below it is committed.
+    end: u64,
     /// Every position below this has been looked at (delivered or skipped);
     /// when `advance` returns `None`, it equals the watermark it observed.
     passed: u64,
@@ -59,6 +61,7 @@ impl<E> Cursor<E> {
             next: if selector.stream.is_some() { 0 } else { first },
             first,
             stream: None,
+            end: 0,
             passed: first,
             selector,
         }
@@ -70,58 +73,89 @@ impl<E> Cursor<E> {
         self.passed
     }
 
-    /// Moves past the next selected committed event and returns its
-    /// position; `None` once every committed position is passed.
+    /// Moves past the next selected committed event and returns it; `None`
+    /// once every committed position is passed. Loads the watermark only
+    /// when it has passed everything below the last value it loaded.
     #[inline]
-    pub(crate) fn advance(&mut self, inner: &Inner<E>) -> Option<u64> {
+    pub(crate) fn advance<'s>(&mut self, inner: &'s Inner<E>) -> Option<Envelope<'s, E>> {
+        if let Some(event) = self.advance_below_end(inner) {
+            return Some(event);
+        }
+        let watermark = inner.log.watermark.get();
+        if watermark > self.end {
+            self.end = watermark;
+            if let Some(event) = self.advance_below_end(inner) {
+                return Some(event);
+            }
+        }
+        self.passed = self.passed.max(self.end);
+        None
+    }
+
+    /// `advance`, looking only below `end`.
+    #[inline]
+    fn advance_below_end<'s>(&mut self, inner: &'s Inner<E>) -> Option<Envelope<'s, E>> {
         let log = &inner.log;
-        let watermark = log.committed();
         match self.selector.stream {
             None => {
-                while self.next < watermark {
+                while self.next < self.end {
                     let position = self.next;
                     self.next += 1;
-                    // SAFETY: `position < watermark`, loaded with Acquire above.
-                    let envelope = unsafe { log.get_committed(position) };
-                    if self.selector.selects_type(envelope.payload()) {
+                    // SAFETY: `position < end`, a watermark value loaded with
+                    // Acquire.
+                    let event = unsafe { log.envelope(position) };
+                    if self.selector.selects_type(event.payload()) {
                         self.passed = position + 1;
-                        return Some(position);
+                        return Some(event);
                     }
                 }
             }
             Some(id) => {
-                if self.stream.is_none() {
-                    self.stream = inner.streams.get(id);
-                }
-                if let Some(stream) = &self.stream {
-                    // The watermark was loaded first, as `committed_len` needs.
-                    let len = stream.committed_len(watermark);
-                    while self.next < len {
-                        let position = stream.committed_position(self.next);
-                        self.next += 1;
-                        if position < self.first {
-                            continue;
+                let stream = match self.stream {
+                    // SAFETY: a cached stream holds committed events, so the
+                    // index keeps it while the store lives; `inner` is
+                    // borrowed from the store.
+                    Some(stream) => unsafe { stream.get() },
+                    None => {
+                        let found = inner.streams.with(id, |stream| {
+                            (StreamPtr::new(stream), stream.committed_len(self.end) > 0)
+                        });
+                        match found {
+                            Some((stream, true)) => {
+                                self.stream = Some(stream);
+                                // SAFETY: as above.
+                                unsafe { stream.get() }
+                            }
+                            _ => return None,
                         }
-                        // SAFETY: a committed version's position lies below
-                        // `watermark`, loaded with Acquire above.
-                        let envelope = unsafe { log.get_committed(position) };
-                        if self.selector.selects_type(envelope.payload()) {
-                            self.passed = position + 1;
-                            return Some(position);
-                        }
+                    }
+                };
+                // `end` was loaded before this, as `committed_len` needs.
+                let len = stream.committed_len(self.end);
+                while self.next < len {
+                    let position = stream.committed_position(self.next);
+                    self.next += 1;
+                    if position < self.first {
+                        continue;
+                    }
+                    // SAFETY: a committed version's position lies below
+                    // `end`, a watermark value loaded with Acquire.
+                    let event = unsafe { log.envelope(position) };
+                    if self.selector.selects_type(event.payload()) {
+                        self.passed = position + 1;
+                        return Some(event);
                     }
                 }
             }
         }
-        self.passed = self.passed.max(watermark);
         None
     }
 }
 
 /// A pull subscription; see [`MemoryStore::subscribe`].
 ///
-/// Envelopes are borrowed straight from the log: each one lives until the
-/// next call on the subscription. Copy out what you need to keep.
+/// Events are borrowed straight from the log: each [`Envelope`] lives until
+/// the next call on the subscription. Copy out what you need to keep.
 pub struct Subscription<E> {
     store: MemoryStore<E>,
     cursor: Cursor<E>,
@@ -163,9 +197,14 @@ impl<E> MemoryStore<E> {
 
 impl<E> Subscription<E> {
     /// The next selected event, if one is committed; never blocks.
-    pub fn try_next(&mut self) -> Result<Option<&Envelope<E>>, SubscriptionError> {
+    ///
+    /// # Errors
+    ///
+    /// [`SubscriptionError::Poisoned`] once every committed event was
+    /// delivered from a poisoned store.
+    pub fn try_next(&mut self) -> Result<Option<Envelope<'_, E>>, SubscriptionError> {
         match self.cursor.advance(&self.store.inner) {
-            Some(position) => Ok(Some(self.envelope(position))),
+            Some(event) => Ok(Some(event)),
             None if self.store.inner.log.watermark.is_poisoned() => {
                 Err(SubscriptionError::Poisoned)
             }
@@ -174,27 +213,73 @@ impl<E> Subscription<E> {
     }
 
     /// The next selected event, blocking until one commits.
+    ///
+    /// # Errors
+    ///
+    /// As for [`try_next`](Self::try_next).
     #[allow(clippy::should_implement_trait)] // lending: the event borrows `self`, which `Iterator` cannot express
-    pub fn next(&mut self) -> Result<&Envelope<E>, SubscriptionError> {
-        let position = self
+    pub fn next(&mut self) -> Result<Envelope<'_, E>, SubscriptionError> {
+        let event = self
             .wait_next(None, &|| false)?
             .expect("without a deadline or a stop condition, only an event ends the wait");
-        Ok(self.envelope(position))
+        Ok(event)
     }
 
     /// The next selected event, blocking for at most `timeout`; `None` if
     /// none committed in time.
+    ///
+    /// # Errors
+    ///
+    /// As for [`try_next`](Self::try_next).
     pub fn next_timeout(
         &mut self,
         timeout: Duration,
-    ) -> Result<Option<&Envelope<E>>, SubscriptionError> {
+    ) -> Result<Option<Envelope<'_, E>>, SubscriptionError> {
         let deadline = Instant::now().checked_add(timeout);
-        let position = self.wait_next(deadline, &|| false)?;
-        Ok(position.map(|position| self.envelope(position)))
+        self.wait_next(deadline, &|| false)
+    }
+
+    /// Delivers every selected event committed now to `visit`, in order,
+    /// and returns how many it delivered; never blocks. The batch form of
+    /// [`try_next`](Self::try_next): the watermark is loaded once per batch,
+    /// not once per event, which is how a subscriber catches up at the speed
+    /// of a read.
+    ///
+    /// # Errors
+    ///
+    /// As for [`try_next`](Self::try_next), once nothing is left to deliver.
+    ///
+    /// ```
+    /// use hindsight::{ExpectedVersion, MemoryStore, Selector, StreamId, Transaction};
+    /// let store = MemoryStore::new();
+    /// store.insert(Transaction::new().append(StreamId::new(), ExpectedVersion::Any, [1, 2, 3])).unwrap();
+    /// let mut subscription = store.subscribe(Selector::all());
+    /// let mut sum = 0;
+    /// assert_eq!(subscription.drain(|event| sum += *event.payload()).unwrap(), 3);
+    /// assert_eq!(sum, 6);
+    /// assert_eq!(subscription.drain(|_| unreachable!()).unwrap(), 0);
+    /// ```
+    pub fn drain(
+        &mut self,
+        mut visit: impl FnMut(Envelope<'_, E>),
+    ) -> Result<u64, SubscriptionError> {
+        let mut delivered = 0;
+        while let Some(event) = self.cursor.advance(&self.store.inner) {
+            visit(event);
+            delivered += 1;
+        }
+        if delivered == 0 && self.store.inner.log.watermark.is_poisoned() {
+            return Err(SubscriptionError::Poisoned);
+        }
+        Ok(delivered)
     }
 
     /// The next selected event, waiting asynchronously: parks the task, not
     /// the thread, so it is safe on any async runtime's worker threads.
+    ///
+    /// # Errors
+    ///
+    /// As for [`try_next`](Self::try_next).
     ///
     /// ```
     /// # use hindsight::{ExpectedVersion, MemoryStore, Selector, StreamId, Transaction};
@@ -210,10 +295,10 @@ impl<E> Subscription<E> {
     /// #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v } }
     /// # }
     /// ```
-    pub async fn next_async(&mut self) -> Result<&Envelope<E>, SubscriptionError> {
+    pub async fn next_async(&mut self) -> Result<Envelope<'_, E>, SubscriptionError> {
         loop {
-            if let Some(position) = self.cursor.advance(&self.store.inner) {
-                return Ok(self.envelope(position));
+            if let Some(event) = self.cursor.advance(&self.store.inner) {
+                return Ok(event);
             }
             let watermark = &self.store.inner.log.watermark;
             if watermark.is_poisoned() {
@@ -241,24 +326,12 @@ impl<E> Subscription<E> {
 
     // Used by handler subscriptions, which loom builds leave out.
     #[cfg_attr(loom, allow(dead_code))]
-    /// Moves past the next selected committed event; see `Cursor::advance`.
+    /// Moves past the next selected committed event and returns it with
+    /// the selector (for the event's context); see `Cursor::advance`.
     #[inline]
-    pub(crate) fn cursor_advance(&mut self) -> Option<u64> {
-        self.cursor.advance(&self.store.inner)
-    }
-
-    // Used by handler subscriptions, which loom builds leave out.
-    #[cfg_attr(loom, allow(dead_code))]
-    /// The envelope at a position `cursor_advance` returned.
-    #[inline]
-    pub(crate) fn envelope_at(&self, position: u64) -> &Envelope<E> {
-        self.envelope(position)
-    }
-
-    fn envelope(&self, position: u64) -> &Envelope<E> {
-        // SAFETY: `position` came from `advance`, which found it below a
-        // watermark loaded with Acquire.
-        unsafe { self.store.inner.log.get_committed(position) }
+    pub(crate) fn advance(&mut self) -> Option<(Envelope<'_, E>, &Selector<E>)> {
+        let event = self.cursor.advance(&self.store.inner)?;
+        Some((event, &self.cursor.selector))
     }
 
     #[cfg_attr(loom, allow(dead_code))]
@@ -266,54 +339,44 @@ impl<E> Subscription<E> {
         &self.cursor
     }
 
-    /// The next selected position, waiting until `deadline` or until `stop()`
+    /// The next selected event, waiting until `deadline` or until `stop()`
     /// (both give `None`). `stop` is checked whenever the subscription would
     /// wait; whoever makes it true must then wake the watermark's signal.
     pub(crate) fn wait_next(
         &mut self,
         deadline: Option<Instant>,
         stop: &dyn Fn() -> bool,
-    ) -> Result<Option<u64>, SubscriptionError> {
-        let backoff = Backoff::new();
+    ) -> Result<Option<Envelope<'_, E>>, SubscriptionError> {
         loop {
-            if let Some(position) = self.cursor.advance(&self.store.inner) {
-                return Ok(Some(position));
+            if let Some(event) = self.cursor.advance(&self.store.inner) {
+                return Ok(Some(event));
             }
-            if !self.wait_more(&backoff, deadline, stop)? {
+            if !self.wait_more(deadline, stop)? {
                 return Ok(None);
             }
         }
     }
 
     /// Having passed everything committed, waits until the watermark moves
-    /// (`true`), or `stop()` or the deadline (`false`). Spins on `backoff`
-    /// before it parks.
+    /// (`true`), or `stop()` or the deadline (`false`): spins, yields, then
+    /// parks ([`Signal::wait_until`](crate::signal::Signal::wait_until)).
     pub(crate) fn wait_more(
         &self,
-        backoff: &Backoff,
         deadline: Option<Instant>,
         stop: &dyn Fn() -> bool,
     ) -> Result<bool, SubscriptionError> {
         let watermark = &self.store.inner.log.watermark;
         let passed = self.cursor.passed();
-        loop {
-            if watermark.get() > passed {
-                return Ok(true);
-            }
-            if watermark.is_poisoned() {
-                return Err(SubscriptionError::Poisoned);
-            }
-            if stop() || deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-                return Ok(false);
-            }
-            if backoff.is_completed() {
-                watermark.signal.park_until(
-                    || watermark.get() > passed || watermark.is_poisoned() || stop(),
-                    deadline,
-                );
-            } else {
-                backoff.snooze();
-            }
+        let moved = || watermark.get() > passed;
+        watermark
+            .signal
+            .wait_until(|| moved() || watermark.is_poisoned() || stop(), deadline);
+        if moved() {
+            Ok(true)
+        } else if watermark.is_poisoned() {
+            Err(SubscriptionError::Poisoned)
+        } else {
+            Ok(false)
         }
     }
 }

@@ -94,12 +94,106 @@ impl StreamHead {
     }
 }
 
+/// A transaction's events for one stream: one event inline (a one-event
+/// append allocates nothing), or a `Vec`.
+///
+/// Not a `SmallVec`: collecting a `Vec` into a `Vec` takes its buffer as it
+/// is, which keeps an append of a huge vector (of zero-sized events, say)
+/// O(1), so that the size check in `insert` sees it before anything is done.
+#[derive(Debug)]
+pub(crate) enum Events<E> {
+    One(E),
+    Many(Vec<E>),
+}
+
+impl<E> Events<E> {
+    /// Collects `events`, inline if there is exactly one.
+    pub(crate) fn collect(events: impl IntoIterator<Item = E>) -> Self {
+        let mut events = events.into_iter();
+        if events.size_hint() == (1, Some(1)) {
+            if let Some(first) = events.next() {
+                return match events.next() {
+                    // The hint was exact.
+                    None => Events::One(first),
+                    // A hint that lied: keep everything, in order.
+                    Some(second) => {
+                        Events::Many([first, second].into_iter().chain(events).collect())
+                    }
+                };
+            }
+            return Events::Many(Vec::new());
+        }
+        Events::Many(events.collect())
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Events::One(_) => 1,
+            Events::Many(events) => events.len(),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends `other`'s events after these.
+    pub(crate) fn extend(&mut self, other: Events<E>) {
+        if other.is_empty() {
+            return;
+        }
+        let mut events = match std::mem::replace(self, Events::Many(Vec::new())) {
+            Events::One(event) => vec![event],
+            Events::Many(events) => events,
+        };
+        match other {
+            Events::One(event) => events.push(event),
+            Events::Many(mut more) => events.append(&mut more),
+        }
+        *self = Events::Many(events);
+    }
+
+    /// The events as a `Vec`.
+    pub(crate) fn into_vec(self) -> Vec<E> {
+        match self {
+            Events::One(event) => vec![event],
+            Events::Many(events) => events,
+        }
+    }
+
+    /// The events in order, by value. Moving them out cannot panic.
+    pub(crate) fn into_iter(self) -> EventsIter<E> {
+        match self {
+            Events::One(event) => EventsIter::One(Some(event)),
+            Events::Many(events) => EventsIter::Many(events.into_iter()),
+        }
+    }
+}
+
+/// [`Events::into_iter`].
+pub(crate) enum EventsIter<E> {
+    One(Option<E>),
+    Many(std::vec::IntoIter<E>),
+}
+
+impl<E> Iterator for EventsIter<E> {
+    type Item = E;
+
+    #[inline]
+    fn next(&mut self) -> Option<E> {
+        match self {
+            EventsIter::One(event) => event.take(),
+            EventsIter::Many(events) => events.next(),
+        }
+    }
+}
+
 /// The events for one stream in a transaction, with their expectation.
 #[derive(Debug)]
 pub(crate) struct Append<E> {
     pub(crate) stream: StreamId,
     pub(crate) expected: ExpectedVersion,
-    pub(crate) events: Vec<E>,
+    pub(crate) events: Events<E>,
 }
 
 /// A set of writes to one or more streams, inserted all or nothing.
@@ -158,7 +252,13 @@ impl<E> Transaction<E> {
     /// assert_eq!(store.head().map(|p| p.get()), Some(0));
     /// ```
     pub fn single(stream: StreamId, expected: ExpectedVersion, event: E) -> Self {
-        Self::new().append(stream, expected, [event])
+        let mut tx = Self::new();
+        tx.appends.push(Append {
+            stream,
+            expected,
+            events: Events::One(event),
+        });
+        tx
     }
 
     /// Appends `events` to `stream`, expecting `expected` of it.
@@ -184,7 +284,7 @@ impl<E> Transaction<E> {
         self.appends.push(Append {
             stream,
             expected,
-            events: events.into_iter().collect(),
+            events: Events::collect(events),
         });
         self
     }
@@ -215,9 +315,12 @@ impl<E> Transaction<E> {
         self
     }
 
-    /// The number of events the transaction writes.
+    /// The number of events the transaction writes (saturating at
+    /// `usize::MAX`, which only vectors of zero-sized events can reach).
     pub fn len(&self) -> usize {
-        self.appends.iter().map(|append| append.events.len()).sum()
+        self.appends.iter().fold(0usize, |total, append| {
+            total.saturating_add(append.events.len())
+        })
     }
 
     /// Whether the transaction writes no events (it may still check
@@ -236,7 +339,8 @@ impl<E> Transaction<E> {
             if later.stream != earlier.stream {
                 return false;
             }
-            earlier.events.append(&mut later.events);
+            let later = std::mem::replace(&mut later.events, Events::Many(Vec::new()));
+            earlier.events.extend(later);
             true
         });
         (appends, self.correlation_id)
@@ -264,6 +368,14 @@ pub struct Committed {
 }
 
 impl Committed {
+    /// What a transaction that wrote no events reports.
+    pub(crate) fn nothing() -> Self {
+        Committed {
+            last_position: None,
+            streams: SmallVec::new(),
+        }
+    }
+
     /// The position of the transaction's last event; `None` if it wrote no
     /// events.
     pub fn last_position(&self) -> Option<Position> {

@@ -6,12 +6,17 @@
 //! watermark past it, and keeps going while the next range is committed too.
 //! Readers and subscribers only ever look below the watermark.
 //!
-//! Waiting on the watermark spins with `Backoff`, then parks on a
-//! [`Signal`], which a writer that moves the watermark wakes (for free when
-//! nobody is parked).
+//! A writer whose range starts at the watermark moves it itself, with a
+//! plain store (`publish`): nobody else can move the watermark past a range
+//! whose marker is not set yet. Everyone else moves it with a CAS
+//! (`advance`).
+//!
+//! Waiting on the watermark goes through [`Signal::wait_until`] (spin,
+//! yield, park), which a writer that moves the watermark wakes (for free
+//! when nobody is parked).
 
 use crate::signal::Signal;
-use crate::sync::{AtomicBool, AtomicU64, Backoff, CachePadded, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, CachePadded, Ordering};
 
 /// Returned by waits when the store was poisoned: the watermark will never
 /// move again.
@@ -41,9 +46,36 @@ impl Watermark {
     #[inline]
     pub(crate) fn get(&self) -> u64 {
         // Acquire: pairs with the AcqRel CAS in `advance`, which itself
-        // acquired the commit markers of every range it moved over, so the
-        // slots below the returned value are fully written and visible.
+        // acquired the commit markers of every range it moved over, or with
+        // the Release store in `publish`, whose writer acquired everything
+        // below its range in `is_at`: either way the slots below the
+        // returned value are fully written and visible.
         self.value.load(Ordering::Acquire)
+    }
+
+    /// Whether the watermark is exactly at `position`: with `position` the
+    /// start of the caller's own uncommitted range, nobody else can move it
+    /// from there, so the caller may [`publish`](Self::publish).
+    #[inline]
+    pub(crate) fn is_at(&self, position: u64) -> bool {
+        // Acquire: pairs with the Release store in `publish` or the CAS in
+        // `advance` that moved the watermark here, so the ranges below are
+        // visible to this writer, which republishes them with `publish`.
+        self.value.load(Ordering::Acquire) == position
+    }
+
+    /// Moves the watermark to `end`. Only for the writer whose own range
+    /// ends at `end` and starts where [`is_at`](Self::is_at) found the
+    /// watermark, after writing the range and before setting its marker.
+    ///
+    /// The caller must then issue a `fence(SeqCst)` and call
+    /// [`Signal::wake_fenced`]: see `Reservation::commit`.
+    #[inline]
+    pub(crate) fn publish(&self, end: u64) {
+        // Release: pairs with the Acquire in `get`, `is_at` and `advance`:
+        // publishes this writer's records and, through its `is_at` Acquire,
+        // every range below them.
+        self.value.store(end, Ordering::Release);
     }
 
     pub(crate) fn is_poisoned(&self) -> bool {
@@ -58,11 +90,13 @@ impl Watermark {
     /// sits at position `p`, or 0 if nothing is committed there (yet). It
     /// must load the marker with `Acquire`.
     ///
-    /// The caller must have published its own marker and then issued a
-    /// `fence(SeqCst)` before calling: see `Log::commit`.
+    /// The caller must have published its own marker (or moved the
+    /// watermark with `publish`) and then issued a `fence(SeqCst)` before
+    /// calling: see `Reservation::commit`.
     pub(crate) fn advance(&self, committed: impl Fn(u64) -> u64) {
         let mut moved = false;
-        // Acquire: pairs with the AcqRel CAS below, made by another helper.
+        // Acquire: pairs with the AcqRel CAS below, made by another helper,
+        // or with the Release store in `publish`.
         let mut current = self.value.load(Ordering::Acquire);
         loop {
             let len = committed(current);
@@ -102,21 +136,12 @@ impl Watermark {
 
     /// Waits until the watermark reaches `target`.
     pub(crate) fn wait_for(&self, target: u64) -> Result<(), Poisoned> {
-        let ready = || self.get() >= target;
-        let backoff = Backoff::new();
-        loop {
-            if ready() {
-                return Ok(());
-            }
-            if self.is_poisoned() {
-                return Err(Poisoned);
-            }
-            if backoff.is_completed() {
-                self.signal
-                    .park_until(|| ready() || self.is_poisoned(), None);
-            } else {
-                backoff.snooze();
-            }
+        self.signal
+            .wait_until(|| self.get() >= target || self.is_poisoned(), None);
+        if self.get() >= target {
+            Ok(())
+        } else {
+            Err(Poisoned)
         }
     }
 }

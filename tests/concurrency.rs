@@ -427,7 +427,7 @@ fn check_final(store: &MemoryStore<Tag>, context: &str) -> Snapshot {
 /// that transaction (§ 8): its last position, and the last version and
 /// position of each stream it wrote, in ascending stream order.
 fn check_committed(
-    log: &[&Envelope<Tag>],
+    log: &[Envelope<'_, Tag>],
     snapshot: &Snapshot,
     (writer, tx): (u32, u32),
     committed: &Committed,

@@ -104,7 +104,7 @@ fn assert_well_formed<E>(store: &MemoryStore<E>) {
     }
     assert_eq!(store.head(), all.last().map(|row| row.0));
     let as_row =
-        |e: &hindsight::Envelope<E>| (e.position(), e.stream_id(), e.version(), e.event_id());
+        |e: hindsight::Envelope<E>| (e.position(), e.stream_id(), e.version(), e.event_id());
     for (stream, events) in per_stream {
         let forward: Vec<Row> = store
             .read_stream(stream, StreamVersion(0))

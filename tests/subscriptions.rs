@@ -114,7 +114,7 @@ struct Row {
     event: Ev,
 }
 
-fn row(envelope: &Envelope<Ev>) -> Row {
+fn row(envelope: Envelope<'_, Ev>) -> Row {
     Row {
         position: envelope.position(),
         stream: envelope.stream_id(),
@@ -482,7 +482,7 @@ impl Digest {
     }
 
     /// Folds in the next event; `true` once every end marker is in.
-    fn push(&mut self, envelope: &Envelope<Ev>) -> bool {
+    fn push(&mut self, envelope: Envelope<'_, Ev>) -> bool {
         let position = envelope.position();
         match self.scope {
             None => assert_eq!(position, Position(self.count), "a gap or a repeat"),
@@ -519,7 +519,7 @@ impl Digest {
     }
 
     /// Folds in every event `events` reads.
-    fn of<'a>(scope: Option<StreamId>, events: impl Iterator<Item = &'a Envelope<Ev>>) -> Self {
+    fn of<'a>(scope: Option<StreamId>, events: impl Iterator<Item = Envelope<'a, Ev>>) -> Self {
         let mut digest = Self::new(scope);
         events.for_each(|envelope| {
             digest.push(envelope);
@@ -643,7 +643,7 @@ fn write_in_lockstep(store: &MemoryStore<Ev>, followers: usize, acks: &mpsc::Rec
 }
 
 /// A lockstep follower's check and acknowledgement of event `round`.
-fn acknowledge(envelope: &Envelope<Ev>, round: u64, ack: &mpsc::Sender<()>) {
+fn acknowledge(envelope: Envelope<'_, Ev>, round: u64, ack: &mpsc::Sender<()>) {
     assert_eq!(envelope.position(), Position(round));
     ack.send(()).unwrap();
 }

@@ -28,16 +28,29 @@ pub enum MemoryError {
     /// A writer panicked between reserving and committing (a bug in this
     /// crate); see [`InsertError::Poisoned`].
     Poisoned,
+    /// See [`InsertError::TooLarge`].
+    TooLarge {
+        /// The events the transaction holds (saturating at `u64::MAX`).
+        events: u64,
+        /// The most one transaction may write.
+        limit: u64,
+    },
+    /// See [`InsertError::StoreFull`].
+    StoreFull {
+        /// The store's capacity, in events.
+        capacity: u64,
+    },
 }
 
 impl fmt::Display for MemoryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            MemoryError::Poisoned => write!(
-                f,
-                "the store is poisoned: a writer panicked between reserving and committing"
-            ),
-        }
+        // One text per failure: `InsertError`'s.
+        let same = match *self {
+            MemoryError::Poisoned => InsertError::Poisoned,
+            MemoryError::TooLarge { events, limit } => InsertError::TooLarge { events, limit },
+            MemoryError::StoreFull { capacity } => InsertError::StoreFull { capacity },
+        };
+        fmt::Display::fmt(&same, f)
     }
 }
 
@@ -48,6 +61,12 @@ impl From<InsertError> for StoreError<MemoryError> {
         match error {
             InsertError::VersionConflict(mismatches) => StoreError::VersionConflict(mismatches),
             InsertError::Poisoned => StoreError::Backend(MemoryError::Poisoned),
+            InsertError::TooLarge { events, limit } => {
+                StoreError::Backend(MemoryError::TooLarge { events, limit })
+            }
+            InsertError::StoreFull { capacity } => {
+                StoreError::Backend(MemoryError::StoreFull { capacity })
+            }
         }
     }
 }

@@ -232,9 +232,9 @@ impl<E: fmt::Debug, C: fmt::Debug> fmt::Debug for EventRef<'_, E, C> {
     }
 }
 
-impl<'a, E> From<&'a Envelope<E>> for EventRef<'a, E, Position> {
+impl<'a, E> From<Envelope<'a, E>> for EventRef<'a, E, Position> {
     #[inline]
-    fn from(envelope: &'a Envelope<E>) -> Self {
+    fn from(envelope: Envelope<'a, E>) -> Self {
         EventRef {
             cursor: envelope.position(),
             stream: envelope.stream_id(),

@@ -56,7 +56,7 @@ impl<E> Transaction<E> {
             .map(|append| StreamWrite {
                 stream: append.stream,
                 expected: append.expected,
-                events: append.events,
+                events: append.events.into_vec(),
             })
             .collect();
         (writes, correlation_id)

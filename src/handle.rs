@@ -1,0 +1,210 @@
+//! Stream handles: a stream resolved once, then appended to and read
+//! without looking it up again.
+
+use crate::error::InsertError;
+use crate::ids::{CorrelationId, StreamId, StreamVersion};
+use crate::read::ReadStream;
+use crate::store::MemoryStore;
+use crate::stream::Stream;
+use crate::sync::Arc;
+use crate::transaction::{Committed, Events, ExpectedVersion, StreamHead};
+use std::fmt;
+
+/// One stream of a store, resolved once: appends and reads through the
+/// handle skip the stream index, which makes it the fastest way to write
+/// one stream many times (a command handler's aggregate, a test's writer
+/// thread).
+///
+/// An append through a handle is exactly an [`insert`](MemoryStore::insert)
+/// of a one-stream [`Transaction`](crate::Transaction): the same checks,
+/// the same all-or-nothing, the same read-your-writes. Handles are `Clone`,
+/// `Send` and `Sync` when the events are, and keep their store alive. A
+/// handle may name a stream that does not exist yet; that stream still
+/// reads as missing (rule 4 of the contract) until something is appended.
+///
+/// ```
+/// use hindsight::{ExpectedVersion, MemoryStore, StreamId, StreamVersion};
+///
+/// let store = MemoryStore::new();
+/// let cart = store.stream(StreamId::new());
+/// let head = cart.append_one(ExpectedVersion::NoStream, "item added").unwrap();
+/// cart.append(head.expect_exact(), ["item added", "checked out"]).unwrap();
+///
+/// // A stale expectation loses, as with `insert`.
+/// assert!(cart.append_one(head.expect_exact(), "paid").is_err());
+/// assert_eq!(cart.head().unwrap().version, StreamVersion(2));
+/// assert_eq!(cart.read(StreamVersion(1)).count(), 2);
+/// ```
+pub struct StreamHandle<E> {
+    store: MemoryStore<E>,
+    /// `Some` until the handle drops, which hands it back to the index.
+    stream: Option<Arc<Stream>>,
+}
+
+impl<E> MemoryStore<E> {
+    /// A handle on `stream`: the stream is looked up (or made ready to be
+    /// created) once, here, and every append or read through the handle
+    /// goes to it directly.
+    ///
+    /// Creates nothing a reader can see: a stream exists once it holds an
+    /// event.
+    ///
+    /// ```
+    /// use hindsight::{ExpectedVersion, MemoryStore, StreamId};
+    /// let store = MemoryStore::new();
+    /// let id = StreamId::new();
+    /// let handle = store.stream(id);
+    /// assert_eq!(handle.id(), id);
+    /// assert_eq!(store.stream_head(id), None);
+    /// handle.append_one(ExpectedVersion::NoStream, 1).unwrap();
+    /// assert!(store.stream_head(id).is_some());
+    /// ```
+    pub fn stream(&self, stream: StreamId) -> StreamHandle<E> {
+        StreamHandle {
+            store: self.clone(),
+            stream: Some(self.inner.streams.get_or_create(stream)),
+        }
+    }
+}
+
+impl<E> StreamHandle<E> {
+    fn resolved(&self) -> &Stream {
+        self.stream
+            .as_deref()
+            .expect("a handle holds its stream until it drops")
+    }
+
+    /// The stream's id.
+    pub fn id(&self) -> StreamId {
+        self.resolved().id
+    }
+
+    /// The store the handle writes to.
+    pub fn store(&self) -> &MemoryStore<E> {
+        &self.store
+    }
+
+    /// Appends `events`, expecting `expected` of the stream just before:
+    /// [`insert`](MemoryStore::insert) of
+    /// `Transaction::new().append(self.id(), expected, events)`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`MemoryStore::insert`]: [`InsertError::VersionConflict`] if
+    /// the expectation fails (nothing written),
+    /// [`InsertError::TooLarge`], [`InsertError::StoreFull`],
+    /// [`InsertError::Poisoned`].
+    ///
+    /// ```
+    /// use hindsight::{ExpectedVersion, MemoryStore, Position, StreamId};
+    /// let store = MemoryStore::new();
+    /// let stream = store.stream(StreamId::new());
+    /// let done = stream.append(ExpectedVersion::NoStream, [1, 2, 3]).unwrap();
+    /// assert_eq!(done.last_position(), Some(Position(2)));
+    /// ```
+    pub fn append(
+        &self,
+        expected: ExpectedVersion,
+        events: impl IntoIterator<Item = E>,
+    ) -> Result<Committed, InsertError> {
+        self.append_events(expected, Events::collect(events), None)
+    }
+
+    /// [`append`](Self::append) with a correlation id that every event
+    /// carries.
+    ///
+    /// # Errors
+    ///
+    /// As for [`append`](Self::append).
+    pub fn append_correlated(
+        &self,
+        expected: ExpectedVersion,
+        events: impl IntoIterator<Item = E>,
+        correlation_id: CorrelationId,
+    ) -> Result<Committed, InsertError> {
+        self.append_events(expected, Events::collect(events), Some(correlation_id))
+    }
+
+    /// Appends one event and returns the stream's new head: the fastest
+    /// write the store has.
+    ///
+    /// # Errors
+    ///
+    /// As for [`append`](Self::append).
+    ///
+    /// ```
+    /// use hindsight::{ExpectedVersion, MemoryStore, StreamId, StreamVersion};
+    /// let store = MemoryStore::new();
+    /// let stream = store.stream(StreamId::new());
+    /// let head = stream.append_one(ExpectedVersion::Any, "hello").unwrap();
+    /// assert_eq!(head.version, StreamVersion(0));
+    /// ```
+    pub fn append_one(
+        &self,
+        expected: ExpectedVersion,
+        event: E,
+    ) -> Result<StreamHead, InsertError> {
+        let committed = self.append_events(expected, Events::One(event), None)?;
+        Ok(committed.streams()[0].1)
+    }
+
+    fn append_events(
+        &self,
+        expected: ExpectedVersion,
+        events: Events<E>,
+        correlation_id: Option<CorrelationId>,
+    ) -> Result<Committed, InsertError> {
+        if self.store.is_poisoned() {
+            return Err(InsertError::Poisoned);
+        }
+        let count = events.len() as u64;
+        if count > crate::store::MAX_TRANSACTION_EVENTS {
+            return Err(InsertError::TooLarge {
+                events: count,
+                limit: crate::store::MAX_TRANSACTION_EVENTS,
+            });
+        }
+        self.store
+            .append_to(self.resolved(), expected, events, correlation_id)
+    }
+
+    /// The stream's last committed event, or `None` if it has none.
+    pub fn head(&self) -> Option<StreamHead> {
+        // The watermark first, then the stream: see `committed_len`.
+        let watermark = self.store.inner.log.watermark.get();
+        self.resolved().committed_head(watermark)
+    }
+
+    /// The stream's committed events from version `from` (inclusive), as
+    /// [`MemoryStore::read_stream`].
+    pub fn read(&self, from: StreamVersion) -> ReadStream<'_, E> {
+        self.store.read_stream(self.id(), from)
+    }
+}
+
+impl<E> Clone for StreamHandle<E> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            stream: self.stream.clone(),
+        }
+    }
+}
+
+impl<E> Drop for StreamHandle<E> {
+    fn drop(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            // A handle on a stream that never got an event leaves nothing.
+            self.store.inner.streams.release(stream);
+        }
+    }
+}
+
+impl<E> fmt::Debug for StreamHandle<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamHandle")
+            .field("stream", &self.id())
+            .field("head", &self.head())
+            .finish_non_exhaustive()
+    }
+}
