@@ -107,7 +107,8 @@ impl<E> StreamHandle<E> {
         expected: ExpectedVersion,
         events: impl IntoIterator<Item = E>,
     ) -> Result<Committed, InsertError> {
-        self.append_events(expected, Events::collect(events), None)
+        let head = self.append_events(expected, Events::collect(events), None)?;
+        Ok(Committed::of_one(self.id(), head))
     }
 
     /// [`append`](Self::append) with a correlation id that every event
@@ -122,7 +123,8 @@ impl<E> StreamHandle<E> {
         events: impl IntoIterator<Item = E>,
         correlation_id: CorrelationId,
     ) -> Result<Committed, InsertError> {
-        self.append_events(expected, Events::collect(events), Some(correlation_id))
+        let head = self.append_events(expected, Events::collect(events), Some(correlation_id))?;
+        Ok(Committed::of_one(self.id(), head))
     }
 
     /// Appends one event and returns the stream's new head: the fastest
@@ -144,8 +146,8 @@ impl<E> StreamHandle<E> {
         expected: ExpectedVersion,
         event: E,
     ) -> Result<StreamHead, InsertError> {
-        let committed = self.append_events(expected, Events::One(event), None)?;
-        Ok(committed.streams()[0].1)
+        let head = self.append_events(expected, Events::One(event), None)?;
+        Ok(head.expect("one event was written, so the stream has a head"))
     }
 
     fn append_events(
@@ -153,7 +155,7 @@ impl<E> StreamHandle<E> {
         expected: ExpectedVersion,
         events: Events<E>,
         correlation_id: Option<CorrelationId>,
-    ) -> Result<Committed, InsertError> {
+    ) -> Result<Option<StreamHead>, InsertError> {
         if self.store.is_poisoned() {
             return Err(InsertError::Poisoned);
         }

@@ -99,13 +99,45 @@ struct TxMeta {
     correlation_id: CorrelationId,
 }
 
+/// The most nanoseconds a [`Stamp`] keeps: 63 bits, until the year 2262.
+const MAX_NANOS: u64 = u64::MAX >> 1;
+
+/// The wall clock now, in nanoseconds since the Unix epoch (see
+/// [`nanos_since_epoch`]).
+pub(crate) fn now_nanos() -> u64 {
+    #[cfg(all(unix, not(miri)))]
+    {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `now` is a valid, writable `timespec`, and
+        // `CLOCK_REALTIME` is a clock every Unix has.
+        if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) } == 0 {
+            return match (u64::try_from(now.tv_sec), u64::try_from(now.tv_nsec)) {
+                (Ok(secs), Ok(nanos)) => secs
+                    .checked_mul(1_000_000_000)
+                    .and_then(|secs| secs.checked_add(nanos))
+                    .map_or(MAX_NANOS, |total| total.min(MAX_NANOS)),
+                // Before 1970.
+                _ => 0,
+            };
+        }
+    }
+    nanos_since_epoch(SystemTime::now())
+}
+
 /// Nanoseconds since the Unix epoch, in the 63 bits a [`Stamp`] keeps
 /// (clocks before 1970 read as 1970; 63 bits last until the year 2262).
-fn nanos_since_epoch(time: SystemTime) -> u64 {
-    let nanos = time
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |since| since.as_nanos());
-    u64::try_from(nanos).map_or(u64::MAX >> 1, |nanos| nanos.min(u64::MAX >> 1))
+pub(crate) fn nanos_since_epoch(time: SystemTime) -> u64 {
+    match time.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(since) => since
+            .as_secs()
+            .checked_mul(1_000_000_000)
+            .and_then(|nanos| nanos.checked_add(u64::from(since.subsec_nanos())))
+            .map_or(MAX_NANOS, |nanos| nanos.min(MAX_NANOS)),
+        Err(_) => 0,
+    }
 }
 
 impl Stamp {
@@ -139,10 +171,11 @@ impl Stamp {
 pub(crate) struct OwnedStamp(Stamp);
 
 impl OwnedStamp {
-    /// Stamps a transaction created at `created_at`, allocating its
-    /// metadata if it has a correlation id.
-    pub(crate) fn new(created_at: SystemTime, correlation_id: Option<CorrelationId>) -> Self {
-        let created_at = nanos_since_epoch(created_at);
+    /// Stamps a transaction created `created_at` nanoseconds after the
+    /// Unix epoch (at most 2^63 - 1), allocating its metadata if it has a
+    /// correlation id.
+    pub(crate) fn new(created_at: u64, correlation_id: Option<CorrelationId>) -> Self {
+        debug_assert!(created_at <= MAX_NANOS);
         OwnedStamp(Stamp(match correlation_id {
             None => created_at << 1,
             Some(correlation_id) => {
@@ -312,6 +345,7 @@ impl<E> Log<E> {
             len,
             written: 0,
             run: &[],
+            first: None,
             stamp: ManuallyDrop::new(stamp),
         })
     }
@@ -488,6 +522,8 @@ pub(crate) struct Reservation<'a, E> {
     written: u64,
     /// The slots from `start + written` to the end of their segment.
     run: &'a [Slot<E>],
+    /// The range's first slot, once written: where the marker goes.
+    first: Option<&'a Slot<E>>,
     /// Given to the log at commit; freed if the range is abandoned.
     stamp: ManuallyDrop<OwnedStamp>,
 }
@@ -509,6 +545,9 @@ impl<E> Reservation<'_, E> {
         }
         let (slot, rest) = self.run.split_first().expect("a run is never empty");
         self.run = rest;
+        if self.written == 0 {
+            self.first = Some(slot);
+        }
         let record = Record {
             stream,
             version,
@@ -539,7 +578,10 @@ impl<E> Reservation<'_, E> {
         let stamp = unsafe { ManuallyDrop::take(&mut this.stamp) };
         // The records now hold the stamp's metadata; the log frees it.
         let _ = stamp.into_log();
-        let first = log.slots.get_or_alloc(start);
+        let first = match this.first {
+            Some(first) => first,
+            None => log.slots.get_or_alloc(start),
+        };
         let marker = Marker::committed(len).0;
         if log.watermark.is_at(start) {
             // Fast path: the watermark waits at our range, and no other
@@ -617,16 +659,19 @@ mod tests {
     #[test]
     fn stamps_keep_the_creation_time_and_the_correlation_id() {
         let time = SystemTime::UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
-        let plain = OwnedStamp::new(time, None);
+        let plain = OwnedStamp::new(nanos_since_epoch(time), None);
         assert_eq!(plain.0.created_at(), time);
         assert_eq!(plain.0.correlation_id(), None);
         let id = CorrelationId::new();
-        let correlated = OwnedStamp::new(time, Some(id));
+        let correlated = OwnedStamp::new(nanos_since_epoch(time), Some(id));
         assert_eq!(correlated.0.created_at(), time);
         assert_eq!(correlated.0.correlation_id(), Some(id));
         // Before the epoch reads as the epoch.
-        let early = OwnedStamp::new(SystemTime::UNIX_EPOCH - Duration::from_secs(1), None);
-        assert_eq!(early.0.created_at(), SystemTime::UNIX_EPOCH);
+        let early = nanos_since_epoch(SystemTime::UNIX_EPOCH - Duration::from_secs(1));
+        assert_eq!(early, 0);
+        // The clock agrees with `SystemTime` (to within a second).
+        let (ours, std) = (now_nanos(), nanos_since_epoch(SystemTime::now()));
+        assert!(ours.abs_diff(std) < 1_000_000_000, "{ours} vs {std}");
     }
 
     #[test]

@@ -11,14 +11,13 @@
 
 use crate::error::{InsertError, VersionMismatch};
 use crate::ids::{CorrelationId, Position, StreamId, StreamVersion};
-use crate::log::{Full, Log, OwnedStamp, Reservation};
+use crate::log::{now_nanos, Full, Log, OwnedStamp, Reservation};
 use crate::read::{ReadAll, ReadStream, Start};
 use crate::segments::CAPACITY;
 use crate::stream::{Locked, Stream, StreamIndex, StreamPtr};
 use crate::sync::Arc;
 use crate::transaction::{Append, Committed, Events, ExpectedVersion, StreamHead, Transaction};
-use smallvec::{smallvec, SmallVec};
-use std::time::SystemTime;
+use smallvec::SmallVec;
 
 /// The most events one transaction may write: 2^24 (16,777,216).
 ///
@@ -97,6 +96,24 @@ impl<E> std::fmt::Debug for MemoryStore<E> {
             .field("poisoned", &self.inner.log.watermark.is_poisoned())
             .finish_non_exhaustive()
     }
+}
+
+/// A one-stream append whose positions are reserved and recorded, and
+/// whose stream lock is released: what is left is writing and committing.
+struct Reserved<'a, E> {
+    reservation: Reservation<'a, E>,
+    /// The stream holds the reserved events now, so the index keeps it.
+    stream: StreamPtr,
+    /// The version of the first reserved event.
+    first_version: u64,
+}
+
+/// Why `reserve_in` reserved nothing.
+enum Refused {
+    /// The expectation failed; what the stream's head was.
+    Conflict(Option<StreamHead>),
+    /// The store refused (full).
+    Store(InsertError),
 }
 
 /// The heads an insert reports, inline for one stream.
@@ -184,23 +201,32 @@ impl<E> MemoryStore<E> {
             expected,
             events,
         } = append;
-        let index = &self.inner.streams;
         if events.is_empty() {
             return self.check_only(id, expected);
         }
-        let stream = match expected {
-            // These may create the stream.
-            ExpectedVersion::Any | ExpectedVersion::NoStream => index.get_or_create(id),
-            // These fail on a missing stream: answer without creating it.
-            _ => match index.get(id) {
-                Some(stream) => stream,
-                None => return self.conflict(vec![mismatch(id, expected, None)], None),
-            },
-        };
-        let result = self.append_to(&stream, expected, events, correlation_id);
-        // Removes the entry again if the append failed on a fresh stream.
-        index.release(stream);
-        result
+        let index = &self.inner.streams;
+        // `Any` and `NoStream` may create the stream; the others fail on a
+        // missing stream, which is answered without creating it.
+        let may_create = matches!(expected, ExpectedVersion::Any | ExpectedVersion::NoStream);
+        let stamp = OwnedStamp::new(now_nanos(), correlation_id);
+        let count = events.len() as u64;
+        // Under the index shard's read lock, and only until the positions
+        // are recorded: from then on the stream holds events and stays.
+        let reserved = index.with_or_create(id, may_create, |stream| {
+            self.reserve_in(stream, expected, count, stamp)
+        });
+        match reserved {
+            Some(Ok(reserved)) => {
+                let head = self.finish(reserved, events)?;
+                Ok(Committed::of_one(id, Some(head)))
+            }
+            Some(Err(refused)) => {
+                // The entry may have been created for this insert.
+                index.remove_if_unused(id);
+                self.refuse(id, expected, refused)
+            }
+            None => self.conflict(vec![mismatch(id, expected, None)], None),
+        }
     }
 
     /// A zero-event, one-stream transaction: a pure check of `expected`.
@@ -224,59 +250,104 @@ impl<E> MemoryStore<E> {
         }
     }
 
-    /// Lock, check, reserve, record, write and commit `events` on one
-    /// stream: the one-stream path of `insert` and the path of every
-    /// [`StreamHandle`](crate::StreamHandle) append.
+    /// Appends `events` to `stream`, which the caller holds: the path of
+    /// every [`StreamHandle`](crate::StreamHandle) append. Returns the
+    /// stream's new head (`None` for zero events: a pure check).
     pub(crate) fn append_to(
         &self,
         stream: &Stream,
         expected: ExpectedVersion,
         events: Events<E>,
         correlation_id: Option<CorrelationId>,
-    ) -> Result<Committed, InsertError> {
+    ) -> Result<Option<StreamHead>, InsertError> {
         let count = events.len() as u64;
         if count == 0 {
-            return self.check_only(stream.id, expected);
+            return self.check_only(stream.id, expected).map(|_| None);
         }
-        let log = &self.inner.log;
-        // Prepared outside the lock: everything that allocates or reads a
-        // clock happens before the reservation.
-        let stamp = OwnedStamp::new(SystemTime::now(), correlation_id);
+        let stamp = OwnedStamp::new(now_nanos(), correlation_id);
+        match self.reserve_in(stream, expected, count, stamp) {
+            Ok(reserved) => self.finish(reserved, events).map(Some),
+            Err(refused) => self.refuse(stream.id, expected, refused),
+        }
+    }
 
+    #[inline]
+    /// Phases lock, check, reserve and record for `count > 0` events on one
+    /// stream. The stamp was prepared outside the lock: everything that
+    /// allocates or reads a clock happens before the reservation.
+    fn reserve_in(
+        &self,
+        stream: &Stream,
+        expected: ExpectedVersion,
+        count: u64,
+        stamp: OwnedStamp,
+    ) -> Result<Reserved<'_, E>, Refused> {
         let locked = stream.lock();
-        let found = locked.head();
-        if !expected.matches(found) {
-            drop(locked);
-            return self.conflict(vec![mismatch(stream.id, expected, found)], found);
+        // `Any` needs no head: it always passes.
+        if expected != ExpectedVersion::Any {
+            let found = locked.head();
+            if !expected.matches(found) {
+                return Err(Refused::Conflict(found));
+            }
         }
-        let mut reservation = reserve(log, count, stamp)?;
-
-        // ---- From here to `commit`, nothing may panic. ----
+        let reservation = reserve(&self.inner.log, count, stamp).map_err(Refused::Store)?;
+        // ---- From here to `commit` (in `finish`), nothing may panic. ----
         #[cfg(test)]
         fault::check(0);
-        let first = locked.len();
-        let start = reservation.start();
-        locked.append(start, count);
-        drop(locked);
+        let first_version = locked.len();
+        locked.append(reservation.start(), count);
+        Ok(Reserved {
+            reservation,
+            stream: StreamPtr::new(stream),
+            first_version,
+        })
+    }
 
-        let stream_ptr = StreamPtr::new(stream);
-        for (version, payload) in (first..).zip(events.into_iter()) {
-            reservation.write(stream_ptr, version, payload);
-            #[cfg(test)]
-            fault::check(version + 1 - first);
+    #[inline]
+    /// Phases write and commit for a one-stream reservation, then waits
+    /// until readers see it; returns the stream's new head.
+    fn finish(
+        &self,
+        reserved: Reserved<'_, E>,
+        events: Events<E>,
+    ) -> Result<StreamHead, InsertError> {
+        let Reserved {
+            mut reservation,
+            stream,
+            first_version,
+        } = reserved;
+        let count = events.len() as u64;
+        match events {
+            // The common case, without an iterator.
+            Events::One(payload) => reservation.write(stream, first_version, payload),
+            Events::Many(events) => {
+                for (version, payload) in (first_version..).zip(events) {
+                    reservation.write(stream, version, payload);
+                    #[cfg(test)]
+                    fault::check(version + 1 - first_version);
+                }
+            }
         }
         let end = reservation.commit();
         // ---- Committed. ----
-
         self.wait_visible_end(end)?;
-        let head = StreamHead {
-            version: StreamVersion(first + count - 1),
+        Ok(StreamHead {
+            version: StreamVersion(first_version + count - 1),
             position: Position(end - 1),
-        };
-        Ok(Committed {
-            last_position: Some(head.position),
-            streams: smallvec![(stream.id, head)],
         })
+    }
+
+    /// Answers a one-stream append that `reserve_in` refused.
+    fn refuse<T>(
+        &self,
+        id: StreamId,
+        expected: ExpectedVersion,
+        refused: Refused,
+    ) -> Result<T, InsertError> {
+        match refused {
+            Refused::Conflict(found) => self.conflict(vec![mismatch(id, expected, found)], found),
+            Refused::Store(error) => Err(error),
+        }
     }
 
     /// The general path: appends sorted by stream id and merged per stream,
@@ -316,7 +387,7 @@ impl<E> MemoryStore<E> {
         total: u64,
         correlation_id: Option<CorrelationId>,
     ) -> Result<Committed, InsertError> {
-        let stamp = OwnedStamp::new(SystemTime::now(), correlation_id);
+        let stamp = OwnedStamp::new(now_nanos(), correlation_id);
         // Lock in ascending id order (`appends` is sorted): any two
         // transactions take their common locks in the same order, so they
         // cannot deadlock.
@@ -358,11 +429,11 @@ impl<E> MemoryStore<E> {
     /// Answers a failed check: waits until what the check saw is visible,
     /// so that no read made after the answer contradicts it (a conflict
     /// never reports a head readers cannot see yet).
-    fn conflict(
+    fn conflict<T>(
         &self,
         mismatches: Vec<VersionMismatch>,
         seen: Option<StreamHead>,
-    ) -> Result<Committed, InsertError> {
+    ) -> Result<T, InsertError> {
         self.wait_visible(seen)?;
         Err(InsertError::VersionConflict(mismatches))
     }
@@ -377,7 +448,12 @@ impl<E> MemoryStore<E> {
     }
 
     /// Read your writes: waits until every position below `end` is visible.
+    #[inline]
     fn wait_visible_end(&self, end: u64) -> Result<(), InsertError> {
+        // Usually already true: the commit fast path moved the watermark.
+        if self.inner.log.watermark.get() >= end {
+            return Ok(());
+        }
         self.inner
             .log
             .wait_for(end)

@@ -177,6 +177,16 @@ impl Locked<'_> {
     /// Never panics (allocation failure aborts).
     pub(crate) fn append(&self, first: u64, count: u64) {
         let len = self.len();
+        if count == 1 {
+            // The common case, without the run bookkeeping. Relaxed: as below.
+            self.stream
+                .positions
+                .get_or_alloc(len)
+                .store(first, Ordering::Relaxed);
+            // Release: as below.
+            self.stream.len.store(len + 1, Ordering::Release);
+            return;
+        }
         let mut recorded = 0;
         while recorded < count {
             // Relaxed: published by the Release store of `len` below.
@@ -238,6 +248,49 @@ impl StreamIndex {
         return sync::lock(&self.map).get(&id).map(|stream| read(stream));
     }
 
+    /// Runs `f` on stream `id`, created empty first if it is missing and
+    /// `create` is set; `None` if it is missing and not created.
+    ///
+    /// `f` runs under the index shard's read lock, which keeps the stream
+    /// in the index without a reference count: `f` must not touch the
+    /// index, and must not wait for anything but the stream's own lock
+    /// (whose holders never wait on the index). A stream that `f` leaves
+    /// empty may be removed once `f` returns: see
+    /// [`remove_if_unused`](Self::remove_if_unused).
+    pub(crate) fn with_or_create<R>(
+        &self,
+        id: StreamId,
+        create: bool,
+        f: impl FnOnce(&Stream) -> R,
+    ) -> Option<R> {
+        #[cfg(not(loom))]
+        {
+            if let Some(stream) = self.map.get(&id) {
+                return Some(f(&stream));
+            }
+            if !create {
+                return None;
+            }
+            let stream = self
+                .map
+                .entry(id)
+                .or_insert_with(|| Arc::new(Stream::new(id)))
+                .downgrade();
+            Some(f(&stream))
+        }
+        // Under loom the index is one mutex: hold a reference instead of
+        // the lock while `f` runs, so that `f` does not serialise the model.
+        #[cfg(loom)]
+        {
+            let stream = if create {
+                self.get_or_create(id)
+            } else {
+                self.get(id)?
+            };
+            Some(f(&stream))
+        }
+    }
+
     /// The stream, created empty if need be. Hand it back with
     /// [`release`](Self::release).
     pub(crate) fn get_or_create(&self, id: StreamId) -> Arc<Stream> {
@@ -277,6 +330,14 @@ impl StreamIndex {
         }
         let id = stream.id;
         drop(stream);
+        self.remove_if_unused(id);
+    }
+
+    /// Removes stream `id` if nothing was ever recorded for it and nobody
+    /// holds it (see [`release`](Self::release)). Users that reach a stream
+    /// through [`with_or_create`](Self::with_or_create) hold the shard's
+    /// read lock, which this write lock excludes.
+    pub(crate) fn remove_if_unused(&self, id: StreamId) {
         let unused = |stream: &Arc<Stream>| {
             let alone = Arc::strong_count(stream) == 1;
             // Acquire fence: pairs with the Release decrement of the last

@@ -368,6 +368,17 @@ pub struct Committed {
 }
 
 impl Committed {
+    /// What a one-stream transaction reports: `head` if it wrote events.
+    pub(crate) fn of_one(stream: StreamId, head: Option<StreamHead>) -> Self {
+        match head {
+            Some(head) => Committed {
+                last_position: Some(head.position),
+                streams: smallvec::smallvec![(stream, head)],
+            },
+            None => Committed::nothing(),
+        }
+    }
+
     /// What a transaction that wrote no events reports.
     pub(crate) fn nothing() -> Self {
         Committed {
