@@ -133,3 +133,113 @@ fn a_handler_may_cancel_its_own_subscriber() {
     assert_eq!(handled.load(std::sync::atomic::Ordering::Relaxed), 2);
     subscriber.cancel();
 }
+
+/// `n` zero-sized events, made in O(1) (collecting them would take 2^63
+/// steps).
+fn units(n: usize) -> Vec<()> {
+    let mut events = Vec::new();
+    // SAFETY: a `Vec` of a zero-sized type has capacity `usize::MAX`, and
+    // every `()` is initialised.
+    unsafe { events.set_len(n) };
+    events
+}
+
+/// Two appends of 2^63 zero-sized events once wrapped the `u64` sum in
+/// release (answered `Ok` with no position) and panicked in debug; one
+/// append of 2^34 aborted the process in the stream index's allocation. Both
+/// must be a clear error before anything is created, reserved or written.
+#[test]
+fn a_transaction_too_large_for_the_store_is_refused_before_anything_happens() {
+    let store = MemoryStore::<()>::new();
+    let (a, b) = (sid(1), sid(2));
+    let wrapping = Transaction::new()
+        .append(a, ExpectedVersion::Any, units(1 << 63))
+        .append(b, ExpectedVersion::Any, units(1 << 63));
+    assert_eq!(
+        store.insert(wrapping),
+        Err(InsertError::TooLarge {
+            events: u64::MAX,
+            limit: hindsight::MAX_TRANSACTION_EVENTS,
+        })
+    );
+    let huge = Transaction::new().append(a, ExpectedVersion::Any, units(1 << 34));
+    assert_eq!(
+        store.insert(huge),
+        Err(InsertError::TooLarge {
+            events: 1 << 34,
+            limit: hindsight::MAX_TRANSACTION_EVENTS,
+        })
+    );
+    let over_by_one = units(hindsight::MAX_TRANSACTION_EVENTS as usize + 1);
+    assert!(matches!(
+        store.stream(b).append(ExpectedVersion::Any, over_by_one),
+        Err(InsertError::TooLarge { .. })
+    ));
+    assert_eq!(store.head(), None, "no position was used");
+    assert_eq!(store.stream_head(a), None);
+    assert_eq!(store.stream_head(b), None);
+    // The store still works, and the streams start afresh.
+    let done = store
+        .insert(Transaction::new().append(a, ExpectedVersion::NoStream, units(3)))
+        .unwrap();
+    assert_eq!(done.last_position().map(|p| p.get()), Some(2));
+}
+
+/// Counts its drops and panics in the one whose number is `panics_at`.
+struct Bomb {
+    number: usize,
+    panics_at: usize,
+    drops: std::sync::Arc<Vec<std::sync::atomic::AtomicUsize>>,
+}
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        self.drops[self.number].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if self.number == self.panics_at {
+            panic!("payload {} panics in drop", self.number);
+        }
+    }
+}
+
+/// When one payload's `Drop` panicked while the store dropped, no later
+/// event was ever dropped (10 events, the 4th panics: drop counts
+/// 1,1,1,1,0,0,0,0,0,0). The rest must still be dropped, once each, as
+/// `Vec` does; the panic reaches whoever dropped the last handle.
+#[test]
+fn a_panicking_payload_drop_does_not_stop_the_store_dropping_the_rest() {
+    let drops = std::sync::Arc::new(
+        (0..10)
+            .map(|_| std::sync::atomic::AtomicUsize::new(0))
+            .collect::<Vec<_>>(),
+    );
+    let bombs = |range: std::ops::Range<usize>| {
+        let drops = drops.clone();
+        range.map(move |number| Bomb {
+            number,
+            panics_at: 3,
+            drops: drops.clone(),
+        })
+    };
+    let store = MemoryStore::new();
+    // Across transactions and streams: 3 + 1 + 6 events.
+    store
+        .insert(Transaction::new().append(sid(1), ExpectedVersion::Any, bombs(0..3)))
+        .unwrap();
+    store
+        .insert(Transaction::new().append(sid(2), ExpectedVersion::Any, bombs(3..4)))
+        .unwrap();
+    store
+        .insert(
+            Transaction::new()
+                .append(sid(1), ExpectedVersion::Any, bombs(4..7))
+                .append(sid(3), ExpectedVersion::Any, bombs(7..10)),
+        )
+        .unwrap();
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(store)));
+    assert!(dropped.is_err(), "the payload's panic reaches the dropper");
+    let counts: Vec<usize> = drops
+        .iter()
+        .map(|count| count.load(std::sync::atomic::Ordering::Relaxed))
+        .collect();
+    assert_eq!(counts, [1; 10]);
+}
