@@ -8,12 +8,11 @@
 //! synchronisation of its own: every atomic access a model sees is the
 //! crate's.
 
-use crate::envelope::Envelope;
+use crate::log::OwnedStamp;
+use crate::stream::StreamPtr;
 use crate::sync::{AtomicU64, UnsafeCell};
-use crate::{EventId, Position, StreamId, StreamVersion};
 use std::cell::Cell;
 use std::fmt;
-use std::time::SystemTime;
 
 // ---------------------------------------------------------------------------
 // Segments
@@ -21,7 +20,7 @@ use std::time::SystemTime;
 
 /// The crate's `Segments` with the stream index's own slot type
 /// (`AtomicU64`) and segments of 2, 4, 8, ... slots (the loom `SHIFT`).
-pub struct AtomicSegments(crate::segments::Segments<AtomicU64, 1>);
+pub struct AtomicSegments(crate::segments::Segments<AtomicU64, 1, 0>);
 
 impl AtomicSegments {
     /// An empty array: no segment allocated.
@@ -120,7 +119,7 @@ pub fn created_tracked_slots() -> usize {
 
 /// The crate's `Segments` over [`TrackedSlot`]s, 2, 4, 8, ... slots per
 /// segment.
-pub struct TrackedSegments(crate::segments::Segments<TrackedSlot, 1>);
+pub struct TrackedSegments(crate::segments::Segments<TrackedSlot, 1, 0>);
 
 impl TrackedSegments {
     /// An empty array: no segment allocated.
@@ -169,6 +168,12 @@ impl Signal {
     pub fn park_until(&self, ready: impl Fn() -> bool) -> bool {
         self.0.park_until(ready, None)
     }
+
+    /// `Signal::wait_until` with no deadline: the crate's one waiting loop
+    /// (under loom its `Backoff` never spins, so it parks at once).
+    pub fn wait_until(&self, ready: impl Fn() -> bool) {
+        self.0.wait_until(ready, None);
+    }
 }
 
 impl fmt::Debug for Signal {
@@ -199,20 +204,23 @@ impl<E> Log<E> {
     /// `Log::reserve`: `len > 0` consecutive positions.
     pub fn reserve(&self, len: u64) -> Reservation<'_, E> {
         Reservation {
-            inner: self.0.reserve(len),
+            inner: self
+                .0
+                .reserve(len, OwnedStamp::new(0, None))
+                .expect("a model never fills the log"),
             next: 0,
         }
     }
 
-    /// `Log::committed`: the watermark (an Acquire load).
+    /// `Watermark::get`: the end of the committed prefix (an Acquire load).
     pub fn committed(&self) -> u64 {
-        self.0.committed()
+        self.0.watermark.get()
     }
 
-    /// `Log::wait_committed`: waits until every position below `end` is
+    /// `Log::wait_for`: waits until every position below `end` is
     /// committed.
     pub fn wait_committed(&self, end: u64) -> Result<(), Poisoned> {
-        self.0.wait_committed(end).map_err(|_| Poisoned)
+        self.0.wait_for(end).map_err(|_| Poisoned)
     }
 
     /// Whether the log was poisoned.
@@ -221,12 +229,12 @@ impl<E> Log<E> {
     }
 
     /// The payloads of every committed position, read as `read_all` does:
-    /// one watermark load, then `get_committed` below it.
+    /// one watermark load, then the records below it.
     pub fn read_committed(&self) -> Vec<&E> {
-        let end = self.0.committed();
+        let end = self.0.watermark.get();
         // SAFETY: every position is below `end`, loaded with Acquire.
         (0..end)
-            .map(|p| unsafe { self.0.get_committed(p) }.payload())
+            .map(|p| &unsafe { self.0.committed(p) }.payload)
             .collect()
     }
 }
@@ -252,23 +260,16 @@ impl<E> Reservation<'_, E> {
         self.inner.start()
     }
 
-    /// `Reservation::write`: moves an envelope holding `payload` into the
-    /// next reserved slot.
+    /// `Reservation::write`: moves a record holding `payload` into the
+    /// next reserved slot (its stream pointer is never read by the log).
     pub fn write(&mut self, payload: E) {
-        let position = self.inner.start() + self.next;
+        let version = self.next;
         self.next += 1;
-        self.inner.write(Envelope {
-            position: Position(position),
-            version: StreamVersion(position),
-            stream: StreamId::from_uuid(uuid::Uuid::nil()),
-            event_id: EventId::from_uuid(uuid::Uuid::nil()),
-            correlation_id: None,
-            created_at: SystemTime::UNIX_EPOCH,
-            payload,
-        });
+        self.inner.write(StreamPtr::dangling(), version, payload);
     }
 
-    /// `Reservation::commit`: publishes the range and helps the watermark.
+    /// `Reservation::commit`: publishes the range and moves the watermark
+    /// (the fast path when the range starts at the watermark) or helps it.
     pub fn commit(self) {
         self.inner.commit();
     }
@@ -289,5 +290,11 @@ impl<E> fmt::Debug for Reservation<'_, E> {
 /// store poisoned, waking every waiter). The store's fault-injection hook is
 /// test-only, so this is how a model poisons a whole store.
 pub fn abandon_a_reservation<E>(store: &crate::MemoryStore<E>) {
-    drop(store.inner.log.reserve(1));
+    drop(
+        store
+            .inner
+            .log
+            .reserve(1, OwnedStamp::new(0, None))
+            .expect("a model never fills the log"),
+    );
 }

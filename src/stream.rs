@@ -142,6 +142,13 @@ impl StreamPtr {
         StreamPtr(stream)
     }
 
+    /// A pointer to no stream, for the loom models of the log alone, which
+    /// never read a record's stream.
+    #[cfg(loom)]
+    pub(crate) fn dangling() -> Self {
+        StreamPtr(std::ptr::NonNull::dangling().as_ptr())
+    }
+
     /// The stream.
     ///
     /// # Safety

@@ -153,7 +153,9 @@ impl<E> Events<E> {
         *self = Events::Many(events);
     }
 
-    /// The events as a `Vec`.
+    /// The events as a `Vec` (for backends: `into_writes`, which loom
+    /// builds leave out).
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn into_vec(self) -> Vec<E> {
         match self {
             Events::One(event) => vec![event],
