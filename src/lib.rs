@@ -35,7 +35,8 @@
 //! share(hindsight::MemoryStore::<std::rc::Rc<u8>>::new());
 //! ```
 //!
-//! The design, and why each ordering is enough, is in `DESIGN.md`.
+//! The rules the store keeps are in [`contract`]; the design, and why each
+//! ordering is enough, is in `DESIGN.md`.
 
 #![warn(missing_docs, missing_debug_implementations)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -63,7 +64,14 @@ mod watermark;
 #[doc(hidden)]
 pub mod loom_api;
 
-// The conformance kit: store-agnostic tests of every rule of the contract.
+/// The contract: what the store promises, as numbered rules.
+///
+/// The API docs, the tests and the conformance kit cite these rules by
+/// number ("rule 7"). Every backend that passes the kit keeps rules 1-25.
+#[doc = include_str!("contract.md")]
+pub mod contract {}
+
+// The conformance kit: store-agnostic tests of rules 1-25 of the contract.
 #[cfg(all(feature = "testkit", not(loom)))]
 pub mod testkit;
 

@@ -29,7 +29,7 @@
 //! - **Cursors.** [`EventStore::Cursor`] is where a reader or a subscription
 //!   is in the global order: ordered, `Copy`, serialisable with the `serde`
 //!   feature (checkpoints), chosen by the backend. The contract (rule 2 of
-//!   `SEMANTICS.md`) numbers every store's events 0, 1, 2, ... with no gaps,
+//!   [`crate::contract`]) numbers every store's events 0, 1, 2, ... with no gaps,
 //!   so a cursor converts to and from a [`Position`] without loss
 //!   ([`Cursor`]); the shared types [`Transaction`], [`Committed`],
 //!   [`StreamHead`] and [`Selector`] speak positions.
@@ -116,7 +116,7 @@ impl<T: ?Sized> CursorSerde for T {}
 /// readers resume from and what checkpoints store.
 ///
 /// Ordered like the positions it stands for. The contract numbers every
-/// store's events 0, 1, 2, ... without gaps (`SEMANTICS.md` rule 2), so a
+/// store's events 0, 1, 2, ... without gaps ([contract](crate::contract) rule 2), so a
 /// cursor and a [`Position`] convert into each other without loss; a backend
 /// picks its own type for its own reasons (a `BIGINT` newtype with its
 /// database traits, its own serialised form), not for a different order.
@@ -386,7 +386,7 @@ where
 /// An event store, whatever keeps its events: the interface application
 /// code is written against.
 ///
-/// Every implementation keeps the contract of `SEMANTICS.md` (the
+/// Every implementation keeps the [contract](crate::contract) (the
 /// conformance kit, `hindsight::testkit`, checks it): dense global positions,
 /// dense stream versions, all-or-nothing transactions under expected
 /// versions reporting every failing stream, read-your-writes, and
@@ -432,7 +432,7 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         Error = Self::Error,
     >;
 
-    /// Inserts a transaction, all or nothing (rules 5-13 of `SEMANTICS.md`).
+    /// Inserts a transaction, all or nothing (rules 5-14 of [`crate::contract`]).
     ///
     /// When the future returns `Ok`, every reader and subscriber of every
     /// handle can see the whole transaction. A transaction with no events

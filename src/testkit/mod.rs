@@ -14,7 +14,7 @@
 //! ```
 //!
 //! or all of them in one test with [`run_all`]. Every case names the rules
-//! of `SEMANTICS.md` it checks; [`CASES`] lists them with their rules.
+//! of [the contract](crate::contract) it checks; [`CASES`] lists them with their rules.
 //!
 //! # Events
 //!
@@ -310,7 +310,7 @@ fn ledger_add(ledger: u64, delta: i64) {
     *ledgers.entry(ledger).or_insert(0) += delta;
 }
 
-/// One case of the kit: its name and the rules of `SEMANTICS.md` it checks.
+/// One case of the kit: its name and the rules of [the contract](crate::contract) it checks.
 #[derive(Clone, Copy)]
 pub struct Case {
     /// The name of its function in [`cases`].
@@ -327,7 +327,7 @@ impl fmt::Debug for Case {
 
 macro_rules! case_table {
     ($($name:ident => [$($rule:literal),*]),* $(,)?) => {
-        /// Every case of the kit with the rules of `SEMANTICS.md` it checks,
+        /// Every case of the kit with the rules of [the contract](crate::contract) it checks,
         /// in the order [`run_all`] runs them.
         ///
         /// ```
