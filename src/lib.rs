@@ -36,7 +36,7 @@
 //! ```
 //!
 //! The rules the store keeps are in [`contract`]; the design, and why each
-//! ordering is enough, is in `DESIGN.md`.
+//! ordering is enough, is in [`design`].
 
 #![warn(missing_docs, missing_debug_implementations)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -70,6 +70,16 @@ pub mod loom_api;
 /// number ("rule 7"). Every backend that passes the kit keeps rules 1-25.
 #[doc = include_str!("contract.md")]
 pub mod contract {}
+
+/// The design: how the store works and why each choice is enough, from the
+/// repository's `DESIGN.md`.
+#[doc = ""]
+#[doc = "[contract]: crate::contract"]
+#[cfg_attr(feature = "testkit", doc = "[cases]: crate::testkit::CASES")]
+#[cfg_attr(not(feature = "testkit"), doc = concat!("[cases]: https://docs.rs/hindsight/", env!("CARGO_PKG_VERSION"), "/hindsight/testkit/constant.CASES.html"))]
+#[doc = ""]
+#[doc = include_str!("../DESIGN.md")]
+pub mod design {}
 
 // The conformance kit: store-agnostic tests of rules 1-25 of the contract.
 #[cfg(all(feature = "testkit", not(loom)))]
