@@ -1,42 +1,22 @@
-//! A lock-free in-memory event store.
-//!
-//! Streams of events, optimistic concurrency by expected version, atomic
-//! transactions across several streams, one global commit order, and
-//! zero-copy reads: the semantics of a durable event store, embedded in your
-//! process, at memory speed. Built to sit under test suites that fire heavy
-//! concurrent load at it.
-//!
-//! ```
-//! use hindsight::{ExpectedVersion, MemoryStore, Start, StreamId, Transaction};
-//!
-//! let store = MemoryStore::new();
-//! let (cart, stock) = (StreamId::new(), StreamId::new());
-//!
-//! // One transaction over two streams: all or nothing, one contiguous range.
-//! let done = store.insert(
-//!     Transaction::new()
-//!         .append(cart, ExpectedVersion::NoStream, ["item added", "checked out"])
-//!         .append(stock, ExpectedVersion::Any, ["item reserved"]),
-//! ).unwrap();
-//!
-//! // The next write to `cart` must not race an unseen one.
-//! let cart_head = done.stream(cart).unwrap();
-//! store.insert(Transaction::single(cart, cart_head.expect_exact(), "paid")).unwrap();
-//!
-//! assert_eq!(store.read_all(Start::Beginning).count(), 4);
-//! assert_eq!(store.read_stream(cart, Default::default()).count(), 3);
-//! ```
-//!
-//! A store is `Send` and `Sync` exactly when its events are: a store of
-//! `Rc`s stays on its thread.
-//!
-//! ```compile_fail
-//! fn share<T: Send>(_: T) {}
-//! share(hindsight::MemoryStore::<std::rc::Rc<u8>>::new());
-//! ```
-//!
-//! The design, and why each ordering is enough, is in `DESIGN.md`.
-
+// The crate's front page is README.md, so that it and the repository's
+// README are one text whose examples run as doctests. README.md and
+// DESIGN.md link to files beside them, which is right on GitHub; here the
+// same link labels are defined first, and in Markdown the first definition
+// of a label wins, so rustdoc sends them to the modules below or to the
+// published sources on docs.rs.
+//! [contract]: crate::contract
+//! [design]: crate::design
+//! [design-locks]: crate::design#what-is-lock-free-and-what-takes-a-lock
+//! [design-backend]: crate::design#a-backend-agnostic-interface-backend-and-the-conformance-kit-testkit
+#![cfg_attr(feature = "testkit", doc = "[cases]: crate::testkit::CASES")]
+#![cfg_attr(not(feature = "testkit"), doc = concat!("[cases]: https://docs.rs/hindsight/", env!("CARGO_PKG_VERSION"), "/hindsight/testkit/constant.CASES.html"))]
+#![doc = concat!("[perf]: https://docs.rs/crate/hindsight/", env!("CARGO_PKG_VERSION"), "/source/PERF.md")]
+#![doc = concat!("[bank]: https://docs.rs/crate/hindsight/", env!("CARGO_PKG_VERSION"), "/source/examples/bank.rs")]
+#![doc = concat!("[debug-profile]: https://docs.rs/crate/hindsight/", env!("CARGO_PKG_VERSION"), "/source/ci/debug-profile.sh")]
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+// `loom` is this crate's own model-checking build, never a user's.
+#![cfg_attr(docsrs, doc(auto_cfg(hide(loom))))]
 #![warn(missing_docs, missing_debug_implementations)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -64,8 +44,26 @@ mod watermark;
 #[doc(hidden)]
 pub mod loom_api;
 
-// The conformance kit: store-agnostic tests of every rule of the contract.
+/// The contract: what the store promises, as numbered rules.
+///
+/// The API docs, the tests and the conformance kit cite these rules by
+/// number ("rule 7"); the kit checks rules 1-25 on any backend.
+#[doc = include_str!("contract.md")]
+pub mod contract {}
+
+/// The design: how the store works and why each choice is enough, from the
+/// repository's `DESIGN.md`.
+#[doc = ""]
+#[doc = "[contract]: crate::contract"]
+#[cfg_attr(feature = "testkit", doc = "[cases]: crate::testkit::CASES")]
+#[cfg_attr(not(feature = "testkit"), doc = concat!("[cases]: https://docs.rs/hindsight/", env!("CARGO_PKG_VERSION"), "/hindsight/testkit/constant.CASES.html"))]
+#[doc = ""]
+#[doc = include_str!("../DESIGN.md")]
+pub mod design {}
+
+// The conformance kit: store-agnostic tests of rules 1-25 of the contract.
 #[cfg(all(feature = "testkit", not(loom)))]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 
 #[cfg(not(loom))]
@@ -89,8 +87,3 @@ pub use transaction::{Committed, ExpectedVersion, StreamHead, Transaction};
 
 /// Re-exported so users can build ids without naming the `uuid` crate.
 pub use uuid::Uuid;
-
-/// The README's examples, compiled and run as doctests.
-#[doc = include_str!("../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctests;

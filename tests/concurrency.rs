@@ -1,4 +1,4 @@
-//! Concurrency tests of the store's contract (`SEMANTICS.md` §§ 2-3, 6-9, 12-13, 15).
+//! Concurrency tests of the store's contract (`src/contract.md` §§ 2-3, 6-9, 12-13, 15).
 //!
 //! Every event written here carries a [`Tag`] naming the writer, the
 //! writer's transaction and the event's place in that transaction, so that

@@ -3,8 +3,8 @@
 //!
 //! `cargo test` builds this with the `testkit` feature on: the crate's
 //! dev-dependency on itself turns it on for its own tests (Cargo.toml).
-//! The kit's cases and the rules of `SEMANTICS.md` each checks are listed in
-//! `hindsight::testkit::CASES`; DESIGN.md has the table.
+//! The kit's cases and the rules of the contract (`src/contract.md`) each
+//! checks are listed in `hindsight::testkit::CASES`.
 
 use hindsight::testkit::TestEvent;
 use hindsight::MemoryStore;

@@ -1,4 +1,4 @@
-//! The contract of `SEMANTICS.md`, rules 1-14 and 24-25: at least one test per
+//! The contract (`src/contract.md`), rules 1-14 and 24-25: at least one test per
 //! rule, each named after the behaviour it proves and prefixed with the rule.
 //!
 //! Everything here is single-threaded or lightly threaded (two or three

@@ -1,4 +1,4 @@
-//! The contract of `SEMANTICS.md`, rules 15-24, for subscriptions: pull
+//! The contract (`src/contract.md`), rules 15-24, for subscriptions: pull
 //! ([`Subscription`]: `next`, `next_timeout`, `try_next`, `next_async`) and
 //! handler ([`MemoryStore::spawn_subscriber`]). Each test is named after the
 //! behaviour it proves and prefixed with the rule.

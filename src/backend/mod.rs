@@ -3,45 +3,33 @@
 //! Application code is written once against [`EventStore`] and runs on
 //! [`MemoryStore`](crate::MemoryStore) in tests and on a durable backend
 //! (PostgreSQL, say) in production; the conformance kit (`hindsight::testkit`,
-//! feature `testkit`) proves that every backend keeps the same contract.
+//! feature `testkit`) checks that a backend keeps rules 1-25 of
+//! [the contract](crate::contract).
 //!
-//! # Shape
+//! - Every method is async and returns `impl Future + Send`. The trait is
+//!   not object safe: application code is generic over `S: EventStore`.
+//! - On a concrete `MemoryStore` its synchronous inherent methods (`insert`,
+//!   `read_all`, ...) win method resolution; call the trait's by path
+//!   (`EventStore::insert(&store, tx)`). The inherent `subscribe` is the
+//!   pull subscription; the trait's is `spawn_subscriber`'s.
+//! - A read calls a closure with each event as an [`EventRef`] (metadata by
+//!   value, payload borrowed) until it returns [`ControlFlow::Break`].
+//! - [`EventStore::Cursor`] is where a reader or a subscription is in the
+//!   global order, in the backend's own type; it converts to and from a
+//!   [`Position`] without loss ([`Cursor`]), and the shared types
+//!   [`Transaction`], [`Committed`], [`StreamHead`] and [`Selector`] speak
+//!   positions.
+//! - The trait asks of `Event` only `Send + Sync + 'static`; a backend that
+//!   must serialise or name events bounds its own implementation.
+//! - A subscription runs a synchronous handler on each event (an
+//!   [`EventRef`]) and returns a [`SubscriptionHandle`] to cancel it, wait
+//!   for its outcome and wait, with a timeout, until it has processed a
+//!   cursor.
 //!
-//! - **Async.** Every method returns `impl Future + Send` (native async
-//!   functions in traits, no boxing, no `async-trait`), so handlers of
-//!   `tokio`, `axum` or `cqrs-es` style code can `.await` them. The trait is
-//!   not object safe; application code is generic over `S: EventStore`.
-//! - **The memory store stays synchronous.** `MemoryStore`'s inherent
-//!   methods (`insert`, `read_all`, ...) keep their names and their blocking,
-//!   zero-copy signatures; they win method resolution on a concrete
-//!   `MemoryStore` (call the trait's as `EventStore::insert(&store, tx)`;
-//!   the inherent `subscribe` is the pull subscription, the trait's is
-//!   `spawn_subscriber`'s). Generic code (`S: EventStore`) gets the trait's
-//!   async versions, which on the memory store are those same calls inside a
-//!   future that completes on its first poll.
-//! - **Reads are visitors.** A durable store cannot lend events out of its
-//!   memory, and copying every event of a read into a `Vec` would cost the
-//!   memory store an allocation and a clone per event. So a read calls a
-//!   closure with an [`EventRef`]: the metadata by value and the payload
-//!   borrowed, from the memory store's log or from a durable store's decoded
-//!   row. The closure returns [`ControlFlow::Break`] to stop early (paging,
-//!   `limit`). No `Clone` bound on events, no allocation per event.
-//! - **Cursors.** [`EventStore::Cursor`] is where a reader or a subscription
-//!   is in the global order: ordered, `Copy`, serialisable with the `serde`
-//!   feature (checkpoints), chosen by the backend. The contract (rule 2 of
-//!   `SEMANTICS.md`) numbers every store's events 0, 1, 2, ... with no gaps,
-//!   so a cursor converts to and from a [`Position`] without loss
-//!   ([`Cursor`]); the shared types [`Transaction`], [`Committed`],
-//!   [`StreamHead`] and [`Selector`] speak positions.
-//! - **Events stay free of bounds.** The trait asks of `Event` only
-//!   `Send + Sync + 'static`. A durable backend that must serialise and name
-//!   its events puts those bounds on its own implementation
-//!   (`impl<E: EventType + Serialize + DeserializeOwned + ...> EventStore for
-//!   PgStore<E>`); memory users store any type.
-//! - **Subscriptions** run a synchronous handler (it gets a borrowed
-//!   [`EventRef`], so the memory store copies nothing) and return a handle,
-//!   [`SubscriptionHandle`], to cancel it, wait for its outcome and wait
-//!   (with a timeout) until it has processed a cursor.
+//! Why it has this shape (async without boxing, visitor reads, cursors,
+//! events without bounds, synchronous handlers) and how a PostgreSQL backend
+//! would implement it, method by method, is in
+//! [the design](crate::design#a-backend-agnostic-interface-backend-and-the-conformance-kit-testkit).
 //!
 //! ```
 //! use hindsight::{EventStore, ExpectedVersion, MemoryStore, StoreError, StreamId, Transaction};
@@ -96,6 +84,7 @@ use std::time::{Duration, SystemTime};
 /// traits for it, so that it keeps compiling when some other crate of the
 /// build turns on `hindsight/serde`.
 #[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(auto_cfg = false))] // it exists either way: no feature label
 pub trait CursorSerde: serde::Serialize + serde::de::DeserializeOwned {}
 #[cfg(feature = "serde")]
 impl<T: serde::Serialize + serde::de::DeserializeOwned> CursorSerde for T {}
@@ -115,11 +104,9 @@ impl<T: ?Sized> CursorSerde for T {}
 /// A point in a store's global order, as a backend represents it: what
 /// readers resume from and what checkpoints store.
 ///
-/// Ordered like the positions it stands for. The contract numbers every
-/// store's events 0, 1, 2, ... without gaps (`SEMANTICS.md` rule 2), so a
-/// cursor and a [`Position`] convert into each other without loss; a backend
-/// picks its own type for its own reasons (a `BIGINT` newtype with its
-/// database traits, its own serialised form), not for a different order.
+/// Ordered like the positions it stands for. Every store numbers its events
+/// 0, 1, 2, ... without gaps (rule 2 of [the contract](crate::contract)), so
+/// a cursor and a [`Position`] convert into each other without loss.
 ///
 /// ```
 /// use hindsight::{Cursor, Position};
@@ -386,26 +373,24 @@ where
 /// An event store, whatever keeps its events: the interface application
 /// code is written against.
 ///
-/// Every implementation keeps the contract of `SEMANTICS.md` (the
-/// conformance kit, `hindsight::testkit`, checks it): dense global positions,
-/// dense stream versions, all-or-nothing transactions under expected
+/// Every implementation keeps rules 1-25 of [the contract](crate::contract)
+/// (the conformance kit, `hindsight::testkit`, checks them): dense global
+/// positions, dense stream versions, all-or-nothing transactions under expected
 /// versions reporting every failing stream, read-your-writes, and
 /// subscriptions that deliver every selected event once, in order, history
 /// then live with no seam.
 ///
 /// Handles are cheap to clone and share one store (`Clone`); the futures are
-/// `Send`, so they can be spawned on a multi-threaded runtime.
+/// `Send`, so they can be spawned on a multi-threaded runtime. Why the trait
+/// has this shape is in
+/// [the design](crate::design#a-backend-agnostic-interface-backend-and-the-conformance-kit-testkit).
 ///
 /// # Implementing it for a durable backend
 ///
-/// `DESIGN.md` ("A backend-agnostic interface") sketches a PostgreSQL
-/// implementation method by method. In short: `insert` takes
-/// [`Transaction::into_writes`] (merged per stream, sorted by stream id),
-/// locks the streams in that order, checks every expectation, takes a dense
-/// block of positions from a counter row held until commit, and answers with
-/// [`Committed::new`]; reads page through `position > $after ORDER BY
-/// position`; subscriptions are a task that pages the same way and waits on
-/// `LISTEN`/`NOTIFY` when caught up.
+/// [The design](crate::design#how-a-postgresql-backend-would-implement-it)
+/// sketches a PostgreSQL implementation method by method, built on
+/// [`Transaction::into_writes`] (the writes merged per stream, sorted by
+/// stream id) and [`Committed::new`]; run the conformance kit against it.
 ///
 /// # On the memory store
 ///
@@ -432,7 +417,8 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         Error = Self::Error,
     >;
 
-    /// Inserts a transaction, all or nothing (rules 5-13 of `SEMANTICS.md`).
+    /// Inserts a transaction, all or nothing (rules 5-14 of
+    /// [the contract](crate::contract)).
     ///
     /// When the future returns `Ok`, every reader and subscriber of every
     /// handle can see the whole transaction. A transaction with no events
@@ -478,7 +464,8 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         F: FnMut(EventRef<'_, Self::Event, Self::Cursor>) -> ControlFlow<()> + Send;
 
     /// Runs `handler` on every event `selector` selects, each exactly once,
-    /// in position order, history first and then live (rules 16-23).
+    /// in position order, history first and then live (rules 16-23 of
+    /// [the contract](crate::contract)).
     ///
     /// The handler is synchronous: it gets the event borrowed (the memory
     /// store copies nothing), its calls never overlap, and it returns
@@ -508,9 +495,9 @@ pub trait SubscriptionHandle<X>: Send + Sync + 'static {
     type Error: std::error::Error + Send + Sync + 'static;
 
     /// Stops the subscription; completes once its handler will never be
-    /// called again (rule 21). Idempotent, harmless after the subscription
-    /// ended on its own (the outcome stays what it was), wakes a
-    /// subscription waiting for events.
+    /// called again ([contract](crate::contract) rule 21). Idempotent,
+    /// harmless after the subscription ended on its own (the outcome stays
+    /// what it was), wakes a subscription waiting for events.
     fn cancel(&self) -> impl Future<Output = ()> + Send;
 
     /// Waits until the subscription ends and returns how: `Ok` after
@@ -520,7 +507,8 @@ pub trait SubscriptionHandle<X>: Send + Sync + 'static {
 
     /// Waits until the subscription has handled or passed over `cursor`
     /// (events it does not select count as passed), for at most `timeout`
-    /// (rule 23). [`WaitError::Ended`] if it ended before.
+    /// ([contract](crate::contract) rule 23). [`WaitError::Ended`] if it
+    /// ended before.
     fn wait_processed(
         &self,
         cursor: Self::Cursor,

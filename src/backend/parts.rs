@@ -32,7 +32,7 @@ pub struct StreamWrite<E> {
 
 impl<E> Transaction<E> {
     /// The transaction as a backend applies it: one write per stream, in
-    /// ascending stream id order (the layout of rule 9), appends to the same
+    /// ascending stream id order (the layout of contract rule 9), appends to the same
     /// stream merged (events concatenated, the first expectation kept: rule
     /// 10), and the correlation id every event carries.
     ///

@@ -1,4 +1,4 @@
-//! Reading one's writes across handles (rule 12) and the lifetime of
+//! Reading one's writes across handles (contract rule 12) and the lifetime of
 //! events (rule 24).
 
 use super::support::*;

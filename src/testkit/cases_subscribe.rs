@@ -1,4 +1,4 @@
-//! Subscriptions: rules 16-23.
+//! Subscriptions: contract rules 16-23.
 
 use super::support::*;
 use super::{StoreFactory, TestEvent, TestKind};

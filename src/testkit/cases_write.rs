@@ -1,4 +1,4 @@
-//! Writes and reads on one handle: rules 1-11 and 14.
+//! Writes and reads on one handle: contract rules 1-11 and 14.
 
 use super::support::*;
 use super::{StoreFactory, TestEvent, TestKind};

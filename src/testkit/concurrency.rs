@@ -1,4 +1,4 @@
-//! Concurrent writers, readers and subscribers: rules 13, 15, 17 and 25.
+//! Concurrent writers, readers and subscribers: contract rules 13, 15, 17 and 25.
 
 use super::support::*;
 use super::{StoreFactory, TestEvent, TestKind};

@@ -13,8 +13,9 @@
 //! hindsight::conformance_tests!(|| async { MemoryStore::<TestEvent>::new() });
 //! ```
 //!
-//! or all of them in one test with [`run_all`]. Every case names the rules
-//! of `SEMANTICS.md` it checks; [`CASES`] lists them with their rules.
+//! or all of them in one test with [`run_all`]. Together the cases check
+//! rules 1-25 of [the contract](crate::contract); each is named after the
+//! first rule it checks, and [`CASES`] lists each with all of its rules.
 //!
 //! # Events
 //!
@@ -28,11 +29,11 @@
 //! # Runtime
 //!
 //! Every case runs on a fresh multi-threaded Tokio runtime (4 workers, all
-//! of the drivers Tokio was built with), because the async database clients
-//! a durable backend is built on (sqlx, tokio-postgres) need one; the
-//! memory store needs none, and its futures do not care who polls them.
-//! Tokio is an optional dependency that only `testkit` turns on. Concurrent
-//! writers and readers are Tokio tasks started together on a barrier.
+//! of the drivers Tokio was built with), so a backend may use Tokio's
+//! database clients; Tokio is an optional dependency that only `testkit`
+//! turns on. Concurrent writers and readers are Tokio tasks started together
+//! on a barrier. Why the kit is built this way is in
+//! [the design](crate::design#the-conformance-kit).
 //! (With proptest 1.12, `testkit` needs Rust 1.88; the library alone keeps
 //! the crate's `rust-version`.)
 //!
@@ -66,8 +67,9 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-/// Every case of the kit, one `pub fn` each, named after the first rule it
-/// checks; [`CASES`] lists the rules of each.
+/// Every case of the kit, one `pub fn` each, named after the first rule of
+/// [the contract](crate::contract) it checks; [`CASES`] lists the rules of
+/// each.
 pub mod cases {
     pub use super::cases_read::*;
     pub use super::cases_subscribe::*;
@@ -310,7 +312,8 @@ fn ledger_add(ledger: u64, delta: i64) {
     *ledgers.entry(ledger).or_insert(0) += delta;
 }
 
-/// One case of the kit: its name and the rules of `SEMANTICS.md` it checks.
+/// One case of the kit: its name and the rules of
+/// [the contract](crate::contract) it checks.
 #[derive(Clone, Copy)]
 pub struct Case {
     /// The name of its function in [`cases`].
@@ -327,8 +330,8 @@ impl fmt::Debug for Case {
 
 macro_rules! case_table {
     ($($name:ident => [$($rule:literal),*]),* $(,)?) => {
-        /// Every case of the kit with the rules of `SEMANTICS.md` it checks,
-        /// in the order [`run_all`] runs them.
+        /// Every case of the kit with the rules of [the contract](crate::contract)
+        /// it checks, in the order [`run_all`] runs them.
         ///
         /// ```
         /// let covered: std::collections::BTreeSet<u8> = hindsight::testkit::CASES
@@ -357,6 +360,7 @@ macro_rules! case_table {
         /// hindsight::conformance_tests!(|| async { MemoryStore::<TestEvent>::new() });
         /// ```
         #[macro_export]
+        #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
         macro_rules! conformance_tests {
             ($factory:expr) => {
                 $(

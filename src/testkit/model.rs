@@ -414,7 +414,7 @@ async fn check_ops<F: StoreFactory>(factory: &F, ops: Vec<Op>) -> Result<(), Tes
     Ok(())
 }
 
-/// Rules 1-12, 14 and 25, by model: random sequences of inserts (streams
+/// Contract rules 1-12, 14 and 25, by model: random sequences of inserts (streams
 /// from a small pool, 1-3 appends of 0-3 events, every kind of expectation,
 /// passing and failing, with and without correlation ids) and reads, over
 /// three handles, against a single-threaded reference model (a `Vec` log and

@@ -254,7 +254,7 @@ pub(crate) fn conflict<'a, S: EventStore<Event = TestEvent>>(
     }
 }
 
-/// Checks rules 1-3 over a read of the whole log: positions 0, 1, ...
+/// Checks contract rules 1-3 over a read of the whole log: positions 0, 1, ...
 /// without gaps, cursors in the same order and converting without loss,
 /// versions 0, 1, ... per stream in position order, unique event ids, and
 /// every transaction of tagged events (same writer and value, indexes

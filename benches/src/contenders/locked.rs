@@ -25,7 +25,7 @@
 //! batch's copy (which keeps a catching-up subscriber from stalling writers
 //! for the whole backlog).
 //!
-//! It implements the same contract as hindsight (`shared/SEMANTICS.md`), so
+//! It implements the same contract as hindsight (`src/contract.md`), so
 //! it keeps what hindsight keeps per event: the stream id (a UUID), the
 //! stream version, a unique event id, the transaction's correlation id (if
 //! any) and its timestamp. Event ids come from the same scheme hindsight
