@@ -1,7 +1,7 @@
 //! What a subscription selects: which streams, from where, which types.
 
+use crate::ids::{Position, StreamId};
 use crate::read::Start;
-use crate::{Position, StreamId};
 use std::fmt;
 
 /// Names the type of an event, for subscriptions that select by type.

@@ -1,6 +1,6 @@
 //! Transactions: what to write, to which streams, under which expectations.
 
-use crate::{CorrelationId, Position, StreamId, StreamVersion};
+use crate::ids::{CorrelationId, Position, StreamId, StreamVersion};
 use smallvec::SmallVec;
 
 /// What a writer expects of a stream just before its transaction.

@@ -2,10 +2,13 @@
 //! futures that are ready on their first poll.
 
 use super::{EventRef, EventStore, StoreError, SubscriptionFailure, SubscriptionHandle};
-use crate::{
-    Committed, Flow, InsertError, MemoryStore, Position, Selector, Start, StreamHead, StreamId,
-    StreamVersion, Subscriber, SubscriberError, Transaction, WaitError,
-};
+use crate::error::InsertError;
+use crate::ids::{Position, StreamId, StreamVersion};
+use crate::read::Start;
+use crate::selector::Selector;
+use crate::store::MemoryStore;
+use crate::subscriber::{Flow, Subscriber, SubscriberError, WaitError};
+use crate::transaction::{Committed, StreamHead, Transaction};
 use std::any::Any;
 use std::fmt;
 use std::future::Future;

@@ -66,10 +66,12 @@ mod parts;
 pub use memory::{MemoryError, MemorySubscription};
 pub use parts::StreamWrite;
 
-use crate::{
-    Committed, CorrelationId, Envelope, EventContext, EventId, Flow, HandlerError, Position,
-    Selector, StreamHead, StreamId, StreamVersion, Transaction, VersionMismatch, WaitError,
-};
+use crate::envelope::Envelope;
+use crate::error::VersionMismatch;
+use crate::ids::{CorrelationId, EventId, Position, StreamId, StreamVersion};
+use crate::selector::Selector;
+use crate::subscriber::{EventContext, Flow, HandlerError, WaitError};
+use crate::transaction::{Committed, StreamHead, Transaction};
 use std::fmt;
 use std::future::Future;
 use std::hash::Hash;

@@ -5,11 +5,10 @@
 //! so that the types' own files stay as they were.
 
 use super::Cursor;
+use crate::ids::{CorrelationId, Position, StreamId};
 use crate::read::Start;
-use crate::{
-    Committed, CorrelationId, ExpectedVersion, Position, Selector, StreamHead, StreamId,
-    Transaction,
-};
+use crate::selector::Selector;
+use crate::transaction::{Committed, ExpectedVersion, StreamHead, Transaction};
 
 /// The writes of one stream in a transaction, as a backend applies them.
 ///
