@@ -9,6 +9,7 @@
 
 use crate::envelope::Envelope;
 use crate::ids::Position;
+use crate::log::Slot;
 use crate::selector::Selector;
 use crate::store::{Inner, MemoryStore};
 use crate::stream::StreamPtr;
@@ -49,6 +50,9 @@ pub(crate) struct Cursor<E> {
     stream: Option<StreamPtr>,
     /// The watermark as last loaded: everything below it is committed.
     end: u64,
+    /// All streams: the committed slots the cursor walks, looked up once
+    /// per run instead of once per event.
+    run: Run<E>,
     /// Every position below this has been looked at (delivered or skipped);
     /// when `advance` returns `None`, it equals the watermark it observed.
     passed: u64,
@@ -62,6 +66,11 @@ impl<E> Cursor<E> {
             first,
             stream: None,
             end: 0,
+            run: Run {
+                slots: std::ptr::null(),
+                start: 0,
+                len: 0,
+            },
             passed: first,
             selector,
         }
@@ -101,9 +110,25 @@ impl<E> Cursor<E> {
                 while self.next < self.end {
                     let position = self.next;
                     self.next += 1;
+                    if position - self.run.start >= self.run.len {
+                        // SAFETY: `position < end`, a watermark value loaded
+                        // with Acquire.
+                        let run = unsafe { log.committed_run(position, self.end) };
+                        self.run = Run {
+                            slots: run.as_ptr(),
+                            start: position,
+                            len: run.len() as u64,
+                        };
+                    }
+                    // SAFETY: `position` lies in the run (checked above), whose
+                    // slots live as long as `inner`'s log: the cursor only
+                    // ever reads the store its subscription holds.
+                    let slot =
+                        unsafe { &*self.run.slots.add((position - self.run.start) as usize) };
                     // SAFETY: `position < end`, a watermark value loaded with
                     // Acquire.
-                    let event = unsafe { log.envelope(position) };
+                    let record = unsafe { slot.committed_record() };
+                    let event = Envelope::new(record, position, &log.ids);
                     if self.selector.selects_type(event.payload()) {
                         self.passed = position + 1;
                         return Some(event);
@@ -151,6 +176,23 @@ impl<E> Cursor<E> {
         None
     }
 }
+
+/// `len` committed slots from position `start`, in the log of the store a
+/// subscription holds: a `&[Slot<E>]` without its lifetime, which the
+/// subscription cannot name (it owns the store the slice borrows from).
+/// Slots never move or go while the store lives.
+struct Run<E> {
+    slots: *const Slot<E>,
+    start: u64,
+    len: u64,
+}
+
+// SAFETY: a `Run` is a shared slice of slots in disguise, and `&[Slot<E>]`
+// is `Send` and `Sync` exactly when `Slot<E>` is `Sync`, which it is for
+// `E: Send + Sync`.
+unsafe impl<E: Send + Sync> Send for Run<E> {}
+// SAFETY: as above.
+unsafe impl<E: Send + Sync> Sync for Run<E> {}
 
 /// A pull subscription; see [`MemoryStore::subscribe`].
 ///
