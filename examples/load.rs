@@ -869,41 +869,39 @@ fn memory_row(table: &mut Table) {
     table.row("peak memory", value, meaning);
 }
 
-/// One row per check: "ok", or how many problems it found.
-fn check_rows(table: &mut Table, problems: &Problems, events: u64, subscribers: usize) {
+/// One row per check, with what must hold: "ok", or how many problems
+/// the check found.
+fn check_rows(table: &mut Table, problems: &Problems, events: u64, subscribers: u64) {
     let verdict = |check| match problems.count(check) {
         0 => "ok".to_owned(),
         n => format!("FAILED ({n})"),
     };
     let positions = match events {
-        0 => "the log is empty".to_owned(),
-        1 => "position 0, one event".to_owned(),
-        n => format!("positions 0 to {}, no gap", grouped(n - 1)),
+        0 => "no event committed, none in the log".to_owned(),
+        1 => "position 0, used once".to_owned(),
+        n => format!("positions 0 to {}, each used once", grouped(n - 1)),
     };
-    table.row("check: positions", verdict(Check::Positions), positions);
+    let subscribers = match subscribers {
+        0 => None,
+        1 => Some("the subscriber saw the log's exact sequence".to_owned()),
+        n => Some(format!("each of the {n} saw the log's exact sequence")),
+    };
+    table.row("checks", "", "what must hold");
+    table.row("  positions", verdict(Check::Positions), positions);
     let transactions = "each whole, contiguous, where its insert said";
-    table.row(
-        "check: transactions",
-        verdict(Check::Transactions),
-        transactions,
-    );
+    table.row("  transactions", verdict(Check::Transactions), transactions);
     let versions = "each stream's versions dense from 0, in position order";
-    table.row("check: versions", verdict(Check::Versions), versions);
-    if subscribers == 0 {
-        table.row(
-            "check: subscribers",
+    table.row("  versions", verdict(Check::Versions), versions);
+    match subscribers {
+        Some(identical) => table.row("  subscribers", verdict(Check::Subscribers), identical),
+        None => table.row(
+            "  subscribers",
             "skipped",
             "no subscriber ran (--subscribers 0)",
-        );
-    } else {
-        let identical = match subscribers {
-            1 => "the subscriber saw the log's exact sequence".to_owned(),
-            n => format!("all {n} saw the log's exact sequence"),
-        };
-        table.row("check: subscribers", verdict(Check::Subscribers), identical);
+        ),
     }
     let errors = "no insert or subscription failed";
-    table.row("check: errors", verdict(Check::Errors), errors);
+    table.row("  errors", verdict(Check::Errors), errors);
 }
 
 fn summary(options: &Options, run: &Run, problems: &Problems) {
@@ -920,7 +918,7 @@ fn summary(options: &Options, run: &Run, problems: &Problems) {
     write_rows(&mut table, &run.writers, &run.subscribers);
     lag_rows(&mut table, &run.subscribers);
     memory_row(&mut table);
-    check_rows(&mut table, problems, events, run.subscribers.len());
+    check_rows(&mut table, problems, events, options.subscribers);
     table.print();
 }
 
