@@ -26,11 +26,11 @@
 //! threads it includes time spent waiting for a core. Peak memory is the
 //! process's peak resident set (`VmHWM`, Linux only).
 //!
-//! The default run (10,000,000 events) takes about 10 s on 2 cores in a
-//! release build (7 s measured with the cores to itself, 13 s while four
-//! compilers shared them) and peaks at about 1.4 GiB: the store keeps every
-//! event, about 150 bytes each with this 32-byte payload, so memory grows in
-//! proportion to `--events`.
+//! The default run (10,000,000 events) takes 6 to 13 s on 2 cores in a
+//! release build, depending on what else runs (measured on a 2-core machine
+//! shared with other builds; it keeps about one core busy), and peaks at about
+//! 1.4 GiB: the store keeps every event, about 150 bytes each with this
+//! 32-byte payload, so memory grows in proportion to `--events`.
 
 use clap::Parser;
 use hdrhistogram::Histogram;
@@ -45,7 +45,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-/// The default `--events`: about 10 s on 2 cores in release, 1.4 GiB.
+/// The default `--events`: 6 to 13 s on 2 cores in release, 1.4 GiB peak.
 const DEFAULT_EVENTS: u64 = 10_000_000;
 
 /// Threads beyond this many are refused rather than left to fail to spawn.
@@ -63,7 +63,8 @@ const MAX_THREADS: u64 = 1024;
 ///
 /// Memory: the store keeps every event, about 150 bytes each here, so the
 /// default run peaks at about 1.4 GiB; memory grows in proportion to
-/// --events. The default run takes about 10 s on 2 cores (release build).
+/// --events. The default run takes 6 to 13 s on 2 cores (release build),
+/// depending on what else runs.
 #[derive(Parser, Debug)]
 #[command(name = "load", verbatim_doc_comment, allow_negative_numbers = true)]
 struct Options {
