@@ -221,8 +221,11 @@ impl<E> MemoryStore<E> {
                 Ok(Committed::of_one(id, Some(head)))
             }
             Some(Err(refused)) => {
-                // The entry may have been created for this insert.
-                index.remove_if_unused(id);
+                // The entry may have been created for this insert: remove it
+                // if it holds nothing (a stream with a head holds events).
+                if !matches!(refused, Refused::Conflict(Some(_))) {
+                    index.remove_if_unused(id);
+                }
                 self.refuse(id, expected, refused)
             }
             None => self.conflict(vec![mismatch(id, expected, None)], None),
