@@ -10,17 +10,19 @@
 //! at a bounded, stated length rather than at whatever length criterion's
 //! iteration count happens to reach.
 
+mod harness;
+
 use criterion::measurement::WallTime;
 use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
 };
-use hindsight::MemoryStore;
-use hindsight_benches::contender::{check_multi_stream, check_streams, Contender, MultiStream};
-use hindsight_benches::contenders::{
+use harness::contender::{check_multi_stream, check_streams, Contender, MultiStream};
+use harness::contenders::{
     cqrs_es::CqrsEs, eventcore::Eventcore, eventually::Eventually, locked::Locked, seed::Seed,
 };
-use hindsight_benches::limits;
-use hindsight_benches::{criterion, time_threads, Payload};
+use harness::limits;
+use harness::{criterion, time_threads, Payload};
+use hindsight::MemoryStore;
 use std::hint::black_box;
 use std::time::Duration;
 

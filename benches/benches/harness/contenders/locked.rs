@@ -33,8 +33,8 @@
 //! timestamp is taken before the lock, as hindsight takes it before it
 //! reserves.
 
-use crate::contender::{Contender, GlobalRead, MultiStream, Subscribe, Subscription};
-use crate::Payload;
+use crate::harness::contender::{Contender, GlobalRead, MultiStream, Subscribe, Subscription};
+use crate::harness::Payload;
 use hindsight::StreamId;
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
