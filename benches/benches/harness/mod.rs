@@ -14,6 +14,8 @@
 
 pub mod contender;
 pub mod contenders;
+pub mod heap;
+pub mod insert;
 pub mod limits;
 
 use criterion::Criterion;
