@@ -30,9 +30,12 @@ use std::time::Duration;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Memory {
     /// As a test suite that builds a store per test gets it: the `insert`
-    /// bench leaves the allocator as it is, so a store's large blocks are
-    /// fresh pages from the kernel and the page faults of first writing
-    /// them are part of the cost.
+    /// bench leaves the allocator as it is. glibc maps the blocks above its
+    /// mmap threshold (which grows with the blocks freed, up to 32 MiB)
+    /// afresh and unmaps them when they are freed, so a large store's big
+    /// blocks are fresh pages and the page faults of first writing them are
+    /// part of the cost; a small store may get memory glibc kept from an
+    /// earlier sample.
     Fresh,
     /// Already written by this process: the `insert-warm` bench makes the
     /// allocator keep what it frees (`heap::keep_freed_memory`), and every
