@@ -482,10 +482,10 @@ def md(s):
     return str(s).replace("|", "\\|")
 
 
-def render_table(group, rows, svg_rel, unit):
+def render_table(group, rows, svg_rel, unit, heading="###"):
     rows = order_rows(rows)
     hs = {b.param: b for b in rows if b.function == HINDSIGHT}
-    lines = ["### %s" % group, "",
+    lines = ["%s %s" % (heading, group), "",
              "| benchmark | parameter | median | throughput | vs hindsight | median 95% CI |",
              "|---|---|--:|--:|--:|---|"]
     for b in rows:
@@ -517,10 +517,21 @@ def render_table(group, rows, svg_rel, unit):
 
 
 def fill(target, by_group, svgs, out_dir, unit):
-    """Replaces the marked regions of `target` with generated tables."""
+    """Replaces the marked regions of `target` with generated tables.
+
+    A KEY that names no group but is the parent of some (`insert/1-thread`
+    for `insert/1-thread/fresh` and `insert/1-thread/warm`) gets the table and
+    chart of each of them, in natural order, under a heading of its own."""
     with open(target, encoding="utf-8") as f:
         text = f.read()
     pattern = re.compile(r"(<!-- BEGIN (.+?) -->\n).*?(<!-- END \2 -->)", re.S)
+
+    def table(group, heading="###"):
+        rel = os.path.relpath(svgs[group], os.path.dirname(os.path.abspath(target)))
+        return render_table(group, by_group[group], urllib.parse.quote(rel.replace(os.sep, "/")), unit, heading)
+
+    def children(key):
+        return sorted((g for g in by_group if g.startswith(key + "/")), key=natural_key)
 
     def region(m):
         key = m.group(2)
@@ -532,9 +543,10 @@ def fill(target, by_group, svgs, out_dir, unit):
             with open(path, encoding="utf-8") as f:
                 body = f.read().strip() + "\n"
         elif key in by_group:
-            rel = os.path.relpath(svgs[key], os.path.dirname(os.path.abspath(target)))
-            body = render_table(key, by_group[key], urllib.parse.quote(rel.replace(os.sep, "/")), unit)
+            body = table(key)
             body = body.split("\n", 2)[2].strip() + "\n"  # drop the "### group" heading
+        elif children(key):
+            body = "\n".join(table(g, "####") for g in children(key)).strip() + "\n"
         else:
             warn("%s: no criterion group %r; region left as it was" % (target, key))
             return m.group(0)

@@ -10,10 +10,12 @@
 //! `perf/latency.md`; run with `cargo bench -p hindsight-benches --bench
 //! latency`.
 
+mod harness;
+
+use harness::contender::{Subscribe, Subscription};
+use harness::contenders::{eventcore::Eventcore, locked::Locked, seed::Seed};
+use harness::{benching, quantile, quick, write_table, Payload};
 use hindsight::MemoryStore;
-use hindsight_benches::contender::{Subscribe, Subscription};
-use hindsight_benches::contenders::{eventcore::Eventcore, locked::Locked, seed::Seed};
-use hindsight_benches::{benching, quantile, quick, write_table, Payload};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 

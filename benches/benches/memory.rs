@@ -8,12 +8,14 @@
 //! a segment's tail), as a process's memory would. Writes
 //! `perf/memory.md`.
 
-use hindsight::MemoryStore;
-use hindsight_benches::contender::{fill, Contender};
-use hindsight_benches::contenders::{
+mod harness;
+
+use harness::contender::{fill, Contender};
+use harness::contenders::{
     cqrs_es::CqrsEs, eventcore::Eventcore, eventually::Eventually, locked::Locked, seed::Seed,
 };
-use hindsight_benches::{benching, write_table, Payload};
+use harness::{benching, write_table, Payload};
+use hindsight::MemoryStore;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
@@ -100,7 +102,7 @@ fn main() {
     table += &format!("| vec-push (position, payload) | {log:.1} | {log:.1} |\n");
     table += &format!(
         "\n{} events over 100 streams; live heap bytes after the fill, less the payloads, per event. `vec-push` is the element size alone (no capacity slack).\n",
-        hindsight_benches::si(events as f64)
+        harness::si(events as f64)
     );
     write_table("memory", &table);
 }

@@ -7,10 +7,12 @@
 //! within 1% (10M) or a stated bound (1K) of its size; the table gives the
 //! median of the samples and their range. Writes `perf/stored.md`.
 
+mod harness;
+
+use harness::contender::{fill, Contender};
+use harness::contenders::{locked::Locked, seed::Seed};
+use harness::{benching, quick, write_table, Payload};
 use hindsight::MemoryStore;
-use hindsight_benches::contender::{fill, Contender};
-use hindsight_benches::contenders::{locked::Locked, seed::Seed};
-use hindsight_benches::{benching, quick, write_table, Payload};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -76,7 +78,7 @@ fn main() {
     };
     let mut table = format!(
         "| contender | 1-event insert, 1K stored | {} stored | ratio | samples |\n|---|---|---|---|---|\n",
-        hindsight_benches::si(big as f64)
+        harness::si(big as f64)
     );
     let mut row = |name: &str,
                    small: (Duration, Duration, Duration),

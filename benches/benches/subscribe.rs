@@ -4,18 +4,20 @@
 //! while a writer inserts; and what waking parked subscribers costs a
 //! Hindsight writer.
 
+mod harness;
+
 use criterion::measurement::WallTime;
 use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
 };
-use hindsight::{ExpectedVersion, MemoryStore, Selector, StreamId, Transaction};
-use hindsight_benches::contender::{
+use harness::contender::{
     check_global_read, check_subscribe, Contender, GlobalRead, Subscribe, Subscription,
 };
-use hindsight_benches::contenders::{
+use harness::contenders::{
     cqrs_es::CqrsEs, eventcore::Eventcore, eventually::Eventually, locked::Locked, seed::Seed,
 };
-use hindsight_benches::{criterion, quick, store, time_threads, Payload};
+use harness::{criterion, quick, store, time_threads, Payload};
+use hindsight::{ExpectedVersion, MemoryStore, Selector, StreamId, Transaction};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -226,10 +228,10 @@ fn live_delivery(c: &mut Criterion) {
         one::<Seed>(&mut group, subscribers);
         one::<Eventcore>(&mut group, subscribers);
         group.bench_function("crossbeam-channel", |b| {
-            b.iter_custom(|iters| hindsight_benches::limits::channel_fan_out(subscribers, iters))
+            b.iter_custom(|iters| harness::limits::channel_fan_out(subscribers, iters))
         });
         group.bench_function("disruptor", |b| {
-            b.iter_custom(|iters| hindsight_benches::limits::disruptor_fan_out(subscribers, iters))
+            b.iter_custom(|iters| harness::limits::disruptor_fan_out(subscribers, iters))
         });
         group.finish();
     }

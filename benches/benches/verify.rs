@@ -4,14 +4,14 @@
 //! commit order, and subscriptions that catch up and follow live writes.
 //! Quick (a second); CI runs it.
 
-use hindsight::MemoryStore;
-use hindsight_benches::contender::{
-    check_global_read, check_multi_stream, check_streams, check_subscribe,
-};
-use hindsight_benches::contenders::{
+mod harness;
+
+use harness::contender::{check_global_read, check_multi_stream, check_streams, check_subscribe};
+use harness::contenders::{
     cqrs_es::CqrsEs, eventcore::Eventcore, eventually::Eventually, locked::Locked, seed::Seed,
 };
-use hindsight_benches::Payload;
+use harness::Payload;
+use hindsight::MemoryStore;
 
 fn main() {
     check_streams::<MemoryStore<Payload>>();

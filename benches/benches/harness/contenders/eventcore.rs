@@ -91,7 +91,7 @@
 //!   from a process-wide mutex-guarded context that it guarantees is
 //!   monotonic (`uuid-1.29.3/src/v7.rs:11-21`, `src/timestamp.rs:780-906`).
 //!   So log order, id order and commit order agree here, and
-//!   [`check_global_read`](crate::contender::check_global_read) passes.
+//!   [`check_global_read`](crate::harness::contender::check_global_read) passes.
 //!   Events that fail to deserialise as the requested type are silently
 //!   dropped from a page (`eventcore-memory-2.1.0/src/lib.rs:319-325`).
 //! - **Exactly-once, in-order subscriptions with catch-up:** only by
@@ -129,8 +129,8 @@
 //!   position `p` therefore costs O(p), a full paged read O(n²/1 000), and
 //!   a polling subscriber's cost grows with the whole log.
 
-use crate::contender::{Contender, GlobalRead, MultiStream, Subscribe, Subscription};
-use crate::Payload;
+use crate::harness::contender::{Contender, GlobalRead, MultiStream, Subscribe, Subscription};
+use crate::harness::Payload;
 use eventcore_memory::InMemoryEventStore;
 use eventcore_types::{
     BatchSize, Event, EventFilter, EventPage, EventReader, EventStore, EventStoreError, StreamId,

@@ -13,7 +13,7 @@
 //! Each returns the time from releasing the producers until the consumer
 //! holds the last event, so the hand-over is part of the figure.
 
-use crate::{time_threads, Payload};
+use crate::harness::{time_threads, Payload};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;

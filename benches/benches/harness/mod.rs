@@ -2,11 +2,20 @@
 //! quick mode), a multi-threaded timing helper for `iter_custom`, and the
 //! payload every scenario stores.
 //!
+//! Every bench target includes it as its `harness` module (`mod harness;`)
+//! rather than linking a library, so that criterion and the peers stay
+//! dev-dependencies that only `cargo bench` builds. Each target uses part of
+//! it; the rest is dead code there, hence the `allow` below.
+//!
 //! Set `HINDSIGHT_BENCH_QUICK=1` for short measurements (the whole suite in
 //! a few minutes on 2 cores); leave it unset for the figures in PERF.md.
 
+#![allow(dead_code)]
+
 pub mod contender;
 pub mod contenders;
+pub mod heap;
+pub mod insert;
 pub mod limits;
 
 use criterion::Criterion;
@@ -46,28 +55,40 @@ impl Payload {
     }
 }
 
-/// Runs `work(thread)` on `threads` threads released together by a
-/// barrier, and returns the time from the release until the last one is
-/// done. Thread start-up is not timed.
+/// Runs `work(thread)` on `threads` threads released together by a start
+/// barrier, and returns the time from the release until the last of them
+/// is done, as the timing thread sees it: every thread waits on an end
+/// barrier after its work, and the clock stops when that barrier releases
+/// the timing thread. Thread start-up, exit and join are not timed.
 pub fn time_threads(threads: usize, work: impl Fn(usize) + Sync) -> Duration {
-    let start = Barrier::new(threads + 1);
+    let (start, end) = (Barrier::new(threads + 1), Barrier::new(threads + 1));
     std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|thread| {
-                let (start, work) = (&start, &work);
-                scope.spawn(move || {
-                    start.wait();
-                    work(thread);
-                })
-            })
-            .collect();
+        for thread in 0..threads {
+            let (start, end, work) = (&start, &end, &work);
+            scope.spawn(move || {
+                start.wait();
+                let _arrive = Arrive(end);
+                work(thread);
+            });
+        }
         start.wait();
         let started = Instant::now();
-        for handle in handles {
-            handle.join().expect("benchmark thread panicked");
-        }
+        end.wait();
         started.elapsed()
+        // The scope joins the threads after the clock has stopped, and
+        // re-raises a panic of any of them.
     })
+}
+
+/// Waits on its barrier when dropped: after the work, or while a panic in
+/// it unwinds, so that a failed check stops the clock and reaches the join
+/// (which re-raises it) instead of leaving the timing thread waiting.
+struct Arrive<'a>(&'a Barrier);
+
+impl Drop for Arrive<'_> {
+    fn drop(&mut self) {
+        self.0.wait();
+    }
 }
 
 /// `count` distinct stream ids, in a fixed order.

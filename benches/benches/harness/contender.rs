@@ -11,7 +11,7 @@
 //! to completion on the calling thread (the in-memory peers never actually
 //! wait), so every contender runs on the same plain OS threads.
 
-use crate::Payload;
+use crate::harness::Payload;
 
 /// An event store under benchmark.
 pub trait Contender: Send + Sync + Sized + 'static {

@@ -87,12 +87,12 @@
 //!   plus re-reading `stream_all` after every `Lagged`) would be a new
 //!   subscription system written here, not eventually's.
 //!
-//! [`MultiStream`]: crate::contender::MultiStream
-//! [`GlobalRead`]: crate::contender::GlobalRead
-//! [`Subscribe`]: crate::contender::Subscribe
+//! [`MultiStream`]: crate::harness::contender::MultiStream
+//! [`GlobalRead`]: crate::harness::contender::GlobalRead
+//! [`Subscribe`]: crate::harness::contender::Subscribe
 
-use crate::contender::Contender;
-use crate::Payload;
+use crate::harness::contender::Contender;
+use crate::harness::Payload;
 use eventually::inmemory::EventStore as InMemoryStore;
 use eventually::store::{EventStore as _, Expected, Select};
 use futures_executor::{block_on, block_on_stream};

@@ -1,7 +1,7 @@
 //! Hindsight's own `MemoryStore`, through the benchmark traits.
 
-use crate::contender::{Contender, GlobalRead, MultiStream, Subscribe, Subscription};
-use crate::Payload;
+use crate::harness::contender::{Contender, GlobalRead, MultiStream, Subscribe, Subscription};
+use crate::harness::Payload;
 use hindsight::{
     ExpectedVersion, MemoryStore, Selector, Start, StreamId, StreamVersion, Transaction,
 };

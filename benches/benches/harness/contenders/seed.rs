@@ -31,8 +31,8 @@
 //! visit, and commits mutate in place (cheaper per write than path copying,
 //! dearer for readers under write load).
 
-use crate::contender::{Contender, GlobalRead, MultiStream, Subscribe, Subscription};
-use crate::Payload;
+use crate::harness::contender::{Contender, GlobalRead, MultiStream, Subscribe, Subscription};
+use crate::harness::Payload;
 use std::collections::BTreeMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::SystemTime;

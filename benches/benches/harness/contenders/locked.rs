@@ -29,12 +29,13 @@
 //! it keeps what hindsight keeps per event: the stream id (a UUID), the
 //! stream version, a unique event id, the transaction's correlation id (if
 //! any) and its timestamp. Event ids come from the same scheme hindsight
-//! uses (a per-thread random prefix and a counter, no system call), and the
-//! timestamp is taken before the lock, as hindsight takes it before it
-//! reserves.
+//! uses (a per-thread random prefix and a counter, no system call), and, as
+//! hindsight does, a transaction takes its block of ids from the thread's
+//! generator, and its timestamp, before the lock: under the lock an id is
+//! plain arithmetic on the block.
 
-use crate::contender::{Contender, GlobalRead, MultiStream, Subscribe, Subscription};
-use crate::Payload;
+use crate::harness::contender::{Contender, GlobalRead, MultiStream, Subscribe, Subscription};
+use crate::harness::Payload;
 use hindsight::StreamId;
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
@@ -82,16 +83,34 @@ thread_local! {
     static EVENT_IDS: Cell<(u64, u64)> = Cell::new((Uuid::new_v4().as_u64_pair().0, 0));
 }
 
-/// A fresh event id (version 8, as hindsight's: prefix and counter).
-fn event_id() -> Uuid {
-    EVENT_IDS.with(|ids| {
-        let (prefix, next) = ids.get();
-        ids.set((prefix, next.wrapping_add(1)));
+/// A block of fresh event ids, taken from this thread's generator in one
+/// thread-local access before the lock (as hindsight takes its block before
+/// it reserves), so that handing them out under the lock is arithmetic.
+struct EventIds {
+    prefix: u64,
+    next: u64,
+}
+
+impl EventIds {
+    /// Takes `count` ids from this thread's generator.
+    fn take(count: usize) -> Self {
+        EVENT_IDS.with(|ids| {
+            let (prefix, next) = ids.get();
+            ids.set((prefix, next.wrapping_add(count as u64)));
+            EventIds { prefix, next }
+        })
+    }
+
+    /// The next id of the block (version 8, as hindsight's: prefix and
+    /// counter).
+    fn next_id(&mut self) -> Uuid {
+        let counter = self.next;
+        self.next = self.next.wrapping_add(1);
         let mut bytes = [0u8; 16];
-        bytes[..8].copy_from_slice(&prefix.to_be_bytes());
-        bytes[8..].copy_from_slice(&next.to_be_bytes());
+        bytes[..8].copy_from_slice(&self.prefix.to_be_bytes());
+        bytes[8..].copy_from_slice(&counter.to_be_bytes());
         uuid::Builder::from_custom_bytes(bytes).into_uuid()
-    })
+    }
 }
 
 impl State {
@@ -100,8 +119,15 @@ impl State {
         self.streams.get(&stream).map_or(0, |s| s.len() as u64)
     }
 
-    /// Appends `events` to `stream` and to the global log.
-    fn push(&mut self, stream: StreamId, events: &[Payload], created_at: SystemTime) {
+    /// Appends `events` to `stream` and to the global log, with ids from
+    /// `ids`.
+    fn push(
+        &mut self,
+        stream: StreamId,
+        events: &[Payload],
+        ids: &mut EventIds,
+        created_at: SystemTime,
+    ) {
         if events.is_empty() {
             return;
         }
@@ -113,7 +139,7 @@ impl State {
             .extend((first..).zip(events).map(|(version, &payload)| Entry {
                 stream,
                 version,
-                event_id: event_id(),
+                event_id: ids.next_id(),
                 correlation_id: None,
                 created_at,
                 payload,
@@ -160,9 +186,10 @@ impl Contender for Locked {
     }
 
     fn append(&self, stream: &StreamId, events: &[Payload]) {
+        let mut ids = EventIds::take(events.len());
         let created_at = SystemTime::now();
         let mut state = self.lock();
-        state.push(*stream, events, created_at);
+        state.push(*stream, events, &mut ids, created_at);
         self.publish(state);
     }
 
@@ -180,6 +207,7 @@ impl Contender for Locked {
 
 impl MultiStream for Locked {
     fn append_exact(&self, writes: &[(&StreamId, u64, &[Payload])]) -> bool {
+        let mut ids = EventIds::take(writes.iter().map(|(_, _, events)| events.len()).sum());
         let created_at = SystemTime::now();
         let mut state = self.lock();
         for (i, &(stream, expected_len, _)) in writes.iter().enumerate() {
@@ -191,7 +219,7 @@ impl MultiStream for Locked {
             }
         }
         for &(stream, _, events) in writes {
-            state.push(*stream, events, created_at);
+            state.push(*stream, events, &mut ids, created_at);
         }
         self.publish(state);
         true

@@ -61,10 +61,10 @@
 //!   (`cqrs.rs:188-191`): live only, with no catch-up from the store and
 //!   no order across aggregates.
 //!
-//! [`Contender`]: crate::contender::Contender
+//! [`Contender`]: crate::harness::contender::Contender
 
-use crate::contender::Contender;
-use crate::Payload;
+use crate::harness::contender::Contender;
+use crate::harness::Payload;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::mem_store::MemStore;
 use cqrs_es::{Aggregate, DomainEvent, EventStore};
