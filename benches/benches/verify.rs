@@ -8,7 +8,8 @@ mod harness;
 
 use harness::contender::{check_global_read, check_multi_stream, check_streams, check_subscribe};
 use harness::contenders::{
-    cqrs_es::CqrsEs, eventcore::Eventcore, eventually::Eventually, locked::Locked, seed::Seed,
+    cqrs_es::CqrsEs, eventcore::Eventcore, eventually::Eventually, hindsight::Handles,
+    locked::Locked, seed::Seed,
 };
 use harness::Payload;
 use hindsight::MemoryStore;
@@ -18,6 +19,7 @@ fn main() {
     check_multi_stream::<MemoryStore<Payload>>();
     check_global_read::<MemoryStore<Payload>>();
     check_subscribe::<MemoryStore<Payload>>();
+    check_streams::<Handles>();
     check_streams::<Locked>();
     check_multi_stream::<Locked>();
     check_global_read::<Locked>();

@@ -16,7 +16,8 @@
 
 use super::contender::{check_multi_stream, check_streams, Contender, MultiStream};
 use super::contenders::{
-    cqrs_es::CqrsEs, eventcore::Eventcore, eventually::Eventually, locked::Locked, seed::Seed,
+    cqrs_es::CqrsEs, eventcore::Eventcore, eventually::Eventually, hindsight::Handles,
+    locked::Locked, seed::Seed,
 };
 use super::{criterion, limits, time_threads, Payload};
 use criterion::measurement::WallTime;
@@ -187,6 +188,7 @@ fn contenders(group: &mut BenchmarkGroup<'_, WallTime>, scenario: Scenario, memo
     }
     group.throughput(Throughput::Elements(scenario.size));
     one::<MemoryStore<Payload>>(group, scenario, memory);
+    one::<Handles>(group, scenario, memory);
     one::<Locked>(group, scenario, memory);
     one::<Seed>(group, scenario, memory);
     one::<Eventcore>(group, scenario, memory);
@@ -276,6 +278,7 @@ fn exact(c: &mut Criterion, memory: Memory) {
 /// The semantic checks of every contender measured here.
 fn checks() {
     check_streams::<MemoryStore<Payload>>();
+    check_streams::<Handles>();
     check_streams::<Locked>();
     check_streams::<Seed>();
     check_streams::<Eventcore>();

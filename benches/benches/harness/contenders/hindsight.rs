@@ -3,7 +3,8 @@
 use crate::harness::contender::{Contender, GlobalRead, MultiStream, Subscribe, Subscription};
 use crate::harness::Payload;
 use hindsight::{
-    ExpectedVersion, MemoryStore, Selector, Start, StreamId, StreamVersion, Transaction,
+    ExpectedVersion, MemoryStore, Selector, Start, StreamHandle, StreamId, StreamVersion,
+    Transaction,
 };
 
 impl Contender for MemoryStore<Payload> {
@@ -81,5 +82,33 @@ impl Subscription for hindsight::Subscription<Payload> {
         *hindsight::Subscription::next(self)
             .expect("the benchmark store is never poisoned")
             .payload()
+    }
+}
+
+/// Hindsight's `MemoryStore` written through stream handles
+/// (`MemoryStore::stream`): the stream is looked up once per handle, not
+/// once per append. The same store as `hindsight`, through its fast path.
+pub struct Handles(MemoryStore<Payload>);
+
+impl Contender for Handles {
+    const NAME: &'static str = "hindsight-handle";
+    type Stream = StreamHandle<Payload>;
+
+    fn new() -> Self {
+        Handles(MemoryStore::new())
+    }
+
+    fn stream(&self, index: u64) -> StreamHandle<Payload> {
+        self.0.stream(Contender::stream(&self.0, index))
+    }
+
+    fn append(&self, stream: &StreamHandle<Payload>, events: &[Payload]) {
+        stream
+            .append(ExpectedVersion::Any, events.iter().copied())
+            .expect("an Any append cannot conflict");
+    }
+
+    fn read_stream(&self, stream: &StreamHandle<Payload>, visit: impl FnMut(&Payload)) -> u64 {
+        Contender::read_stream(&self.0, &stream.id(), visit)
     }
 }

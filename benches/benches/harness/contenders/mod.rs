@@ -1,7 +1,7 @@
 //! The stores under benchmark: Hindsight, the two baselines written here,
 //! and the peers from crates.io.
 
-mod hindsight;
+pub mod hindsight;
 
 pub mod cqrs_es;
 pub mod eventcore;
