@@ -161,7 +161,7 @@ impl Stamp {
             // (`OwnedStamp::new`), freed only by `OwnedStamp`'s drop before
             // it was ever copied into the log, or by `Log::drop` (which needs
             // `&mut Log`, so no stamp read from the log is alive then).
-            unsafe { &*((self.0 & !1) as *const TxMeta) }
+            unsafe { &*meta_pointer(*self) }
         })
     }
 }
@@ -183,7 +183,8 @@ impl OwnedStamp {
                     created_at,
                     correlation_id,
                 }));
-                meta as u64 | 1
+                // Exposed: the pointer round-trips through an integer.
+                meta.expose_provenance() as u64 | 1
             }
         }))
     }
@@ -201,6 +202,12 @@ impl Drop for OwnedStamp {
     }
 }
 
+/// The `TxMeta` pointer a tagged stamp holds (its provenance was exposed
+/// when the stamp was made).
+fn meta_pointer(stamp: Stamp) -> *mut TxMeta {
+    std::ptr::with_exposed_provenance_mut((stamp.0 & !1) as usize)
+}
+
 /// Frees a stamp's metadata, if it has some.
 ///
 /// # Safety
@@ -212,7 +219,7 @@ unsafe fn free_stamp(stamp: Stamp) {
     if stamp.0 & 1 == 1 {
         // SAFETY: a tagged stamp holds a pointer from `Box::into_raw`; the
         // caller owns it and frees it once.
-        drop(unsafe { Box::from_raw((stamp.0 & !1) as *mut TxMeta) });
+        drop(unsafe { Box::from_raw(meta_pointer(stamp)) });
     }
 }
 
