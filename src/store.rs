@@ -34,7 +34,8 @@ pub const MAX_TRANSACTION_EVENTS: u64 = 1 << 24;
 /// design, not one a machine reaches.
 pub const STORE_CAPACITY: u64 = CAPACITY;
 
-/// A lock-free in-memory event store.
+/// An in-memory event store: a lock-free log, with a short lock per stream
+/// for writers (see the crate docs for what is lock-free).
 ///
 /// Handles are cheap to clone and all share one store; the store and every
 /// event in it are dropped when the last handle goes. Every method takes
