@@ -96,6 +96,17 @@ MUTATIONS = [
       "            // A writer behind us",
       "            }\n"],
      "the fast path's wake_fenced (its sleeper-count load) runs before the fence instead of after"),
+    ("fast-path-check-before-fence", "src/log.rs",
+     "            fence(Ordering::SeqCst);\n            // A writer behind us may have committed while the watermark was\n"
+     "            // below its range, and stopped: carry the watermark over it.\n"
+     "            if log.committed_len(end) != 0 {\n                log.watermark\n"
+     "                    .advance(|position| log.committed_len(position));\n            }\n",
+     "            // A writer behind us may have committed while the watermark was\n"
+     "            // below its range, and stopped: carry the watermark over it.\n"
+     "            if log.committed_len(end) != 0 {\n                log.watermark\n"
+     "                    .advance(|position| log.committed_len(position));\n            }\n"
+     "            fence(Ordering::SeqCst);\n",
+     "the fast path checks committed_len(end) before its fence (the fence still precedes wake_fenced)"),
     ("fast-path-always", "src/log.rs",
      "        if log.watermark.is_at(start) {\n",
      "        if { let _ = log.watermark.is_at(start); true } {\n",
@@ -211,6 +222,13 @@ MUTATIONS = [
      "            Some(base) => base,\n"
      "            None => self.install(segment),\n        };\n        // SAFETY: as in `get`; `install`",
      "Segments::get_or_alloc load Acquire -> Relaxed"),
+    ("run-or-alloc-load-relaxed", "src/segments.rs",
+     "        let base = match self.base(segment) {\n            Some(base) => base,\n"
+     "            None => self.install(segment),\n        };\n        // SAFETY: as in `run`; `install`",
+     "        let base = match Some(self.segments[segment].load(Ordering::Relaxed)).filter(|b| !b.is_null()) {\n"
+     "            Some(base) => base,\n"
+     "            None => self.install(segment),\n        };\n        // SAFETY: as in `run`; `install`",
+     "Segments::run_or_alloc load Acquire -> Relaxed (the writers' path)"),
     ("install-loser-leaks", "src/segments.rs",
      "                unsafe { free_segment(fresh, Self::capacity(segment)) };\n",
      "                let _ = fresh;\n",
@@ -224,6 +242,10 @@ MUTATIONS = [
      "self.stream.len.store(len + count, Ordering::Release);",
      "self.stream.len.store(len + count, Ordering::Relaxed);",
      "Locked::append length store Release -> Relaxed (the multi-event path)"),
+    ("stream-len-store-one-relaxed", "src/stream.rs",
+     "self.stream.len.store(len + 1, Ordering::Release);",
+     "self.stream.len.store(len + 1, Ordering::Relaxed);",
+     "Locked::append length store Release -> Relaxed (the one-event path)"),
     ("stream-len-load-relaxed", "src/stream.rs",
      "let mut len = self.len.load(Ordering::Acquire);",
      "let mut len = self.len.load(Ordering::Relaxed);",
@@ -437,6 +459,9 @@ MODELS = {
 
 def short_reason(reason):
     reason = reason.replace("`", "'")
+    match = re.match(r"model \S+ never reached outcome '([^']*)'", reason)
+    if match:
+        return f"required outcome never reached: {match.group(1)}"
     if reason.startswith("deadlock"):
         return "deadlock"
     if reason.startswith("Causality violation"):

@@ -210,7 +210,9 @@ fn abandoning_a_reservation_poisons_the_log_and_wakes_a_waiting_writer() {
 /// after its fence must see that commit and carry the watermark over both:
 /// the stranded commit of DESIGN.md with one side on the fast path. Neither
 /// writer waits, so a stranded watermark shows as a wrong final value, not
-/// as a deadlock.
+/// as a deadlock. Each writer also loads the watermark twice after its
+/// commit: it never moves back (a `publish` landing after a helper's CAS
+/// past the same range would move it back).
 #[test]
 fn a_fast_path_commit_carries_the_watermark_over_a_writer_behind_it() {
     let name = "a_fast_path_commit_carries_the_watermark_over_a_writer_behind_it";
@@ -229,7 +231,15 @@ fn a_fast_path_commit_carries_the_watermark_over_a_writer_behind_it() {
                     let path = reservation.commit();
                     // Loaded after its own commit: a slow-path writer that
                     // moved the watermark over its range itself sees 2.
-                    (start, path, log.committed())
+                    let seen = log.committed();
+                    // The watermark never moves back: a fast-path `publish`
+                    // cannot land after a helper moved the watermark past it.
+                    let again = log.committed();
+                    assert!(
+                        again >= seen,
+                        "the watermark moved back from {seen} to {again}"
+                    );
+                    (start, path, seen)
                 })
             })
             .collect();
