@@ -16,7 +16,7 @@ writes $MUTANTS_DIR/results.json; loom's output for each mutant is kept in
 $MUTANTS_DIR/<id>.log.
 
 Usage: python3 loom-tests/mutants.py [ID ...]   (no ID: baseline + all)
-       python3 loom-tests/mutants.py --table   (MUTATIONS.md's table, from results.json)
+       python3 loom-tests/mutants.py --table   (MUTATIONS.md's two tables, from results.json)
 """
 
 import json
@@ -438,15 +438,15 @@ MODELS = {
     "a_stream_read_racing_an_insert_sees_only_committed_published_positions": "g1",
     "a_no_stream_check_is_ordered_with_the_write_that_creates_the_stream": "g2",
     "poisoning_wakes_a_subscription_blocked_in_next": "g3",
+    "a_failed_insert_releasing_its_streams_never_orphans_a_concurrent_writer": "I1",
+    "a_handle_dropped_unused_never_orphans_an_append_through_another_handle": "I2",
+    "a_failed_one_stream_insert_never_removes_the_winners_stream": "I3",
     "two_committers_never_strand_the_watermark": "L1",
     "a_reader_racing_two_committers_reads_only_published_slots": "L2",
     "three_committers_hand_the_watermark_along": "L3",
     "abandoning_a_reservation_poisons_the_log_and_wakes_a_waiting_writer": "L4",
     "a_fast_path_commit_carries_the_watermark_over_a_writer_behind_it": "L5",
     "a_waiter_parked_on_the_watermark_is_woken_by_a_fast_path_commit": "L6",
-    "a_failed_insert_releasing_its_streams_never_orphans_a_concurrent_writer": "I1",
-    "a_handle_dropped_unused_never_orphans_an_append_through_another_handle": "I2",
-    "a_failed_one_stream_insert_never_removes_the_winners_stream": "I3",
     "park_until_never_misses_a_wake_after_a_seqcst_store": "S1",
     "park_until_never_misses_a_wake_after_an_acqrel_cas": "S2",
     "a_wake_with_no_sleeper_skips_notify_and_a_later_sleeper_does_not_park": "S3",
@@ -487,6 +487,18 @@ def table():
         reasons = sorted({short_reason(r) for r in v["reasons"].values()})
         print(f"| `{mid}` | `{v['file']}` | {v['what']} | "
               f"{', '.join(failed) if failed else '**not caught**'} | {'; '.join(reasons) or '-'} |")
+    # The same results by model.
+    caught = {model: [] for model in order}
+    for mid, _, _, _, _ in MUTATIONS:
+        if mid == "baseline" or mid not in summary:
+            continue
+        for name in summary[mid]["failed"]:
+            caught.setdefault(MODELS.get(name, name), []).append(f"`{mid}`")
+    print()
+    print("| Model | Mutations it catches |")
+    print("|---|---|")
+    for model, mids in caught.items():
+        print(f"| {model} | {', '.join(mids) if mids else 'none'} |")
 
 
 def main():
