@@ -3,9 +3,10 @@
 #
 # Every atomic, cell and lock of the crate goes through src/sync.rs, which
 # switches to loom under `--cfg loom`; the models (loom-tests/tests/*.rs)
-# drive `MemoryStore`, `Subscription` and, through `hindsight::loom_api`, the
-# log, watermark, signal and segments directly. Which weakened ordering each
-# model catches is in loom-tests/MUTATIONS.md.
+# drive `MemoryStore`, `Subscription`, stream handles and the stream index's
+# entry removal and, through `hindsight::loom_api`, the log (both commit
+# paths), watermark, signal and segments directly. Which weakened ordering
+# each model catches is in loom-tests/MUTATIONS.md.
 #
 # Usage: ci/loom.sh [test name filter]
 # Environment: LOOM_MAX_PREEMPTIONS (default 2; a model never runs below the

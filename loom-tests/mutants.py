@@ -16,7 +16,7 @@ writes $MUTANTS_DIR/results.json; loom's output for each mutant is kept in
 $MUTANTS_DIR/<id>.log.
 
 Usage: python3 loom-tests/mutants.py [ID ...]   (no ID: baseline + all)
-       python3 loom-tests/mutants.py --table   (MUTATIONS.md's table, from results.json)
+       python3 loom-tests/mutants.py --table   (MUTATIONS.md's two tables, from results.json)
 """
 
 import json
@@ -30,34 +30,112 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = os.environ.get("MUTANTS_DIR", "/tmp/hindsight-mutants")
 TIMEOUT = int(os.environ.get("MUTANT_TIMEOUT", "600"))
-TEST_FILES = ["store", "log", "signal", "segments"]
+TEST_FILES = ["store", "index", "log", "signal", "segments"]
 
 # id, file, old text(s), new text(s), what the mutation breaks
 MUTATIONS = [
     ("baseline", None, None, None, "no change: every model must pass"),
-    # ---- log.rs: commit marker, fence, committed_len ----
+    # ---- log.rs: the slow path of Reservation::commit, committed_len ----
     ("commit-no-fence", "src/log.rs",
-     "        fence(Ordering::SeqCst);\n        log.watermark\n",
-     "        log.watermark\n",
-     "drop the fence(SeqCst) in Reservation::commit"),
+     "            fence(Ordering::SeqCst);\n            log.watermark\n                .advance(",
+     "            log.watermark\n                .advance(",
+     "drop the fence(SeqCst) of Reservation::commit's slow path"),
     ("commit-fence-before-marker", "src/log.rs",
-     ["        first.commit.store(len, Ordering::Release);\n",
-      "        fence(Ordering::SeqCst);\n        log.watermark\n"],
-     ["        fence(Ordering::SeqCst);\n        first.commit.store(len, Ordering::Release);\n",
-      "        log.watermark\n"],
-     "Reservation::commit issues its fence(SeqCst) before the marker store instead of after"),
+     ["        } else {\n            // Release: pairs with the Acquire load in `committed_len`;\n",
+      "            fence(Ordering::SeqCst);\n            log.watermark\n                .advance("],
+     ["        } else {\n            fence(Ordering::SeqCst);\n"
+      "            // Release: pairs with the Acquire load in `committed_len`;\n",
+      "            log.watermark\n                .advance("],
+     "Reservation::commit's slow path issues its fence(SeqCst) before the marker store instead of after"),
     ("marker-store-relaxed", "src/log.rs",
-     "first.commit.store(len, Ordering::Release);",
-     "first.commit.store(len, Ordering::Relaxed);",
-     "commit marker store Release -> Relaxed"),
+     "            // the watermark.\n            first.marker.store(marker, Ordering::Release);",
+     "            // the watermark.\n            first.marker.store(marker, Ordering::Relaxed);",
+     "slow path's commit marker store Release -> Relaxed"),
     ("marker-load-relaxed", "src/log.rs",
-     "let marker = slot.commit.load(Ordering::Acquire);",
-     "let marker = slot.commit.load(Ordering::Relaxed);",
+     "slot.marker(Ordering::Acquire).committed_len()",
+     "slot.marker(Ordering::Relaxed).committed_len()",
      "committed_len marker load Acquire -> Relaxed"),
     ("abandoned-counts-as-committed", "src/log.rs",
-     "        if marker & ABANDONED != 0 {\n            0\n        } else {\n            marker\n        }",
-     "        marker & !ABANDONED",
+     "slot.marker(Ordering::Acquire).committed_len().unwrap_or(0)",
+     "slot.marker(Ordering::Acquire).range_len().unwrap_or(0)",
      "committed_len treats an abandoned range as committed"),
+    # ---- log.rs / watermark.rs: the commit fast path ----
+    ("fast-path-no-fence", "src/log.rs",
+     "            // fence of every sleeper registering on the signal.\n            fence(Ordering::SeqCst);\n",
+     "            // fence of every sleeper registering on the signal.\n",
+     "drop the fence(SeqCst) of the fast path (shared by the stranded-commit and signal handshakes)"),
+    ("fast-path-marker-before-publish", "src/log.rs",
+     "            log.watermark.publish(end);\n            first.marker.store(marker, Ordering::Release);\n",
+     "            first.marker.store(marker, Ordering::Release);\n            log.watermark.publish(end);\n",
+     "the fast path stores its marker before Watermark::publish instead of after"),
+    ("fast-path-marker-relaxed", "src/log.rs",
+     "            log.watermark.publish(end);\n            first.marker.store(marker, Ordering::Release);\n",
+     "            log.watermark.publish(end);\n            first.marker.store(marker, Ordering::Relaxed);\n",
+     "the fast path's marker store (after publish) Release -> Relaxed"),
+    ("publish-relaxed", "src/watermark.rs",
+     "self.value.store(end, Ordering::Release);",
+     "self.value.store(end, Ordering::Relaxed);",
+     "Watermark::publish store Release -> Relaxed"),
+    ("is-at-relaxed", "src/watermark.rs",
+     "self.value.load(Ordering::Acquire) == position",
+     "self.value.load(Ordering::Relaxed) == position",
+     "Watermark::is_at load Acquire -> Relaxed"),
+    ("fast-path-no-stranded-check", "src/log.rs",
+     "            if log.committed_len(end) != 0 {\n                log.watermark\n"
+     "                    .advance(|position| log.committed_len(position));\n            }\n",
+     "",
+     "the fast path does not check committed_len(end) after its fence (no help for a writer behind)"),
+    ("fast-path-no-wake", "src/log.rs",
+     "            log.watermark.signal.wake_fenced();\n",
+     "",
+     "the fast path wakes nobody (no wake_fenced)"),
+    ("fast-path-wake-before-fence", "src/log.rs",
+     ["            fence(Ordering::SeqCst);\n            // A writer behind us",
+      "            }\n            log.watermark.signal.wake_fenced();\n"],
+     ["            log.watermark.signal.wake_fenced();\n            fence(Ordering::SeqCst);\n"
+      "            // A writer behind us",
+      "            }\n"],
+     "the fast path's wake_fenced (its sleeper-count load) runs before the fence instead of after"),
+    ("fast-path-check-before-fence", "src/log.rs",
+     "            fence(Ordering::SeqCst);\n            // A writer behind us may have committed while the watermark was\n"
+     "            // below its range, and stopped: carry the watermark over it.\n"
+     "            if log.committed_len(end) != 0 {\n                log.watermark\n"
+     "                    .advance(|position| log.committed_len(position));\n            }\n",
+     "            // A writer behind us may have committed while the watermark was\n"
+     "            // below its range, and stopped: carry the watermark over it.\n"
+     "            if log.committed_len(end) != 0 {\n                log.watermark\n"
+     "                    .advance(|position| log.committed_len(position));\n            }\n"
+     "            fence(Ordering::SeqCst);\n",
+     "the fast path checks committed_len(end) before its fence (the fence still precedes wake_fenced)"),
+    ("fast-path-always", "src/log.rs",
+     "        if log.watermark.is_at(start) {\n",
+     "        if { let _ = log.watermark.is_at(start); true } {\n",
+     "every commit takes the fast path, wherever the watermark is"),
+    ("fast-path-never", "src/log.rs",
+     "        if log.watermark.is_at(start) {\n",
+     "        if { let _ = log.watermark.is_at(start); false } {\n",
+     "no commit takes the fast path (every commit marker, fence, advance, wake)"),
+    ("advance-wake-unfenced", "src/watermark.rs",
+     "        if moved {\n            self.signal.wake();\n",
+     "        if moved {\n            self.signal.wake_fenced();\n",
+     "Watermark::advance wakes with wake_fenced (no fence between its CAS and the sleeper-count load)"),
+    ("committed-len-next-inverted", "src/log.rs",
+     "position >= self.next.load(Ordering::Relaxed)",
+     "position < self.next.load(Ordering::Relaxed)",
+     "committed_len returns 0 for reserved positions (below next) instead of unreserved ones"),
+    ("committed-len-next-off-by-one", "src/log.rs",
+     "position >= self.next.load(Ordering::Relaxed)",
+     "position + 1 >= self.next.load(Ordering::Relaxed)",
+     "committed_len returns 0 for the last reserved position too (position + 1 >= next)"),
+    ("committed-len-next-without-page-check", "src/log.rs",
+     "if slot.may_start_a_fresh_page() && position >= self.next",
+     "if position >= self.next",
+     "committed_len reads next for every slot, not only at a page start"),
+    ("committed-len-no-next-check", "src/log.rs",
+     "        if slot.may_start_a_fresh_page() && position >= self.next.load(Ordering::Relaxed) {\n"
+     "            return 0;\n        }\n",
+     "",
+     "committed_len never reads next (reads the marker of unreserved slots)"),
     # ---- watermark.rs ----
     ("watermark-get-relaxed", "src/watermark.rs",
      "        self.value.load(Ordering::Acquire)\n    }",
@@ -89,14 +167,14 @@ MUTATIONS = [
      "Watermark::poison flag store SeqCst -> Relaxed (the fence in wake still follows it)"),
     # ---- signal.rs ----
     ("wake-no-fence", "src/signal.rs",
-     "        fence(Ordering::SeqCst);\n        // Relaxed: ordered by the fence above.\n",
-     "        // Relaxed: ordered by the fence above.\n",
+     "        fence(Ordering::SeqCst);\n        self.wake_fenced();\n",
+     "        self.wake_fenced();\n",
      "drop the fence(SeqCst) in Signal::wake"),
     ("wake-fence-after-load", "src/signal.rs",
-     "        fence(Ordering::SeqCst);\n        // Relaxed: ordered by the fence above.\n"
-     "        if self.sleepers.load(Ordering::Relaxed) > 0 {\n",
+     "        fence(Ordering::SeqCst);\n        self.wake_fenced();\n",
      "        let sleepers = self.sleepers.load(Ordering::Relaxed);\n"
-     "        fence(Ordering::SeqCst);\n        if sleepers > 0 {\n",
+     "        fence(Ordering::SeqCst);\n"
+     "        if sleepers > 0 {\n            self.event.notify(usize::MAX);\n        }\n",
      "Signal::wake loads the sleeper count before its fence instead of after"),
     ("prepare-no-fence", "src/signal.rs",
      "        fence(Ordering::SeqCst);\n        Sleeper {",
@@ -110,6 +188,14 @@ MUTATIONS = [
      "        let sleeper = self.prepare();\n        if ready() {\n            return true;\n        }\n",
      "        if ready() {\n            return true;\n        }\n        let sleeper = self.prepare();\n",
      "Signal::park_until checks the condition before registering, not after"),
+    ("wait-until-parks-without-recheck", "src/signal.rs",
+     "                self.park_until(&ready, deadline);",
+     "                self.prepare().wait(deadline);",
+     "Signal::wait_until registers and parks without checking its condition after registering"),
+    ("wait-until-returns-after-park", "src/signal.rs",
+     "                self.park_until(&ready, deadline);",
+     "                return self.park_until(&ready, deadline);",
+     "Signal::wait_until returns after one park, without checking its condition again"),
     # ---- segments.rs ----
     ("install-cas-relaxed", "src/segments.rs",
      "            Ordering::AcqRel,\n            Ordering::Acquire,",
@@ -120,13 +206,29 @@ MUTATIONS = [
      "            Ordering::Acquire,\n            Ordering::Acquire,",
      "Segments::install CAS success AcqRel -> Acquire (no Release: segment published unsynchronised)"),
     ("segments-get-relaxed", "src/segments.rs",
-     "        let base = self.segments[segment].load(Ordering::Acquire);",
-     "        let base = self.segments[segment].load(Ordering::Relaxed);",
+     "        let base = self.base(segment)?;\n        // SAFETY: a non-null pointer",
+     "        let base = self.segments[segment].load(Ordering::Relaxed);\n"
+     "        let base = (!base.is_null()).then_some(base)?;\n        // SAFETY: a non-null pointer",
      "Segments::get load Acquire -> Relaxed"),
+    ("segments-run-relaxed", "src/segments.rs",
+     "        let base = self.base(segment)?;\n        // SAFETY: as in `get`, `base` points",
+     "        let base = self.segments[segment].load(Ordering::Relaxed);\n"
+     "        let base = (!base.is_null()).then_some(base)?;\n        // SAFETY: as in `get`, `base` points",
+     "Segments::run load Acquire -> Relaxed"),
     ("get-or-alloc-load-relaxed", "src/segments.rs",
-     "let mut base = self.segments[segment].load(Ordering::Acquire);",
-     "let mut base = self.segments[segment].load(Ordering::Relaxed);",
+     "        let base = match self.base(segment) {\n            Some(base) => base,\n"
+     "            None => self.install(segment),\n        };\n        // SAFETY: as in `get`; `install`",
+     "        let base = match Some(self.segments[segment].load(Ordering::Relaxed)).filter(|b| !b.is_null()) {\n"
+     "            Some(base) => base,\n"
+     "            None => self.install(segment),\n        };\n        // SAFETY: as in `get`; `install`",
      "Segments::get_or_alloc load Acquire -> Relaxed"),
+    ("run-or-alloc-load-relaxed", "src/segments.rs",
+     "        let base = match self.base(segment) {\n            Some(base) => base,\n"
+     "            None => self.install(segment),\n        };\n        // SAFETY: as in `run`; `install`",
+     "        let base = match Some(self.segments[segment].load(Ordering::Relaxed)).filter(|b| !b.is_null()) {\n"
+     "            Some(base) => base,\n"
+     "            None => self.install(segment),\n        };\n        // SAFETY: as in `run`; `install`",
+     "Segments::run_or_alloc load Acquire -> Relaxed (the writers' path)"),
     ("install-loser-leaks", "src/segments.rs",
      "                unsafe { free_segment(fresh, Self::capacity(segment)) };\n",
      "                let _ = fresh;\n",
@@ -135,11 +237,15 @@ MUTATIONS = [
      "                unsafe { free_segment(fresh, Self::capacity(segment)) };\n                winner\n",
      "                let _ = winner;\n                fresh\n",
      "Segments::install: the CAS loser uses (and leaks) its own segment instead of the winner's"),
-    # ---- stream.rs ----
+    # ---- stream.rs: positions and locks ----
     ("stream-len-store-relaxed", "src/stream.rs",
      "self.stream.len.store(len + count, Ordering::Release);",
      "self.stream.len.store(len + count, Ordering::Relaxed);",
-     "Locked::append length store Release -> Relaxed"),
+     "Locked::append length store Release -> Relaxed (the multi-event path)"),
+    ("stream-len-store-one-relaxed", "src/stream.rs",
+     "self.stream.len.store(len + 1, Ordering::Release);",
+     "self.stream.len.store(len + 1, Ordering::Relaxed);",
+     "Locked::append length store Release -> Relaxed (the one-event path)"),
     ("stream-len-load-relaxed", "src/stream.rs",
      "let mut len = self.len.load(Ordering::Acquire);",
      "let mut len = self.len.load(Ordering::Relaxed);",
@@ -156,33 +262,77 @@ MUTATIONS = [
      "_guard: sync::lock(&self.lock),",
      "_guard: sync::lock(Box::leak(Box::new(Mutex::new(())))),",
      "Stream::lock locks a fresh mutex: no mutual exclusion between writers of a stream"),
+    # ---- stream.rs: removal of unused index entries ----
+    ("remove-ignores-users", "src/stream.rs",
+     "let alone = Arc::strong_count(stream) == 1;",
+     "let alone = Arc::strong_count(stream) >= 1;",
+     "StreamIndex::remove_if_unused removes an empty entry even while others hold it (no strong_count == 1)"),
+    ("remove-ignores-events", "src/stream.rs",
+     "            alone && stream.is_empty()\n",
+     "            alone\n",
+     "StreamIndex::remove_if_unused removes an unused entry even if it holds events (no is_empty)"),
+    ("remove-no-fence", "src/stream.rs",
+     "            fence(Ordering::Acquire);\n            alone && stream.is_empty()\n",
+     "            alone && stream.is_empty()\n",
+     "StreamIndex::remove_if_unused without its fence(Acquire) between the count and the emptiness check"),
+    ("release-never-removes", "src/stream.rs",
+     "        drop(stream);\n        self.remove_if_unused(id);\n",
+     "        drop(stream);\n        let _ = id;\n",
+     "StreamIndex::release never removes an entry (failed inserts, pure checks, unused handles leave entries)"),
+    ("failed-one-stream-insert-keeps-entry", "src/store.rs",
+     "                index.remove_if_unused(id);\n",
+     "",
+     "a failed one-stream insert does not remove the entry it may have created"),
+    # ---- read.rs / subscription.rs ----
     ("read-stream-len-before-watermark", "src/read.rs",
-     "        let watermark = log.committed();\n"
-     "        let len = stream.as_ref().map_or(0, |s| s.committed_len(watermark));\n",
-     "        let len_hint = stream.as_ref().map_or(0, |s| s.committed_len(u64::MAX));\n"
-     "        let watermark = log.committed();\n"
-     "        let len = stream.as_ref().map_or(0, |s| s.committed_len(watermark)).min(len_hint);\n",
+     "        let watermark = inner.log.watermark.get();\n"
+     "        let found = inner.streams.with(id, |stream| {\n"
+     "            (StreamPtr::new(stream), stream.committed_len(watermark))\n",
+     "        let len_hint = inner.streams.with(id, |s| s.committed_len(u64::MAX)).unwrap_or(0);\n"
+     "        let watermark = inner.log.watermark.get();\n"
+     "        let found = inner.streams.with(id, |stream| {\n"
+     "            (StreamPtr::new(stream), stream.committed_len(watermark).min(len_hint))\n",
      "ReadStream::new loads the stream length before the watermark"),
     ("cursor-len-before-watermark", "src/subscription.rs",
-     ["        let watermark = log.committed();\n        match self.selector.stream {\n",
-      "let len = stream.committed_len(watermark);"],
-     ["        let len_hint = self.stream.as_ref().map(|s| s.committed_len(u64::MAX));\n"
-      "        let watermark = log.committed();\n        match self.selector.stream {\n",
-      "let len = stream.committed_len(watermark).min(len_hint.unwrap_or(u64::MAX));"],
+     ["    passed: u64,\n}\n",
+      "            passed: first,\n",
+      "        let watermark = inner.log.watermark.get();\n        if watermark > self.end {\n",
+      "let len = stream.committed_len(self.end);"],
+     ["    passed: u64,\n    len_hint: u64,\n}\n",
+      "            passed: first,\n            len_hint: u64::MAX,\n",
+      "        self.len_hint = match self.stream {\n"
+      "            // SAFETY: as in `advance_below_end`.\n"
+      "            Some(stream) => unsafe { stream.get() }.committed_len(u64::MAX),\n"
+      "            None => u64::MAX,\n        };\n"
+      "        let watermark = inner.log.watermark.get();\n        if watermark > self.end {\n",
+      "let len = stream.committed_len(self.end).min(self.len_hint);"],
      "a one-stream subscription's cursor loads the stream length before the watermark"),
+    ("subscription-ignores-poison", "src/subscription.rs",
+     ".wait_until(|| moved() || watermark.is_poisoned() || stop(), deadline);",
+     ".wait_until(|| moved() || stop(), deadline);",
+     "Subscription::wait_more's wait condition ignores the poison flag"),
     # ---- transaction.rs / store.rs ----
     ("no-lock-order", "src/transaction.rs",
      "        appends.sort_by_key(|append| append.stream);\n",
      "",
      "Transaction::into_normalized does not sort appends: streams locked in builder order"),
     ("check-against-committed-head", "src/store.rs",
-     "let found = stream.as_ref().and_then(Locked::head);",
-     "let found = stream.as_ref().and_then(|_| index.get(append.stream))"
-     ".and_then(|s| s.committed_head(log.committed()));",
-     "expectations checked against the committed head, not the recorded (reserved) one"),
+     ["            let found = locked.head();\n",
+      "let (mismatches, seen) = check(&appends, &locked);",
+      "    locked: &[Option<Locked<'_>>],\n) -> (Vec<VersionMismatch>, Option<StreamHead>) {",
+      "    for (append, stream) in appends.iter().zip(locked) {\n"
+      "        let found = stream.as_ref().and_then(Locked::head);\n"],
+     ["            let found = stream.committed_head(self.inner.log.watermark.get());\n",
+      "let (mismatches, seen) = check(&appends, &locked, streams, self.inner.log.watermark.get());",
+      "    locked: &[Option<Locked<'_>>],\n    streams: &[Option<Arc<Stream>>],\n    watermark: u64,\n"
+      ") -> (Vec<VersionMismatch>, Option<StreamHead>) {",
+      "    for ((append, _), stream) in appends.iter().zip(locked).zip(streams) {\n"
+      "        let found = stream.as_ref().and_then(|s| s.committed_head(watermark));\n"],
+     "expectations checked against the committed head, not the recorded (reserved) one (both insert paths)"),
     ("conflict-no-wait", "src/store.rs",
-     "            log.wait_committed(seen_end)\n                .map_err(|_| InsertError::Poisoned)?;\n",
-     "",
+     "    fn wait_visible(&self, head: Option<StreamHead>) -> Result<(), InsertError> {\n",
+     "    fn wait_visible(&self, head: Option<StreamHead>) -> Result<(), InsertError> {\n"
+     "        if head.is_some() {\n            return Ok(());\n        }\n",
      "a failed (or pure) check returns without waiting for the head it saw to commit"),
     ("pure-check-takes-no-lock", "src/store.rs",
      "                let inert = a.events.is_empty() && a.expected == ExpectedVersion::Any;\n"
@@ -191,17 +341,15 @@ MUTATIONS = [
      "                if a.events.is_empty() { index.get(a.stream) } else { Some(index.get_or_create(a.stream)) }\n",
      "a zero-event expectation on a missing stream takes no lock (the bug fixed in 8756c15)"),
     ("wait-for-ignores-poison", "src/watermark.rs",
-     ".park_until(|| ready() || self.is_poisoned(), None);",
-     ".park_until(|| ready(), None);",
-     "Watermark::wait_for's re-check after registering ignores the poison flag"),
-    ("subscription-ignores-poison", "src/subscription.rs",
-     "|| watermark.get() > passed || watermark.is_poisoned() || stop(),",
-     "|| watermark.get() > passed || stop(),",
-     "Subscription::wait_more's re-check after registering ignores the poison flag"),
+     ".wait_until(|| self.get() >= target || self.is_poisoned(), None);",
+     ".wait_until(|| self.get() >= target, None);",
+     "Watermark::wait_for's wait condition ignores the poison flag"),
     ("insert-no-wait", "src/store.rs",
-     "        log.wait_committed(start + total)\n            .map_err(|_| InsertError::Poisoned)?;\n",
-     "",
-     "insert returns without waiting for the watermark (no read-your-writes)"),
+     ["        self.wait_visible_end(end)?;\n        Ok(StreamHead {",
+      "        self.wait_visible_end(end)?;\n        Ok(Committed {"],
+     ["        let _ = end;\n        Ok(StreamHead {",
+      "        let _ = end;\n        Ok(Committed {"],
+     "insert returns without waiting for the watermark (no read-your-writes; both insert paths)"),
 ]
 
 
@@ -290,14 +438,20 @@ MODELS = {
     "a_stream_read_racing_an_insert_sees_only_committed_published_positions": "g1",
     "a_no_stream_check_is_ordered_with_the_write_that_creates_the_stream": "g2",
     "poisoning_wakes_a_subscription_blocked_in_next": "g3",
+    "a_failed_insert_releasing_its_streams_never_orphans_a_concurrent_writer": "I1",
+    "a_handle_dropped_unused_never_orphans_an_append_through_another_handle": "I2",
+    "a_failed_one_stream_insert_never_removes_the_winners_stream": "I3",
     "two_committers_never_strand_the_watermark": "L1",
     "a_reader_racing_two_committers_reads_only_published_slots": "L2",
     "three_committers_hand_the_watermark_along": "L3",
     "abandoning_a_reservation_poisons_the_log_and_wakes_a_waiting_writer": "L4",
+    "a_fast_path_commit_carries_the_watermark_over_a_writer_behind_it": "L5",
+    "a_waiter_parked_on_the_watermark_is_woken_by_a_fast_path_commit": "L6",
     "park_until_never_misses_a_wake_after_a_seqcst_store": "S1",
     "park_until_never_misses_a_wake_after_an_acqrel_cas": "S2",
     "a_wake_with_no_sleeper_skips_notify_and_a_later_sleeper_does_not_park": "S3",
     "one_wake_releases_two_sleepers": "S4",
+    "wait_until_parks_again_until_its_condition_holds": "S5",
     "racing_get_or_alloc_share_one_segment_and_free_the_losers": "E1",
     "racing_get_or_alloc_on_atomic_slots_agree_on_the_segment": "E2",
 }
@@ -305,6 +459,9 @@ MODELS = {
 
 def short_reason(reason):
     reason = reason.replace("`", "'")
+    match = re.match(r"model \S+ never reached outcome '([^']*)'", reason)
+    if match:
+        return f"required outcome never reached: {match.group(1)}"
     if reason.startswith("deadlock"):
         return "deadlock"
     if reason.startswith("Causality violation"):
@@ -330,6 +487,18 @@ def table():
         reasons = sorted({short_reason(r) for r in v["reasons"].values()})
         print(f"| `{mid}` | `{v['file']}` | {v['what']} | "
               f"{', '.join(failed) if failed else '**not caught**'} | {'; '.join(reasons) or '-'} |")
+    # The same results by model.
+    caught = {model: [] for model in order}
+    for mid, _, _, _, _ in MUTATIONS:
+        if mid == "baseline" or mid not in summary:
+            continue
+        for name in summary[mid]["failed"]:
+            caught.setdefault(MODELS.get(name, name), []).append(f"`{mid}`")
+    print()
+    print("| Model | Mutations it catches |")
+    print("|---|---|")
+    for model, mids in caught.items():
+        print(f"| {model} | {', '.join(mids) if mids else 'none'} |")
 
 
 def main():

@@ -598,6 +598,8 @@ impl<E> Reservation<'_, E> {
         };
         let marker = Marker::committed(len).0;
         if log.watermark.is_at(start) {
+            #[cfg(loom)]
+            crate::loom_api::note_fast_commit();
             // Fast path: the watermark waits at our range, and no other
             // thread can move it past a range whose marker is unset, so we
             // move it with a plain store. Only then the marker (for the

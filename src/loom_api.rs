@@ -15,6 +15,54 @@ use std::cell::Cell;
 use std::fmt;
 
 // ---------------------------------------------------------------------------
+// Observation hooks
+// ---------------------------------------------------------------------------
+
+loom::thread_local! {
+    /// Commits that took the fast path (`Watermark::publish`) on this loom
+    /// thread: a loom thread-local, so every model thread counts its own,
+    /// and every execution starts from zero.
+    static FAST_COMMITS: Cell<usize> = Cell::new(0);
+    /// Times this loom thread registered on a `Signal`, found its condition
+    /// still false, and went to wait (`Signal::park_until`).
+    static PARKS: Cell<usize> = Cell::new(0);
+}
+
+/// Called by `Reservation::commit` on its fast path (the one `cfg(loom)`
+/// line there): counts for [`fast_commits`].
+pub(crate) fn note_fast_commit() {
+    FAST_COMMITS.with(|n| n.set(n.get() + 1));
+}
+
+/// Called by `Signal::park_until` just before it waits on its listener (the
+/// one `cfg(loom)` line there): counts for [`parks`].
+pub(crate) fn note_park() {
+    PARKS.with(|n| n.set(n.get() + 1));
+}
+
+/// How many commits the calling loom thread made on the fast path (its
+/// range started at the watermark, which it moved with a plain store) in
+/// this execution. Commits through `insert` and handles count too.
+pub fn fast_commits() -> usize {
+    FAST_COMMITS.with(Cell::get)
+}
+
+/// How many times the calling loom thread parked on a `Signal` in this
+/// execution: registered as a sleeper, found its condition still false and
+/// waited for a wake-up (every wait of the crate goes through
+/// `Signal::wait_until` and `park_until`, except `next_async`).
+pub fn parks() -> usize {
+    PARKS.with(Cell::get)
+}
+
+/// How many streams `store`'s index holds (with events, or in use by a
+/// writer or handle right now): failed inserts, pure checks and handles
+/// dropped unused must leave no entry behind.
+pub fn indexed_streams<E>(store: &crate::MemoryStore<E>) -> usize {
+    store.inner.streams.len()
+}
+
+// ---------------------------------------------------------------------------
 // Segments
 // ---------------------------------------------------------------------------
 
@@ -247,6 +295,17 @@ impl<E> fmt::Debug for Log<E> {
     }
 }
 
+/// Which way `Reservation::commit` went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitPath {
+    /// The range started at the watermark: the writer moved the watermark
+    /// itself with `Watermark::publish`, then stored its marker, fenced,
+    /// helped over any range committed behind it, and `wake_fenced`.
+    Fast,
+    /// Marker, fence, `Watermark::advance` (a CAS loop) and `Signal::wake`.
+    Slow,
+}
+
 /// The crate's `Reservation`. Dropping it uncommitted abandons the range and
 /// poisons the log, as in the crate.
 pub struct Reservation<'a, E> {
@@ -270,8 +329,15 @@ impl<E> Reservation<'_, E> {
 
     /// `Reservation::commit`: publishes the range and moves the watermark
     /// (the fast path when the range starts at the watermark) or helps it.
-    pub fn commit(self) {
+    /// Returns which path the commit took.
+    pub fn commit(self) -> CommitPath {
+        let before = fast_commits();
         self.inner.commit();
+        if fast_commits() > before {
+            CommitPath::Fast
+        } else {
+            CommitPath::Slow
+        }
     }
 }
 

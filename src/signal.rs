@@ -110,6 +110,8 @@ impl Signal {
         if ready() {
             return true;
         }
+        #[cfg(loom)]
+        crate::loom_api::note_park();
         sleeper.wait(deadline)
     }
 }

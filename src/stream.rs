@@ -366,9 +366,12 @@ impl StreamIndex {
     }
 
     /// The number of streams in the index (with events, or in use).
-    #[cfg(test)]
+    #[cfg(any(test, loom))]
     pub(crate) fn len(&self) -> usize {
-        self.map.len()
+        #[cfg(not(loom))]
+        return self.map.len();
+        #[cfg(loom)]
+        return sync::lock(&self.map).len();
     }
 }
 

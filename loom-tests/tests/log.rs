@@ -11,7 +11,7 @@
 mod common;
 
 use common::{check, Outcomes};
-use hindsight::loom_api::{Log, Poisoned};
+use hindsight::loom_api::{parks, CommitPath, Log, Poisoned};
 use loom::sync::Arc;
 use loom::thread;
 
@@ -95,8 +95,9 @@ fn a_reader_racing_two_committers_reads_only_published_slots() {
                 let log = Arc::clone(&log);
                 thread::spawn(move || {
                     let mut reservation = log.reserve(1);
+                    let start = reservation.start();
                     reservation.write(payload);
-                    reservation.commit();
+                    (start, reservation.commit())
                 })
             })
             .collect();
@@ -111,12 +112,27 @@ fn a_reader_racing_two_committers_reads_only_published_slots() {
             })
         };
         for writer in writers {
-            writer.join().unwrap();
+            let (start, path) = writer.join().unwrap();
+            if start == 1 {
+                record.record(format!("writer at 1 took the {path:?} path"));
+            }
         }
         record.record(format!("reader saw {}", reader.join().unwrap()));
         assert_eq!(log.committed(), 2, "the watermark covers both commits");
     });
-    outcomes.require(name, &["reader saw 0", "reader saw 1", "reader saw 2"]);
+    outcomes.require(
+        name,
+        &[
+            "reader saw 0",
+            "reader saw 1",
+            "reader saw 2",
+            // The fast path of the writer at 1 republishes the range at 0
+            // (its Acquire `is_at`, then its Release `publish`): the reader
+            // must reach both paths.
+            "writer at 1 took the Fast path",
+            "writer at 1 took the Slow path",
+        ],
+    );
 }
 
 /// Three writers (one of two events, so ranges are uneven and one crosses
@@ -182,4 +198,117 @@ fn abandoning_a_reservation_poisons_the_log_and_wakes_a_waiting_writer() {
         }
     });
     outcomes.require(name, &["writer before the hole", "writer behind the hole"]);
+}
+
+/// The commit fast path against a writer behind it. The writer at 0 always
+/// finds the watermark at its range (nobody else can move it past an unset
+/// marker), so it moves the watermark itself: `publish(1)`, marker, one
+/// `fence(SeqCst)`, then `committed_len(1)`. The writer at 1 takes the fast
+/// path if it sees the watermark at 1, else the slow path (marker, fence,
+/// `advance`). When the writer behind commits first and stops (it saw the
+/// watermark at 0 and an empty marker there), the fast-path writer's check
+/// after its fence must see that commit and carry the watermark over both:
+/// the stranded commit of DESIGN.md with one side on the fast path. Neither
+/// writer waits, so a stranded watermark shows as a wrong final value, not
+/// as a deadlock. Each writer also loads the watermark twice after its
+/// commit: it never moves back (a `publish` landing after a helper's CAS
+/// past the same range would move it back).
+#[test]
+fn a_fast_path_commit_carries_the_watermark_over_a_writer_behind_it() {
+    let name = "a_fast_path_commit_carries_the_watermark_over_a_writer_behind_it";
+    let outcomes = Outcomes::default();
+    let record = outcomes.clone();
+    check(name, 2, move || {
+        let log = Arc::new(Log::<u32>::new());
+        let writers: Vec<_> = [1u32, 2]
+            .into_iter()
+            .map(|payload| {
+                let log = Arc::clone(&log);
+                thread::spawn(move || {
+                    let mut reservation = log.reserve(1);
+                    let start = reservation.start();
+                    reservation.write(payload);
+                    let path = reservation.commit();
+                    // Loaded after its own commit: a slow-path writer that
+                    // moved the watermark over its range itself sees 2.
+                    let seen = log.committed();
+                    // The watermark never moves back: a fast-path `publish`
+                    // cannot land after a helper moved the watermark past it.
+                    let again = log.committed();
+                    assert!(
+                        again >= seen,
+                        "the watermark moved back from {seen} to {again}"
+                    );
+                    (start, path, seen)
+                })
+            })
+            .collect();
+        let mut results: Vec<_> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+        results.sort_unstable_by_key(|r| r.0);
+        let [(_, first, _), (_, behind, seen)] = results[..] else {
+            unreachable!("two writers at 0 and 1")
+        };
+        assert_eq!(
+            first,
+            CommitPath::Fast,
+            "the writer at 0 finds the watermark at its range"
+        );
+        assert_eq!(log.committed(), 2, "the watermark covers both commits");
+        let mut all: Vec<u32> = log.read_committed().into_iter().copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, [1, 2]);
+        record.record(match (behind, seen) {
+            (CommitPath::Fast, _) => "writer behind: fast path",
+            (CommitPath::Slow, 2) => "writer behind: slow path, then saw the watermark at 2",
+            (CommitPath::Slow, _) => "writer behind: slow path, stopped short (carried)",
+        });
+    });
+    outcomes.require(
+        name,
+        &[
+            "writer behind: fast path",
+            "writer behind: slow path, then saw the watermark at 2",
+            "writer behind: slow path, stopped short (carried)",
+        ],
+    );
+}
+
+/// (c) A waiter parked on the watermark (`Log::wait_for`, through
+/// `Signal::wait_until`) while a writer commits on the fast path is woken:
+/// the fast path has no `Signal::wake` of its own, only the `fence(SeqCst)`
+/// it shares with the stranded-commit handshake and `wake_fenced`'s load of
+/// the sleeper count. A lost wake-up is a loom deadlock.
+#[test]
+fn a_waiter_parked_on_the_watermark_is_woken_by_a_fast_path_commit() {
+    let name = "a_waiter_parked_on_the_watermark_is_woken_by_a_fast_path_commit";
+    let outcomes = Outcomes::default();
+    let record = outcomes.clone();
+    check(name, 2, move || {
+        let log = Arc::new(Log::<u32>::new());
+        let waiter = {
+            let log = Arc::clone(&log);
+            thread::spawn(move || {
+                log.wait_committed(1).expect("not poisoned");
+                assert_eq!(log.read_committed(), [&7]);
+                parks()
+            })
+        };
+        let writer = {
+            let log = Arc::clone(&log);
+            thread::spawn(move || {
+                let mut reservation = log.reserve(1);
+                reservation.write(7);
+                reservation.commit()
+            })
+        };
+        assert_eq!(writer.join().unwrap(), CommitPath::Fast);
+        record.record(match waiter.join().unwrap() {
+            0 => "waiter never parked",
+            _ => "waiter parked and was woken",
+        });
+    });
+    outcomes.require(
+        name,
+        &["waiter never parked", "waiter parked and was woken"],
+    );
 }

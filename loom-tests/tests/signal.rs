@@ -10,7 +10,7 @@
 mod common;
 
 use common::{check, Outcomes};
-use hindsight::loom_api::Signal;
+use hindsight::loom_api::{parks, Signal};
 use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use loom::sync::Arc;
 use loom::thread;
@@ -148,4 +148,45 @@ fn one_wake_releases_two_sleepers() {
         record.record(format!("{parked} parked"));
     });
     outcomes.require(name, &["2 parked"]);
+}
+
+/// `Signal::wait_until`, the crate's one waiting loop (under loom its
+/// `Backoff` never spins, so it parks at once), waits for a condition that
+/// takes two state changes, each followed by a `wake`: a sleeper woken by
+/// the first must check again, find its condition still false and park
+/// again, and still be woken by the second. It returns only once the
+/// condition holds.
+#[test]
+fn wait_until_parks_again_until_its_condition_holds() {
+    let name = "wait_until_parks_again_until_its_condition_holds";
+    let outcomes = Outcomes::default();
+    let record = outcomes.clone();
+    check(name, 2, move || {
+        let signal = Arc::new(Signal::new());
+        let value = Arc::new(AtomicU64::new(0));
+        let sleeper = {
+            let (signal, value) = (Arc::clone(&signal), Arc::clone(&value));
+            thread::spawn(move || {
+                signal.wait_until(|| value.load(Ordering::Acquire) >= 2);
+                assert_eq!(
+                    value.load(Ordering::Acquire),
+                    2,
+                    "returned before its condition held"
+                );
+                parks()
+            })
+        };
+        let waker = thread::spawn(move || {
+            for _ in 0..2 {
+                value.fetch_add(1, Ordering::AcqRel);
+                signal.wake();
+            }
+        });
+        waker.join().unwrap();
+        record.record(format!("parked {} times", sleeper.join().unwrap()));
+    });
+    outcomes.require(
+        name,
+        &["parked 0 times", "parked 1 times", "parked 2 times"],
+    );
 }

@@ -17,7 +17,7 @@
 mod common;
 
 use common::{check, stream, Outcomes};
-use hindsight::loom_api::abandon_a_reservation;
+use hindsight::loom_api::{abandon_a_reservation, fast_commits, parks};
 use hindsight::{
     ExpectedVersion, InsertError, MemoryStore, Position, Selector, Start, StreamVersion,
     SubscriptionError, Transaction,
@@ -220,33 +220,49 @@ fn a_reader_racing_two_inserts_sees_whole_published_transactions() {
 /// (c) No lost wake-up through the store: a pull subscription blocked in
 /// `next()` (it parks on the watermark's `Signal` at once under loom, whose
 /// `Backoff` never spins) always receives the event a concurrent writer
-/// inserts. A lost wake-up parks the subscriber forever: loom reports a
-/// deadlock.
+/// inserts. The writer's range starts at the watermark, so it commits on the
+/// fast path, whose only wake-up is `wake_fenced` after the commit's own
+/// `fence(SeqCst)`. A lost wake-up parks the subscriber forever: loom
+/// reports a deadlock.
 #[test]
 fn a_pull_subscription_blocked_in_next_receives_a_concurrent_insert() {
-    check(
-        "a_pull_subscription_blocked_in_next_receives_a_concurrent_insert",
-        2,
-        || {
-            let store = MemoryStore::<u32>::new();
-            let subscriber = {
-                let mut subscription = store.subscribe(Selector::all());
-                thread::spawn(move || {
-                    let envelope = subscription.next().expect("not poisoned");
-                    (envelope.position(), *envelope.payload())
-                })
-            };
-            let writer = {
-                let store = store.clone();
-                thread::spawn(move || {
-                    store
-                        .insert(Transaction::single(stream(1), ExpectedVersion::Any, 7))
-                        .unwrap()
-                })
-            };
-            writer.join().unwrap();
-            assert_eq!(subscriber.join().unwrap(), (Position(0), 7));
-        },
+    let name = "a_pull_subscription_blocked_in_next_receives_a_concurrent_insert";
+    let outcomes = Outcomes::default();
+    let record = outcomes.clone();
+    check(name, 2, move || {
+        let store = MemoryStore::<u32>::new();
+        let subscriber = {
+            let mut subscription = store.subscribe(Selector::all());
+            thread::spawn(move || {
+                let envelope = subscription.next().expect("not poisoned");
+                (envelope.position(), *envelope.payload(), parks())
+            })
+        };
+        let writer = {
+            let store = store.clone();
+            thread::spawn(move || {
+                store
+                    .insert(Transaction::single(stream(1), ExpectedVersion::Any, 7))
+                    .unwrap();
+                fast_commits()
+            })
+        };
+        assert_eq!(
+            writer.join().unwrap(),
+            1,
+            "the writer at 0 commits on the fast path"
+        );
+        let (position, payload, parked) = subscriber.join().unwrap();
+        assert_eq!((position, payload), (Position(0), 7));
+        record.record(if parked > 0 {
+            "subscriber parked and was woken"
+        } else {
+            "subscriber never parked"
+        });
+    });
+    outcomes.require(
+        name,
+        &["subscriber parked and was woken", "subscriber never parked"],
     );
 }
 
