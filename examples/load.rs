@@ -26,11 +26,11 @@
 //! threads it includes time spent waiting for a core. Peak memory is the
 //! process's peak resident set (`VmHWM`, Linux only).
 //!
-//! The default run (10,000,000 events) takes 6 to 13 s on 2 cores in a
-//! release build, depending on what else runs (measured on a 2-core machine
-//! shared with other builds; it keeps about one core busy), and peaks at about
-//! 1.4 GiB: the store keeps every event, about 150 bytes each with this
-//! 32-byte payload, so memory grows in proportion to `--events`.
+//! The default run (10,000,000 events) takes about 3 s on 2 cores in a
+//! release build (2.7 s in two runs on an otherwise idle 2-core machine;
+//! longer when other work shares the cores), and peaks at about 0.8 GiB
+//! (788 MiB measured): the store keeps every event, about 80 bytes each with
+//! this demo's own bookkeeping, so memory grows in proportion to `--events`.
 
 use clap::Parser;
 use hdrhistogram::Histogram;
@@ -45,7 +45,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-/// The default `--events`: 6 to 13 s on 2 cores in release, 1.4 GiB peak.
+/// The default `--events`: about 3 s on 2 cores in release, 0.8 GiB peak.
 const DEFAULT_EVENTS: u64 = 10_000_000;
 
 /// Threads beyond this many are refused rather than left to fail to spawn.
@@ -61,10 +61,10 @@ const MAX_THREADS: u64 = 1024;
 ///
 /// Exit code: 0 all checks passed, 1 a check failed, 2 invalid flags.
 ///
-/// Memory: the store keeps every event, about 150 bytes each here, so the
-/// default run peaks at about 1.4 GiB; memory grows in proportion to
-/// --events. The default run takes 6 to 13 s on 2 cores (release build),
-/// depending on what else runs.
+/// Memory: the store keeps every event, about 80 bytes each here, so the
+/// default run peaks at about 0.8 GiB; memory grows in proportion to
+/// --events. The default run takes about 3 s on 2 cores (release build),
+/// longer when other work shares the cores.
 #[derive(Parser, Debug)]
 #[command(name = "load", verbatim_doc_comment, allow_negative_numbers = true)]
 struct Options {

@@ -836,6 +836,8 @@ mod tests {
             store.insert(Transaction::single(a, ExpectedVersion::Any, 3)),
             full
         );
+        // The one-stream path removes the entry it made, on its own.
+        assert_eq!(store.inner.streams.len(), 0);
         assert_eq!(
             store.insert(
                 Transaction::new()
