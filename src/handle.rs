@@ -156,16 +156,6 @@ impl<E> StreamHandle<E> {
         events: Events<E>,
         correlation_id: Option<CorrelationId>,
     ) -> Result<Option<StreamHead>, InsertError> {
-        if self.store.is_poisoned() {
-            return Err(InsertError::Poisoned);
-        }
-        let count = events.len() as u64;
-        if count > crate::store::MAX_TRANSACTION_EVENTS {
-            return Err(InsertError::TooLarge {
-                events: count,
-                limit: crate::store::MAX_TRANSACTION_EVENTS,
-            });
-        }
         self.store
             .append_to(self.resolved(), expected, events, correlation_id)
     }

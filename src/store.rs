@@ -202,10 +202,12 @@ impl<E> MemoryStore<E> {
             expected,
             events,
         } = append;
-        if events.is_empty() {
-            return self.check_only(id, expected);
-        }
         let index = &self.inner.streams;
+        if events.is_empty() {
+            return self.check_only(id, expected, || {
+                index.with(id, Stream::recorded_head).flatten()
+            });
+        }
         // `Any` and `NoStream` may create the stream; the others fail on a
         // missing stream, which is answered without creating it.
         let may_create = matches!(expected, ExpectedVersion::Any | ExpectedVersion::NoStream);
@@ -233,19 +235,23 @@ impl<E> MemoryStore<E> {
         }
     }
 
-    /// A zero-event, one-stream transaction: a pure check of `expected`.
+    /// A zero-event, one-stream transaction: a pure check of `expected`
+    /// against the stream's recorded head, which `found` reads (not at all
+    /// for `Any`).
     ///
-    /// Without a lock: the stream's recorded head is read in one atomic
-    /// step, which is the instant the check happens; nothing is created.
+    /// Without a lock: `found` reads the head in one atomic step
+    /// (`Stream::recorded_head`), which is the instant the check happens;
+    /// nothing is created.
     fn check_only(
         &self,
         id: StreamId,
         expected: ExpectedVersion,
+        found: impl FnOnce() -> Option<StreamHead>,
     ) -> Result<Committed, InsertError> {
         if expected == ExpectedVersion::Any {
             return Ok(Committed::nothing());
         }
-        let found = self.inner.streams.with(id, Stream::recorded_head).flatten();
+        let found = found();
         if expected.matches(found) {
             self.wait_visible(found)?;
             Ok(Committed::nothing())
@@ -255,8 +261,9 @@ impl<E> MemoryStore<E> {
     }
 
     /// Appends `events` to `stream`, which the caller holds: the path of
-    /// every [`StreamHandle`](crate::StreamHandle) append. Returns the
-    /// stream's new head (`None` for zero events: a pure check).
+    /// every [`StreamHandle`](crate::StreamHandle) append, with the same
+    /// checks as `insert`. Returns the stream's new head (`None` for zero
+    /// events: a pure check).
     pub(crate) fn append_to(
         &self,
         stream: &Stream,
@@ -264,9 +271,14 @@ impl<E> MemoryStore<E> {
         events: Events<E>,
         correlation_id: Option<CorrelationId>,
     ) -> Result<Option<StreamHead>, InsertError> {
-        let count = events.len() as u64;
+        if self.inner.log.watermark.is_poisoned() {
+            return Err(InsertError::Poisoned);
+        }
+        let count = within_limit(events.len() as u64)?;
         if count == 0 {
-            return self.check_only(stream.id, expected).map(|_| None);
+            return self
+                .check_only(stream.id, expected, || stream.recorded_head())
+                .map(|_| None);
         }
         let stamp = OwnedStamp::new(now_nanos(), correlation_id);
         match self.reserve_in(stream, expected, count, stamp) {
@@ -275,10 +287,10 @@ impl<E> MemoryStore<E> {
         }
     }
 
-    #[inline]
     /// Phases lock, check, reserve and record for `count > 0` events on one
     /// stream. The stamp was prepared outside the lock: everything that
     /// allocates or reads a clock happens before the reservation.
+    #[inline]
     fn reserve_in(
         &self,
         stream: &Stream,
@@ -307,9 +319,9 @@ impl<E> MemoryStore<E> {
         })
     }
 
-    #[inline]
     /// Phases write and commit for a one-stream reservation, then waits
     /// until readers see it; returns the stream's new head.
+    #[inline]
     fn finish(
         &self,
         reserved: Reserved<'_, E>,
@@ -454,10 +466,6 @@ impl<E> MemoryStore<E> {
     /// Read your writes: waits until every position below `end` is visible.
     #[inline]
     fn wait_visible_end(&self, end: u64) -> Result<(), InsertError> {
-        // Usually already true: the commit fast path moved the watermark.
-        if self.inner.log.watermark.get() >= end {
-            return Ok(());
-        }
         self.inner
             .log
             .wait_for(end)
@@ -589,13 +597,19 @@ fn measure<E>(appends: &[Append<E>]) -> Result<u64, InsertError> {
     for append in appends {
         total = total.saturating_add(append.events.len() as u64);
     }
-    if total > MAX_TRANSACTION_EVENTS {
+    within_limit(total)
+}
+
+/// `events`, or [`InsertError::TooLarge`] if one transaction may not write
+/// that many.
+fn within_limit(events: u64) -> Result<u64, InsertError> {
+    if events > MAX_TRANSACTION_EVENTS {
         return Err(InsertError::TooLarge {
-            events: total,
+            events,
             limit: MAX_TRANSACTION_EVENTS,
         });
     }
-    Ok(total)
+    Ok(events)
 }
 
 fn mismatch(

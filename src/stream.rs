@@ -121,7 +121,9 @@ impl Stream {
 
     /// Whether anything was ever recorded for the stream.
     fn is_empty(&self) -> bool {
-        // Relaxed: see `StreamIndex::release`, which fences before reading.
+        // Relaxed: a stale answer only costs `release` a needless trip to
+        // `remove_if_unused`, which fences and checks again under the
+        // shard's write lock.
         self.len.load(Ordering::Relaxed) == 0
     }
 }
