@@ -15,6 +15,22 @@ use hindsight::loom_api::{parks, CommitPath, Log, Poisoned};
 use loom::sync::Arc;
 use loom::thread;
 
+/// Reserves one position, writes `payload` and commits it, without waiting:
+/// returns the position and the path the commit took.
+fn commit_one(log: &Log<u32>, payload: u32) -> (u64, CommitPath) {
+    let mut reservation = log.reserve(1);
+    let start = reservation.start();
+    reservation.write(payload);
+    (start, reservation.commit())
+}
+
+/// Every committed payload, in ascending order of value.
+fn sorted_payloads(log: &Log<u32>) -> Vec<u32> {
+    let mut all: Vec<u32> = log.read_committed().into_iter().copied().collect();
+    all.sort_unstable();
+    all
+}
+
 /// One writer: reserve `payloads.len()` positions, write, commit, wait for
 /// the watermark to cover the range, then read the whole committed prefix.
 /// Returns the range's start and how many events the read saw.
@@ -59,9 +75,7 @@ fn two_committers_never_strand_the_watermark() {
         let first = results.iter().find(|r| r.0 == 0).expect("one writer at 0");
         record.record(format!("writer at 0 returned seeing {}", first.1));
         assert_eq!(log.committed(), 2);
-        let mut all: Vec<u32> = log.read_committed().into_iter().copied().collect();
-        all.sort_unstable();
-        assert_eq!(all, [1, 2]);
+        assert_eq!(sorted_payloads(&log), [1, 2]);
     });
     outcomes.require(
         name,
@@ -93,12 +107,7 @@ fn a_reader_racing_two_committers_reads_only_published_slots() {
             .into_iter()
             .map(|payload| {
                 let log = Arc::clone(&log);
-                thread::spawn(move || {
-                    let mut reservation = log.reserve(1);
-                    let start = reservation.start();
-                    reservation.write(payload);
-                    (start, reservation.commit())
-                })
+                thread::spawn(move || commit_one(&log, payload))
             })
             .collect();
         let reader = {
@@ -177,10 +186,7 @@ fn abandoning_a_reservation_poisons_the_log_and_wakes_a_waiting_writer() {
         let writer = {
             let log = Arc::clone(&log);
             thread::spawn(move || {
-                let mut reservation = log.reserve(1);
-                let start = reservation.start();
-                reservation.write(7);
-                reservation.commit();
+                let (start, _) = commit_one(&log, 7);
                 (start, log.wait_committed(start + 1))
             })
         };
@@ -225,10 +231,7 @@ fn a_fast_path_commit_carries_the_watermark_over_a_writer_behind_it() {
             .map(|payload| {
                 let log = Arc::clone(&log);
                 thread::spawn(move || {
-                    let mut reservation = log.reserve(1);
-                    let start = reservation.start();
-                    reservation.write(payload);
-                    let path = reservation.commit();
+                    let (start, path) = commit_one(&log, payload);
                     // Loaded after its own commit: a slow-path writer that
                     // moved the watermark over its range itself sees 2.
                     let seen = log.committed();
@@ -254,9 +257,7 @@ fn a_fast_path_commit_carries_the_watermark_over_a_writer_behind_it() {
             "the writer at 0 finds the watermark at its range"
         );
         assert_eq!(log.committed(), 2, "the watermark covers both commits");
-        let mut all: Vec<u32> = log.read_committed().into_iter().copied().collect();
-        all.sort_unstable();
-        assert_eq!(all, [1, 2]);
+        assert_eq!(sorted_payloads(&log), [1, 2]);
         record.record(match (behind, seen) {
             (CommitPath::Fast, _) => "writer behind: fast path",
             (CommitPath::Slow, 2) => "writer behind: slow path, then saw the watermark at 2",
@@ -295,11 +296,7 @@ fn a_waiter_parked_on_the_watermark_is_woken_by_a_fast_path_commit() {
         };
         let writer = {
             let log = Arc::clone(&log);
-            thread::spawn(move || {
-                let mut reservation = log.reserve(1);
-                reservation.write(7);
-                reservation.commit()
-            })
+            thread::spawn(move || commit_one(&log, 7).1)
         };
         assert_eq!(writer.join().unwrap(), CommitPath::Fast);
         record.record(match waiter.join().unwrap() {
