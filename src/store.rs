@@ -664,7 +664,8 @@ fn check<E>(
 /// `start` in the order of `appends`; returns each written stream's new
 /// head. Never panics (allocation failure aborts).
 fn record<E>(appends: &[Append<E>], locked: &[Option<Locked<'_>>], start: u64) -> Heads {
-    let mut heads = Heads::new();
+    // At most one allocation, and none for one stream: never a reallocation.
+    let mut heads = Heads::with_capacity(appends.len());
     let mut next = start;
     for (append, stream) in appends.iter().zip(locked) {
         let count = append.events.len() as u64;

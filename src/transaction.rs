@@ -283,6 +283,11 @@ impl<E> Transaction<E> {
         expected: ExpectedVersion,
         events: impl IntoIterator<Item = E>,
     ) -> Self {
+        if self.appends.len() == 1 {
+            // Leaving the inline slot: room for four appends at once (one
+            // allocation), not one reallocation per doubling.
+            self.appends.reserve(3);
+        }
         self.appends.push(Append {
             stream,
             expected,
