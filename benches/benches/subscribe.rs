@@ -243,31 +243,32 @@ fn live_delivery(c: &mut Criterion) {
 fn notify_cost(c: &mut Criterion) {
     let mut group = c.benchmark_group("notify-cost/insert-1-event");
     group.throughput(Throughput::Elements(1));
-    for parked in [0usize, 1, 16] {
+    for parked in [0usize, 1, 16, 100, 1_000] {
         group.bench_function(BenchmarkId::new("parked-subscribers", parked), |b| {
             b.iter_custom(|iters| {
                 let store = store();
                 let stop = AtomicBool::new(false);
                 let idle = StreamId::new();
                 let stream = StreamId::new();
+                let started_up = std::sync::Barrier::new(parked + 1);
                 std::thread::scope(|scope| {
                     for _ in 0..parked {
-                        let (store, stop) = (&store, &stop);
+                        let (store, stop, started_up) = (&store, &stop, &started_up);
                         scope.spawn(move || {
                             let mut subscription = store.subscribe(Selector::stream(idle));
-                            // Relaxed: a stop flag only; pairs with the
-                            // writer's store, and nothing else is passed.
+                            started_up.wait();
+                            // Blocks until an event of `idle` commits: only
+                            // the wake-up after the timing below. Relaxed: a
+                            // stop flag only; the insert into `idle` that
+                            // follows the store orders it.
                             while !stop.load(Ordering::Relaxed) {
-                                black_box(
-                                    subscription
-                                        .next_timeout(Duration::from_millis(5))
-                                        .unwrap()
-                                        .is_some(),
-                                );
+                                black_box(subscription.next().unwrap());
                             }
                         });
                     }
-                    // Let them reach the parked state before timing.
+                    started_up.wait();
+                    // Let them reach the parked state (past spinning and
+                    // yielding) before timing.
                     std::thread::sleep(Duration::from_millis(if quick() { 20 } else { 50 }));
                     let started = Instant::now();
                     for i in 0..iters {
@@ -281,6 +282,13 @@ fn notify_cost(c: &mut Criterion) {
                     }
                     let elapsed = started.elapsed();
                     stop.store(true, Ordering::Relaxed);
+                    store
+                        .insert(Transaction::single(
+                            idle,
+                            ExpectedVersion::Any,
+                            Payload::new(1, 0),
+                        ))
+                        .unwrap();
                     elapsed
                 })
             })
