@@ -79,14 +79,19 @@ impl<'a, E> Envelope<'a, E> {
     /// The correlation id of the transaction that wrote the event, if it had
     /// one.
     pub fn correlation_id(self) -> Option<CorrelationId> {
-        self.record.stamp.correlation_id()
+        self.record.stamp.get().correlation_id()
     }
 
-    /// When the transaction that wrote the event was inserted. All events of
-    /// one transaction share it; precision is one nanosecond, and a clock
-    /// set before 1970 reads as the Unix epoch.
+    /// When the transaction that wrote the event was inserted, by the
+    /// store's clock (the system clock unless the store was built with
+    /// another, see [`MemoryStore::builder`](crate::MemoryStore::builder)).
+    /// All events of one transaction share it, and it never decreases along
+    /// position order ([contract](crate::contract) rule 26): a transaction
+    /// whose clock reading is earlier than the events before it carries
+    /// their time. Precision is one nanosecond; a clock set before 1970
+    /// reads as the Unix epoch.
     pub fn created_at(self) -> SystemTime {
-        self.record.stamp.created_at()
+        self.record.stamp.get().created_at()
     }
 
     /// The event itself, borrowed from the store for `'a`.

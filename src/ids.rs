@@ -136,6 +136,18 @@ impl EventIds {
         }
     }
 
+    /// The ids of a store built with a seed: the prefix is a fixed
+    /// function of `seed` (SplitMix64's mix), so two stores built with one
+    /// seed give the same event the same id.
+    pub(crate) fn seeded(seed: u64) -> Self {
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        EventIds {
+            prefix: z ^ (z >> 31),
+        }
+    }
+
     /// The id of the event at `position`.
     #[inline]
     pub(crate) fn id(&self, position: u64) -> EventId {

@@ -22,6 +22,8 @@
 
 #[cfg(not(loom))]
 mod backend;
+mod builder;
+mod clock;
 mod envelope;
 mod error;
 mod handle;
@@ -71,6 +73,8 @@ pub use backend::{
     Cursor, CursorSerde, EventRef, EventStore, MemoryError, MemorySubscription, StoreError,
     StreamWrite, SubscriptionFailure, SubscriptionHandle,
 };
+pub use builder::MemoryStoreBuilder;
+pub use clock::{Clock, SystemClock, TestClock};
 pub use envelope::Envelope;
 pub use error::{InsertError, VersionMismatch};
 pub use handle::StreamHandle;

@@ -95,7 +95,10 @@ pub(crate) struct Stamp(u64);
 
 /// The per-transaction metadata a [`Stamp`] points to.
 struct TxMeta {
-    created_at: u64,
+    /// Nanoseconds since the Unix epoch. Atomic because it may be raised
+    /// after the transaction is written, before it becomes visible (see
+    /// [`Log::order_created_at`]).
+    created_at: AtomicU64,
     correlation_id: CorrelationId,
 }
 
@@ -143,11 +146,18 @@ pub(crate) fn nanos_since_epoch(time: SystemTime) -> u64 {
 impl Stamp {
     /// The creation time.
     pub(crate) fn created_at(self) -> SystemTime {
-        let nanos = match self.meta() {
-            Some(meta) => meta.created_at,
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(self.created_at_nanos())
+    }
+
+    /// The creation time in nanoseconds since the Unix epoch.
+    fn created_at_nanos(self) -> u64 {
+        match self.meta() {
+            // Relaxed: a raise (`Log::order_created_at`) is published with
+            // the range, by the watermark's Release store or CAS that the
+            // reader acquired before reading the record.
+            Some(meta) => meta.created_at.load(Ordering::Relaxed),
             None => self.0 >> 1,
-        };
-        SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos)
+        }
     }
 
     /// The correlation id, if the transaction had one.
@@ -180,7 +190,7 @@ impl OwnedStamp {
             None => created_at << 1,
             Some(correlation_id) => {
                 let meta = Box::into_raw(Box::new(TxMeta {
-                    created_at,
+                    created_at: AtomicU64::new(created_at),
                     correlation_id,
                 }));
                 // Exposed: the pointer round-trips through an integer.
@@ -231,8 +241,43 @@ pub(crate) struct Record<E> {
     /// The event's version in its stream.
     pub(crate) version: u64,
     /// The transaction's creation time and correlation id.
-    pub(crate) stamp: Stamp,
+    pub(crate) stamp: StampCell,
     pub(crate) payload: E,
+}
+
+/// A record's [`Stamp`]. Atomic because a creation time kept in the stamp
+/// itself may be raised after the record is written, before the range
+/// becomes visible (see [`Log::order_created_at`]).
+pub(crate) struct StampCell(AtomicU64);
+
+impl StampCell {
+    fn new(stamp: Stamp) -> Self {
+        Self(AtomicU64::new(stamp.0))
+    }
+
+    /// The stamp.
+    #[inline]
+    pub(crate) fn get(&self) -> Stamp {
+        // Relaxed: a raise is published with the range, by the watermark's
+        // Release store or CAS that the reader acquired before this load.
+        Stamp(self.0.load(Ordering::Relaxed))
+    }
+
+    /// The stamp, for a thread that may raise it: see
+    /// [`Log::order_created_at`].
+    fn get_acquire(&self) -> Stamp {
+        // Acquire: pairs with the Release store in `raise_to` on a range's
+        // first record, made after the range's other records were raised.
+        Stamp(self.0.load(Ordering::Acquire))
+    }
+
+    /// Raises an untagged stamp's creation time to `nanos`.
+    fn raise_to(&self, nanos: u64, order: Ordering) {
+        // Relaxed on every record but a range's first, Release on the
+        // first, last (`Log::order_created_at`). All are published by the
+        // watermark store or CAS that follows in the raising thread.
+        self.0.store(nanos << 1, order);
+    }
 }
 
 /// One position of the log.
@@ -270,6 +315,19 @@ impl<E> Slot<E> {
         // happens-after that commit (through the helpers' CAS chain).
         // SAFETY: by 1-3 the record is initialised and visible, and nobody
         // writes it again before the log drops (which needs `&mut self`).
+        self.record.with(|p| unsafe { (*p).assume_init_ref() })
+    }
+
+    /// The record of a slot written but perhaps not committed.
+    ///
+    /// # Safety
+    ///
+    /// The record is written and its write is visible to this thread: it
+    /// wrote it, or acquired its range's marker or a watermark above it.
+    #[inline]
+    unsafe fn written_record(&self) -> &Record<E> {
+        // SAFETY: the caller's contract: initialised and visible, and records
+        // are never written again while shared.
         self.record.with(|p| unsafe { (*p).assume_init_ref() })
     }
 
@@ -315,12 +373,12 @@ pub(crate) struct Log<E> {
 }
 
 impl<E> Log<E> {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(ids: EventIds) -> Self {
         Self {
             slots: Segments::new(),
             next: CachePadded::new(AtomicU64::new(0)),
             watermark: Watermark::new(),
-            ids: EventIds::new(),
+            ids,
         }
     }
 
@@ -384,6 +442,132 @@ impl<E> Log<E> {
         // the range's records visible to this helper, which then
         // republishes them through the watermark CAS.
         slot.marker(Ordering::Acquire).committed_len().unwrap_or(0)
+    }
+
+    /// [`committed_len`](Self::committed_len) for [`Watermark::advance`]:
+    /// the length of the transaction committed at `position` (0 if none),
+    /// with its `created_at` put in position order first.
+    ///
+    /// # Safety
+    ///
+    /// `position` is a value this thread loaded from the watermark (with
+    /// `Acquire`), or the end of a range this thread just moved it over.
+    #[inline]
+    unsafe fn committed_len_ordered(&self, position: u64) -> u64 {
+        let len = self.committed_len(position);
+        if len != 0 {
+            // SAFETY: the marker was loaded with Acquire, so the range's
+            // records are written and visible; `position - 1` lies below
+            // the watermark (the caller's contract), so its creation time is
+            // final.
+            unsafe {
+                let earliest = self.created_at_before(position);
+                self.order_created_at(position, len, earliest);
+            }
+        }
+        len
+    }
+
+    /// The final creation time of the event just before `position`, in
+    /// nanoseconds (0 at position 0).
+    ///
+    /// # Safety
+    ///
+    /// `position` is at most a value this thread loaded from the watermark
+    /// (with `Acquire`).
+    #[inline]
+    unsafe fn created_at_before(&self, position: u64) -> u64 {
+        match position.checked_sub(1) {
+            None => 0,
+            // SAFETY: `position - 1` is below the watermark (the caller's
+            // contract).
+            Some(previous) => unsafe { self.committed(previous) }
+                .stamp
+                .get()
+                .created_at_nanos(),
+        }
+    }
+
+    /// Rule 26: makes the transaction at `start..start + len` created no
+    /// earlier than `earliest`, the final creation time of the event before
+    /// it, and returns its final creation time.
+    ///
+    /// Whoever moves the watermark over a range calls this first: the
+    /// writer itself on the fast path, or each helper of `advance`. Helpers
+    /// may race on one range; each computes the same value
+    /// (`max(own, earliest)`, from the final time below the watermark) and
+    /// stores it only if the stamp is below it, so a range only ever holds
+    /// its original time or that one value, and readers, who look only
+    /// below the watermark, see the final value alone.
+    ///
+    /// A helper that finds the range already raised moves the watermark
+    /// without storing anything, so what it read must carry the raise to
+    /// its readers: the first record's stamp is raised last, with Release,
+    /// and checked with Acquire (a correlated transaction keeps its time in
+    /// one `TxMeta` word, where coherence does it).
+    ///
+    /// # Safety
+    ///
+    /// The range's records are written and visible to this thread (it wrote
+    /// them, or acquired their marker), and `earliest` is the final creation
+    /// time of position `start - 1` (0 for `start == 0`).
+    unsafe fn order_created_at(&self, start: u64, len: u64, earliest: u64) -> u64 {
+        // SAFETY: the range is written and visible (the caller's contract);
+        // records are only shared, and stamps change only through atomics.
+        let first = unsafe { self.written(start) };
+        let own = first.stamp.get_acquire().created_at_nanos();
+        if own >= earliest {
+            return own;
+        }
+        // SAFETY: the caller's contract.
+        unsafe { self.raise_created_at(start, len, earliest) }
+    }
+
+    /// The raise of [`order_created_at`](Self::order_created_at), for a
+    /// range created before `earliest`: rare (a clock that stepped back, or
+    /// two writers that read the clock in one order and reserved in the
+    /// other), so kept off the commit's path.
+    ///
+    /// # Safety
+    ///
+    /// As for [`order_created_at`](Self::order_created_at).
+    #[cold]
+    #[inline(never)]
+    unsafe fn raise_created_at(&self, start: u64, len: u64, earliest: u64) -> u64 {
+        // SAFETY: the caller's contract, as in `order_created_at`.
+        let first = unsafe { self.written(start) };
+        let stamp = first.stamp.get();
+        match stamp.meta() {
+            // Relaxed: published by the watermark store or CAS that follows;
+            // a helper that reads this value instead of storing it passes it
+            // on by coherence (its readers acquire its CAS).
+            Some(meta) => meta.created_at.store(earliest, Ordering::Relaxed),
+            None => {
+                for position in start + 1..start + len {
+                    // SAFETY: as above, for every record of the range.
+                    let record = unsafe { self.written(position) };
+                    record.stamp.raise_to(earliest, Ordering::Relaxed);
+                }
+                first.stamp.raise_to(earliest, Ordering::Release);
+            }
+        }
+        earliest
+    }
+
+    /// The record at `position`, written but perhaps not committed.
+    ///
+    /// # Safety
+    ///
+    /// The record is written and its write is visible to this thread: it
+    /// wrote it, or acquired its range's marker or a watermark above it.
+    #[inline]
+    unsafe fn written(&self, position: u64) -> &Record<E> {
+        let slot = self
+            .slots
+            .get(position)
+            .expect("a written slot has a segment");
+        // SAFETY: the caller's contract.
+        unsafe { slot.written_record() }
     }
 
     /// Waits until every position below `end` is committed.
@@ -501,7 +685,7 @@ impl<E> Teardown<'_, E> {
                 // SAFETY: the range is committed, so its first record is
                 // initialised; its stamp's metadata is freed here, once, and
                 // no record of the transaction is read after this.
-                unsafe { free_stamp(slot.committed_record().stamp) };
+                unsafe { free_stamp(slot.committed_record().stamp.get()) };
             }
             // Moved past before the drop: if the payload's `Drop` panics, the
             // guard resumes with the next one.
@@ -565,7 +749,7 @@ impl<E> Reservation<'_, E> {
         let record = Record {
             stream,
             version,
-            stamp: self.stamp.0,
+            stamp: StampCell::new(self.stamp.0),
             payload,
         };
         // SAFETY: this reservation owns the position (unique by `fetch_add`)
@@ -597,16 +781,45 @@ impl<E> Reservation<'_, E> {
             None => log.slots.get_or_alloc(start),
         };
         let marker = Marker::committed(len).0;
+        // What `advance` asks of each range it would move over: its length,
+        // once its `created_at` is in position order (rule 26).
+        // SAFETY: `advance` passes watermark values it loaded with Acquire,
+        // or ends of ranges it just moved the watermark over.
+        let committed = |position| unsafe { log.committed_len_ordered(position) };
         if log.watermark.is_at(start) {
             #[cfg(loom)]
             crate::loom_api::note_fast_commit();
+            // Rule 26 before the range becomes visible: the creation time of
+            // the event before it, from the watermark's line when the last
+            // commit was a fast one that ended here, else from its slot.
+            let earliest = match log.watermark.created_at_at(start) {
+                Some(earliest) => earliest,
+                // SAFETY: `is_at` loaded `start` from the watermark with
+                // Acquire.
+                None => unsafe { log.created_at_before(start) },
+            };
+            // SAFETY: this writer wrote the range's first record. Nobody
+            // else raises the range before it is published, so a plain read
+            // of the time it was stamped with is enough.
+            let own = unsafe { first.written_record() }
+                .stamp
+                .get()
+                .created_at_nanos();
+            let created_at = if own >= earliest {
+                own
+            } else {
+                // SAFETY: this writer wrote the whole range (`written ==
+                // len`), and `earliest` is the final time before it
+                // (`is_at`'s Acquire made it so).
+                unsafe { log.raise_created_at(start, len, earliest) }
+            };
             // Fast path: the watermark waits at our range, and no other
             // thread can move it past a range whose marker is unset, so we
             // move it with a plain store. Only then the marker (for the
             // teardown, and for helpers): a helper that reads it (Acquire,
             // pairing with this Release) also sees the watermark past it, so
             // its CAS from `start` fails instead of racing our store.
-            log.watermark.publish(end);
+            log.watermark.publish(end, created_at);
             first.marker.store(marker, Ordering::Release);
             // SeqCst fence: pairs with the same fence of every other
             // committer (DESIGN.md, "The stranded commit") and with the
@@ -615,8 +828,7 @@ impl<E> Reservation<'_, E> {
             // A writer behind us may have committed while the watermark was
             // below its range, and stopped: carry the watermark over it.
             if log.committed_len(end) != 0 {
-                log.watermark
-                    .advance(|position| log.committed_len(position));
+                log.watermark.advance(committed);
             }
             log.watermark.signal.wake_fenced();
         } else {
@@ -631,8 +843,7 @@ impl<E> Reservation<'_, E> {
             // it, of two committers, the later fence's loads see the earlier
             // one's marker.
             fence(Ordering::SeqCst);
-            log.watermark
-                .advance(|position| log.committed_len(position));
+            log.watermark.advance(committed);
         }
         end
     }

@@ -246,7 +246,7 @@ impl<E> Log<E> {
     /// An empty log.
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
-        Self(crate::log::Log::new())
+        Self(crate::log::Log::new(crate::ids::EventIds::new()))
     }
 
     /// `Log::reserve`: `len > 0` consecutive positions.
@@ -258,6 +258,42 @@ impl<E> Log<E> {
                 .expect("a model never fills the log"),
             next: 0,
         }
+    }
+
+    /// `Log::reserve` for a transaction created at `created_at` (ns since
+    /// the epoch), with a correlation id (its time then lives in the
+    /// transaction's `TxMeta`) or without (in each record's stamp).
+    pub fn reserve_created(
+        &self,
+        len: u64,
+        created_at: u64,
+        correlated: bool,
+    ) -> Reservation<'_, E> {
+        let correlation_id =
+            correlated.then(|| crate::ids::CorrelationId::from_uuid(uuid::Uuid::nil()));
+        Reservation {
+            inner: self
+                .0
+                .reserve(len, OwnedStamp::new(created_at, correlation_id))
+                .expect("a model never fills the log"),
+            next: 0,
+        }
+    }
+
+    /// The creation time (ns) of every committed position, read as
+    /// `read_all` does: one watermark load, then the records below it.
+    pub fn read_created_at(&self) -> Vec<u64> {
+        let end = self.0.watermark.get();
+        (0..end)
+            .map(|p| {
+                // SAFETY: `p` is below `end`, loaded with Acquire.
+                let envelope = unsafe { self.0.envelope(p) };
+                envelope
+                    .created_at()
+                    .duration_since(std::time::SystemTime::UNIX_EPOCH)
+                    .map_or(0, |since| since.as_nanos() as u64)
+            })
+            .collect()
     }
 
     /// `Watermark::get`: the end of the committed prefix (an Acquire load).

@@ -9,9 +9,10 @@
 //! append through a [`StreamHandle`](crate::StreamHandle)) takes a lean path
 //! through the same phases: one stream, one lock, no sorting, no vectors.
 
+use crate::clock::Clock;
 use crate::error::{InsertError, VersionMismatch};
 use crate::ids::{CorrelationId, Position, StreamId, StreamVersion};
-use crate::log::{now_nanos, Full, Log, OwnedStamp, Reservation};
+use crate::log::{nanos_since_epoch, now_nanos, Full, Log, OwnedStamp, Reservation};
 use crate::read::{ReadAll, ReadStream, Start};
 use crate::segments::CAPACITY;
 use crate::stream::{Locked, Stream, StreamIndex, StreamPtr};
@@ -74,6 +75,21 @@ pub struct MemoryStore<E> {
 pub(crate) struct Inner<E> {
     pub(crate) log: Log<E>,
     pub(crate) streams: StreamIndex,
+    /// Where `created_at` comes from; `None` for the system clock, read
+    /// without a dynamic call.
+    pub(crate) clock: Option<std::sync::Arc<dyn Clock>>,
+}
+
+impl<E> Inner<E> {
+    /// The time for a new transaction, in nanoseconds since the Unix epoch.
+    /// Called before any lock or reservation: a custom clock may panic.
+    #[inline]
+    pub(crate) fn now_nanos(&self) -> u64 {
+        match &self.clock {
+            None => now_nanos(),
+            Some(clock) => nanos_since_epoch(clock.now()),
+        }
+    }
 }
 
 impl<E> Clone for MemoryStore<E> {
@@ -123,12 +139,7 @@ type Heads = SmallVec<[(StreamId, StreamHead); 1]>;
 impl<E> MemoryStore<E> {
     /// An empty store.
     pub fn new() -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                log: Log::new(),
-                streams: StreamIndex::new(),
-            }),
-        }
+        Self::builder().build()
     }
 
     /// Inserts a transaction, all or nothing.
@@ -211,7 +222,7 @@ impl<E> MemoryStore<E> {
         // `Any` and `NoStream` may create the stream; the others fail on a
         // missing stream, which is answered without creating it.
         let may_create = matches!(expected, ExpectedVersion::Any | ExpectedVersion::NoStream);
-        let stamp = OwnedStamp::new(now_nanos(), correlation_id);
+        let stamp = OwnedStamp::new(self.inner.now_nanos(), correlation_id);
         let count = events.len() as u64;
         // Under the index shard's read lock, and only until the positions
         // are recorded: from then on the stream holds events and stays.
@@ -280,7 +291,7 @@ impl<E> MemoryStore<E> {
                 .check_only(stream.id, expected, || stream.recorded_head())
                 .map(|_| None);
         }
-        let stamp = OwnedStamp::new(now_nanos(), correlation_id);
+        let stamp = OwnedStamp::new(self.inner.now_nanos(), correlation_id);
         match self.reserve_in(stream, expected, count, stamp) {
             Ok(reserved) => self.finish(reserved, events).map(Some),
             Err(refused) => self.refuse(stream.id, expected, refused),
@@ -403,7 +414,7 @@ impl<E> MemoryStore<E> {
         total: u64,
         correlation_id: Option<CorrelationId>,
     ) -> Result<Committed, InsertError> {
-        let stamp = OwnedStamp::new(now_nanos(), correlation_id);
+        let stamp = OwnedStamp::new(self.inner.now_nanos(), correlation_id);
         // Lock in ascending id order (`appends` is sorted): any two
         // transactions take their common locks in the same order, so they
         // cannot deadlock.

@@ -24,8 +24,9 @@ use crate::sync::{AtomicBool, AtomicU64, CachePadded, Ordering};
 pub(crate) struct Poisoned;
 
 pub(crate) struct Watermark {
-    /// Every position below this is committed, in whole transactions.
-    value: CachePadded<AtomicU64>,
+    /// Every position below `line.value` is committed, in whole
+    /// transactions.
+    line: CachePadded<Line>,
     /// Set once a reserved range can never be committed.
     poisoned: AtomicBool,
     /// Where waiters park; woken when the watermark moves, on poison, and
@@ -33,10 +34,25 @@ pub(crate) struct Watermark {
     pub(crate) signal: Signal,
 }
 
+/// The watermark's cache line: its value, and what the last fast-path
+/// commit left for the next one (rule 26 of the contract), read together
+/// at no extra cost.
+struct Line {
+    value: AtomicU64,
+    /// Where the last fast-path commit moved the watermark to...
+    fast_end: AtomicU64,
+    /// ...and the final creation time (ns) of its transaction.
+    fast_created_at: AtomicU64,
+}
+
 impl Watermark {
     pub(crate) fn new() -> Self {
         Self {
-            value: CachePadded::new(AtomicU64::new(0)),
+            line: CachePadded::new(Line {
+                value: AtomicU64::new(0),
+                fast_end: AtomicU64::new(0),
+                fast_created_at: AtomicU64::new(0),
+            }),
             poisoned: AtomicBool::new(false),
             signal: Signal::new(),
         }
@@ -50,7 +66,7 @@ impl Watermark {
         // the Release store in `publish`, whose writer acquired everything
         // below its range in `is_at`: either way the slots below the
         // returned value are fully written and visible.
-        self.value.load(Ordering::Acquire)
+        self.line.value.load(Ordering::Acquire)
     }
 
     /// Whether the watermark is exactly at `position`: with `position` the
@@ -61,21 +77,45 @@ impl Watermark {
         // Acquire: pairs with the Release store in `publish` or the CAS in
         // `advance` that moved the watermark here, so the ranges below are
         // visible to this writer, which republishes them with `publish`.
-        self.value.load(Ordering::Acquire) == position
+        self.line.value.load(Ordering::Acquire) == position
     }
 
-    /// Moves the watermark to `end`. Only for the writer whose own range
-    /// ends at `end` and starts where [`is_at`](Self::is_at) found the
-    /// watermark, after writing the range and before setting its marker.
+    /// The final creation time (ns) of the event before `position`, if the
+    /// last fast-path commit moved the watermark to `position`. Only for the
+    /// writer that [`is_at`](Self::is_at) found at `position`.
+    #[inline]
+    pub(crate) fn created_at_at(&self, position: u64) -> Option<u64> {
+        // Relaxed, both: written before the `publish` Release store that the
+        // caller's `is_at` Acquire load read (or an earlier one), and only by
+        // the writer at the watermark, one at a time. A CAS in `advance`
+        // since then moved the watermark without writing them, and leaves
+        // `fast_end` below `position`: the caller then reads the slot.
+        if self.line.fast_end.load(Ordering::Relaxed) == position {
+            Some(self.line.fast_created_at.load(Ordering::Relaxed))
+        } else {
+            None
+        }
+    }
+
+    /// Moves the watermark to `end`, over a transaction created at
+    /// `created_at` (ns, its final time). Only for the writer whose own
+    /// range ends at `end` and starts where [`is_at`](Self::is_at) found
+    /// the watermark, after writing the range and before setting its marker.
     ///
     /// The caller must then issue a `fence(SeqCst)` and call
     /// [`Signal::wake_fenced`]: see `Reservation::commit`.
     #[inline]
-    pub(crate) fn publish(&self, end: u64) {
+    pub(crate) fn publish(&self, end: u64, created_at: u64) {
+        // Relaxed, both: published by the Release store below to the next
+        // writer's `is_at` (see `created_at_at`).
+        self.line
+            .fast_created_at
+            .store(created_at, Ordering::Relaxed);
+        self.line.fast_end.store(end, Ordering::Relaxed);
         // Release: pairs with the Acquire in `get`, `is_at` and `advance`:
         // publishes this writer's records and, through its `is_at` Acquire,
         // every range below them.
-        self.value.store(end, Ordering::Release);
+        self.line.value.store(end, Ordering::Release);
     }
 
     pub(crate) fn is_poisoned(&self) -> bool {
@@ -97,7 +137,7 @@ impl Watermark {
         let mut moved = false;
         // Acquire: pairs with the AcqRel CAS below, made by another helper,
         // or with the Release store in `publish`.
-        let mut current = self.value.load(Ordering::Acquire);
+        let mut current = self.line.value.load(Ordering::Acquire);
         loop {
             let len = committed(current);
             if len == 0 {
@@ -109,7 +149,7 @@ impl Watermark {
             // an RMW), and Acquire lets this helper see what it moved past.
             // Acquire on failure: the new value's ranges are as visible as
             // after `get`.
-            match self.value.compare_exchange(
+            match self.line.value.compare_exchange(
                 current,
                 current + len,
                 Ordering::AcqRel,
@@ -155,7 +195,7 @@ impl Watermark {
 impl std::fmt::Debug for Watermark {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Watermark")
-            .field("value", &self.value.load(Ordering::Relaxed))
+            .field("value", &self.line.value.load(Ordering::Relaxed))
             .field("poisoned", &self.poisoned.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }

@@ -246,3 +246,116 @@ fn a_panicking_payload_drop_does_not_stop_the_store_dropping_the_rest() {
         .collect();
     assert_eq!(counts, [1; 10]);
 }
+
+/// The contract's rule 26, deterministically: a clock that steps back. The
+/// second and third transactions read an earlier time than the first; each must
+/// carry the first's time instead, on every one of its events, through `insert`
+/// (one stream and several, with and without a correlation id) and through a
+/// stream handle. Before the fix they carried their own, earlier times.
+#[test]
+fn created_at_never_decreases_along_positions_when_the_clock_steps_back() {
+    use hindsight::{CorrelationId, Start, TestClock};
+    use std::time::{Duration, SystemTime};
+
+    let at = |secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+    let clock = TestClock::new(at(100));
+    let store = MemoryStore::builder().clock(clock.clone()).build();
+    let (a, b) = (sid(1), sid(2));
+    store
+        .insert(Transaction::single(a, ExpectedVersion::Any, 0))
+        .unwrap();
+    clock.set(at(50));
+    store
+        .insert(Transaction::new().append(a, ExpectedVersion::Any, [1, 2, 3]))
+        .unwrap();
+    clock.set(at(40));
+    store
+        .insert(
+            Transaction::new()
+                .append(a, ExpectedVersion::Any, [4])
+                .append(b, ExpectedVersion::Any, [5, 6])
+                .with_correlation_id(CorrelationId::new()),
+        )
+        .unwrap();
+    clock.set(at(30));
+    store.stream(b).append_one(ExpectedVersion::Any, 7).unwrap();
+    clock.set(at(200));
+    store
+        .insert(Transaction::single(b, ExpectedVersion::Any, 8))
+        .unwrap();
+    clock.set(at(150));
+    store
+        .insert(
+            Transaction::single(a, ExpectedVersion::Any, 9)
+                .with_correlation_id(CorrelationId::new()),
+        )
+        .unwrap();
+
+    let times: Vec<(i32, SystemTime)> = store
+        .read_all(Start::Beginning)
+        .map(|event| (*event.payload(), event.created_at()))
+        .collect();
+    let expected: Vec<(i32, SystemTime)> = (0..10)
+        .map(|payload| (payload, if payload < 8 { at(100) } else { at(200) }))
+        .collect();
+    assert_eq!(times, expected);
+    // Stable: read again, the same times.
+    let again: Vec<SystemTime> = store
+        .read_all(Start::Beginning)
+        .map(|e| e.created_at())
+        .collect();
+    assert_eq!(again, expected.iter().map(|&(_, t)| t).collect::<Vec<_>>());
+}
+
+/// The contract's rule 26 under concurrency, as the issue found it: 8 threads
+/// each insert one-event `Any` transactions to one shared stream, and then to a
+/// stream of their own; the clock is read before the positions are taken, so
+/// without the fix some version (and some position) carried an earlier time
+/// than the one before it, in every run.
+#[test]
+fn created_at_never_decreases_along_versions_or_positions_under_concurrent_writers() {
+    use hindsight::{Start, StreamVersion};
+
+    let _watchdog = watchdog("created_at under concurrent writers", WATCHDOG);
+    let store = MemoryStore::new();
+    let shared = sid(1);
+    let (threads, per_thread) = (8u128, scaled(500, 5_000) as u64);
+    let start = Barrier::new(threads as usize);
+    std::thread::scope(|scope| {
+        for thread in 0..threads {
+            let (store, start) = (&store, &start);
+            scope.spawn(move || {
+                start.wait();
+                for i in 0..per_thread {
+                    store
+                        .insert(Transaction::single(shared, ExpectedVersion::Any, i))
+                        .unwrap();
+                }
+                for i in 0..per_thread {
+                    store
+                        .insert(Transaction::single(
+                            sid(100 + thread),
+                            ExpectedVersion::Any,
+                            i,
+                        ))
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let along_versions: Vec<_> = store
+        .read_stream(shared, StreamVersion(0))
+        .map(|event| event.created_at())
+        .collect();
+    assert_eq!(along_versions.len() as u64, threads as u64 * per_thread);
+    if let Some(at) = along_versions.windows(2).position(|w| w[1] < w[0]) {
+        panic!("version {} was created before version {at}", at + 1);
+    }
+    let along_positions: Vec<_> = store
+        .read_all(Start::Beginning)
+        .map(|event| event.created_at())
+        .collect();
+    if let Some(at) = along_positions.windows(2).position(|w| w[1] < w[0]) {
+        panic!("position {} was created before position {at}", at + 1);
+    }
+}

@@ -309,3 +309,143 @@ fn a_waiter_parked_on_the_watermark_is_woken_by_a_fast_path_commit() {
         &["waiter never parked", "waiter parked and was woken"],
     );
 }
+
+/// Reserves `len` positions for a transaction created at `created_at`,
+/// writes them and commits without waiting: returns the start and the path.
+fn commit_created(
+    log: &Log<u32>,
+    len: u64,
+    created_at: u64,
+    correlated: bool,
+) -> (u64, CommitPath) {
+    let mut reservation = log.reserve_created(len, created_at, correlated);
+    let start = reservation.start();
+    for _ in 0..len {
+        reservation.write(0);
+    }
+    (start, reservation.commit())
+}
+
+/// The contract's rule 26, `created_at` in position order: a transaction
+/// created at 20 (one event) and one created at 10 (two events, each stamp in
+/// its own record, or one `TxMeta` when `correlated`) race for positions. When
+/// the later-created one gets position 0, the other must carry 20 on both its
+/// events, whichever path raises it: its own fast path (reading 20 from the
+/// watermark's line), or the helper that moves the watermark over it (reading
+/// 20 from the slot before it). A reader racing both must only ever see final
+/// times: a raise made after the range became visible would show it the earlier
+/// value.
+fn created_at_follows_positions(name: &str, correlated: bool) {
+    let outcomes = Outcomes::default();
+    let record = outcomes.clone();
+    check(name, 2, move || {
+        let log = Arc::new(Log::<u32>::new());
+        let late = {
+            let log = Arc::clone(&log);
+            thread::spawn(move || commit_created(&log, 1, 20, false))
+        };
+        let early = {
+            let log = Arc::clone(&log);
+            thread::spawn(move || commit_created(&log, 2, 10, correlated))
+        };
+        let reader = {
+            let log = Arc::clone(&log);
+            thread::spawn(move || log.read_created_at())
+        };
+        let (late_at, _) = late.join().unwrap();
+        let (_, early_path) = early.join().unwrap();
+        let seen = reader.join().unwrap();
+        assert_eq!(log.committed(), 3, "the watermark covers both commits");
+        let times = log.read_created_at();
+        let expected = if late_at == 0 {
+            [20, 20, 20]
+        } else {
+            [10, 10, 20]
+        };
+        assert_eq!(
+            times, expected,
+            "created_at in position order, late at {late_at}"
+        );
+        assert_eq!(seen[..], times[..seen.len()], "a reader saw a time change");
+        if late_at == 0 {
+            record.record(format!(
+                "later-created first, earlier one on the {early_path:?} path"
+            ));
+        } else {
+            record.record("earlier-created first");
+        }
+    });
+    outcomes.require(
+        name,
+        &[
+            "later-created first, earlier one on the Fast path",
+            "later-created first, earlier one on the Slow path",
+            "earlier-created first",
+        ],
+    );
+}
+
+/// (r) [`created_at_follows_positions`] with the time in each record.
+#[test]
+fn created_at_follows_positions_on_both_commit_paths() {
+    created_at_follows_positions("created_at_follows_positions_on_both_commit_paths", false);
+}
+
+/// (r) [`created_at_follows_positions`] with the time in the transaction's
+/// shared metadata (a correlated transaction).
+#[test]
+fn correlated_created_at_follows_positions_on_both_commit_paths() {
+    created_at_follows_positions(
+        "correlated_created_at_follows_positions_on_both_commit_paths",
+        true,
+    );
+}
+
+/// (r) The watermark's line holds the last fast-path commit's time only for
+/// the position that commit moved the watermark to. Three one-event
+/// transactions created at 10, 30 and 20 race for positions: when the one
+/// created at 30 lands at position 1 and is carried over by a helper, the
+/// line still holds position 0's time for position 1, so a fast-path writer
+/// at position 2 must read 30 from the slot before it, not the line's.
+#[test]
+fn a_fast_path_after_a_helped_commit_takes_created_at_from_the_slot() {
+    let name = "a_fast_path_after_a_helped_commit_takes_created_at_from_the_slot";
+    let outcomes = Outcomes::default();
+    let record = outcomes.clone();
+    check(name, 2, move || {
+        let log = Arc::new(Log::<u32>::new());
+        let writers: Vec<_> = [10u64, 30, 20]
+            .into_iter()
+            .map(|created_at| {
+                let log = Arc::clone(&log);
+                thread::spawn(move || {
+                    let (start, path) = commit_created(&log, 1, created_at, false);
+                    (start, path, created_at)
+                })
+            })
+            .collect();
+        let mut results: Vec<_> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+        results.sort_unstable_by_key(|r| r.0);
+        assert_eq!(log.committed(), 3, "the watermark covers every commit");
+        let mut latest = 0;
+        let expected: Vec<u64> = results
+            .iter()
+            .map(|r| {
+                latest = latest.max(r.2);
+                latest
+            })
+            .collect();
+        assert_eq!(
+            log.read_created_at(),
+            expected,
+            "positions created at {results:?}"
+        );
+        if results[1].2 == 30
+            && results[1].1 == CommitPath::Slow
+            && results[2].1 == CommitPath::Fast
+        {
+            record.record("30 at position 1 helped, position 2 fast");
+        }
+    });
+    outcomes.require(name, &["30 at position 1 helped, position 2 fast"]);
+}
