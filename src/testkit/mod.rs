@@ -57,8 +57,11 @@ mod cases_read;
 mod cases_subscribe;
 mod cases_write;
 mod concurrency;
+mod faults;
 mod model;
 mod support;
+
+pub use faults::{Faulty, InvalidFraction};
 
 use crate::EventStore;
 use std::collections::BTreeMap;
