@@ -23,6 +23,14 @@
 
 use crate::sync::{fence, AtomicUsize, Backoff, CachePadded, Ordering};
 use event_listener::{Event, EventListener, Listener};
+#[cfg(not(loom))]
+use std::future::Future;
+#[cfg(not(loom))]
+use std::pin::Pin;
+#[cfg(not(loom))]
+use std::task::{Context, Poll};
+#[cfg(not(loom))]
+use std::time::Duration;
 use std::time::Instant;
 
 #[derive(Debug)]
@@ -102,6 +110,62 @@ impl Signal {
         }
     }
 
+    /// Waits asynchronously until `ready()` holds, for at most `timeout`
+    /// (from the first poll that has to wait); `false` if the timeout
+    /// passed first. Never blocks the polling thread and starts no thread
+    /// of its own: it awaits the signal's listener and, when the timeout is
+    /// representable as an `Instant`, a `futures_timer::Delay` (one global
+    /// helper thread serves every delay of the process).
+    ///
+    /// Cancel-safe: dropping the future unregisters its listener and its
+    /// timer and releases everything it held. Uses the same handshake as
+    /// [`park_until`](Self::park_until) (`prepare`, check again, wait), so
+    /// no wake-up is lost. Whoever makes `ready()` true must then call
+    /// [`wake`](Self::wake).
+    ///
+    /// # Panics
+    ///
+    /// If the operating system cannot start the timer's helper thread, the
+    /// first time any delay is needed (as starting a thread panics).
+    #[cfg(not(loom))]
+    pub(crate) async fn wait_until_async(&self, ready: impl Fn() -> bool, timeout: Duration) -> bool {
+        if ready() {
+            return true;
+        }
+        if timeout.is_zero() {
+            return false;
+        }
+        // Created when the first wait starts; `None` inside for a timeout
+        // too long to ever pass (`Duration::MAX`).
+        let mut timer: Option<Option<futures_timer::Delay>> = None;
+        loop {
+            let mut sleeper = self.prepare();
+            if ready() {
+                return true;
+            }
+            let timer = timer.get_or_insert_with(|| {
+                Instant::now()
+                    .checked_add(timeout)
+                    .map(|_| futures_timer::Delay::new(timeout))
+            });
+            let notified = std::future::poll_fn(|cx| {
+                if sleeper.poll_notified(cx).is_ready() {
+                    return Poll::Ready(true);
+                }
+                if let Some(delay) = timer {
+                    if Pin::new(delay).poll(cx).is_ready() {
+                        return Poll::Ready(false);
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            if !notified {
+                return ready();
+            }
+        }
+    }
+
     /// Parks until `ready()` may have become true, or until `deadline`.
     /// Returns `false` only if the deadline passed first. May return
     /// spuriously: callers check `ready()` again.
@@ -142,6 +206,21 @@ impl Sleeper<'_> {
     pub(crate) async fn notified(mut self) {
         if let Some(listener) = self.listener.take() {
             listener.await;
+        }
+    }
+
+    /// Polls for the notification: `Ready` once notified (and from then on).
+    #[cfg(not(loom))]
+    fn poll_notified(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.listener {
+            None => Poll::Ready(()),
+            Some(listener) => {
+                let notified = Pin::new(listener).poll(cx);
+                if notified.is_ready() {
+                    self.listener = None;
+                }
+                notified
+            }
         }
     }
 }

@@ -321,6 +321,15 @@ pub enum SubscriptionFailure<X, B> {
     Handler(HandlerError<X>),
     /// The backend failed; every event before the failure was handled.
     Backend(B),
+    /// User code run outside any event panicked with this message: the
+    /// handler's `Drop` (the values it captured) once the subscription was
+    /// over, or an event's `Drop` when the subscription held the store's
+    /// last handle. The subscription had otherwise ended well (`Stop` or
+    /// cancel).
+    Panicked(String),
+    /// Not an outcome: [`SubscriptionHandle::wait`] was called from the
+    /// subscription's own handler, which would wait for itself forever.
+    OwnHandler,
 }
 
 impl<X, B> SubscriptionFailure<X, B> {
@@ -328,7 +337,7 @@ impl<X, B> SubscriptionFailure<X, B> {
     pub fn handler_error(&self) -> Option<&HandlerError<X>> {
         match self {
             SubscriptionFailure::Handler(error) => Some(error),
-            SubscriptionFailure::Backend(_) => None,
+            _ => None,
         }
     }
 }
@@ -351,6 +360,13 @@ impl<X: fmt::Display, B: fmt::Display> fmt::Display for SubscriptionFailure<X, B
                 )
             }
             SubscriptionFailure::Backend(error) => write!(f, "backend error: {error}"),
+            SubscriptionFailure::Panicked(message) => {
+                write!(f, "a drop run by the subscriber panicked: {message}")
+            }
+            SubscriptionFailure::OwnHandler => write!(
+                f,
+                "waited on a subscription from its own handler, which would wait forever"
+            ),
         }
     }
 }
@@ -366,8 +382,8 @@ where
                 failure: crate::HandlerFailure::Error(error),
                 ..
             }) => Some(error),
-            SubscriptionFailure::Handler(_) => None,
             SubscriptionFailure::Backend(error) => Some(error),
+            _ => None,
         }
     }
 }
