@@ -33,6 +33,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use std::time::Instant;
 
+/// How many `Backoff::spin` steps an async wait spins before it awaits:
+/// 2^0 + ... + 2^6 = 127 pause instructions, `Backoff`'s whole spin phase.
+#[cfg(not(loom))]
+const SPINS: u32 = 7;
+
 #[derive(Debug)]
 pub(crate) struct Signal {
     /// Threads or tasks between `prepare` and the drop of their `Sleeper`.
@@ -128,12 +133,27 @@ impl Signal {
     /// If the operating system cannot start the timer's helper thread, the
     /// first time any delay is needed (as starting a thread panics).
     #[cfg(not(loom))]
-    pub(crate) async fn wait_until_async(&self, ready: impl Fn() -> bool, timeout: Duration) -> bool {
+    pub(crate) async fn wait_until_async(
+        &self,
+        ready: impl Fn() -> bool,
+        timeout: Duration,
+    ) -> bool {
         if ready() {
             return true;
         }
         if timeout.is_zero() {
             return false;
+        }
+        // Spin briefly first (about a hundred pause instructions, never a
+        // yield of the thread): the common wait, for a subscriber that is
+        // running, ends within microseconds, and registering a timer wakes
+        // the timer's thread twice (to add it and to remove it).
+        let backoff = Backoff::new();
+        for _ in 0..SPINS {
+            backoff.spin();
+            if ready() {
+                return true;
+            }
         }
         // Created when the first wait starts; `None` inside for a timeout
         // too long to ever pass (`Duration::MAX`).

@@ -346,8 +346,12 @@ impl<E: Send + Sync + 'static> MemoryStore<E> {
 
 /// The worker thread: delivers, then releases what it held, then sets the
 /// outcome and `ended`, each step under the panic guard.
-fn run<E, X, H>(subscription: Subscription<E>, selector: Selector<E>, handler: H, shared: &Shared<X>)
-where
+fn run<E, X, H>(
+    subscription: Subscription<E>,
+    selector: Selector<E>,
+    handler: H,
+    shared: &Shared<X>,
+) where
     H: FnMut(Envelope<'_, E>) -> Result<Flow, X>,
 {
     ON_WORKER.with(|on| on.set(true));
@@ -448,9 +452,9 @@ fn failure<E, X>(
     envelope: Envelope<'_, E>,
     selector: &Selector<E>,
 ) -> SubscriberError<X> {
-    let named = selector.namer.map(|name| {
-        catch_unwind(AssertUnwindSafe(|| name(envelope.payload()).to_owned()))
-    });
+    let named = selector
+        .namer
+        .map(|name| catch_unwind(AssertUnwindSafe(|| name(envelope.payload()).to_owned())));
     let (failed, event_type) = match named {
         None => (failed, None),
         Some(Ok(name)) => (failed, Some(name)),
@@ -467,7 +471,10 @@ fn failure<E, X>(
 
 /// Drops `value` (user code) under the guard; a panic becomes the outcome
 /// unless the subscription already failed.
-fn release<X, T>(outcome: Result<(), SubscriberError<X>>, value: T) -> Result<(), SubscriberError<X>> {
+fn release<X, T>(
+    outcome: Result<(), SubscriberError<X>>,
+    value: T,
+) -> Result<(), SubscriberError<X>> {
     match catch_unwind(AssertUnwindSafe(|| drop(value))) {
         Ok(()) => outcome,
         Err(panic) => {
@@ -651,9 +658,9 @@ impl<X> Subscriber<X> {
     /// Takes the outcome the worker set; call once, after `is_finished`.
     #[allow(clippy::result_large_err)] // once per subscription
     fn take_outcome(&self) -> Result<(), SubscriberError<X>> {
-        crate::sync::lock(&self.shared.outcome)
-            .take()
-            .expect("the worker sets its outcome before `ended`, and only the handle takes it, once")
+        crate::sync::lock(&self.shared.outcome).take().expect(
+            "the worker sets its outcome before `ended`, and only the handle takes it, once",
+        )
     }
 
     /// Whether the subscription has ended: its outcome is set and its
@@ -721,7 +728,11 @@ impl<X> Subscriber<X> {
         } else if self.is_finished() {
             // The worker's last `publish` happened before `ended`, so a
             // finished worker that has not reached `end` never will.
-            Some(if reached() { Ok(()) } else { Err(WaitError::Ended) })
+            Some(if reached() {
+                Ok(())
+            } else {
+                Err(WaitError::Ended)
+            })
         } else if self.on_own_worker() {
             Some(Err(WaitError::OwnHandler))
         } else {

@@ -504,8 +504,15 @@ pub trait EventStore: Clone + Send + Sync + 'static {
 
 /// A running handler subscription of an [`EventStore`].
 ///
-/// Every wait here is async and never blocks the caller's thread. `X` is the
-/// handler's error type.
+/// Every wait here is async and never blocks the caller's thread, and
+/// dropping a wait's future releases everything it held (the waits are
+/// cancel-safe). `X` is the handler's error type.
+///
+/// Dropping the handle requests cancellation and returns at once: it never
+/// blocks (an executor thread, say) on the handler's current call; the
+/// subscription stops before its next event and ends on its own
+/// ([contract](crate::contract) rule 28). `cancel().await` is for those who
+/// want to wait for that end.
 pub trait SubscriptionHandle<X>: Send + Sync + 'static {
     /// The store's cursor.
     type Cursor: Cursor;
@@ -516,17 +523,27 @@ pub trait SubscriptionHandle<X>: Send + Sync + 'static {
     /// called again ([contract](crate::contract) rule 21). Idempotent,
     /// harmless after the subscription ended on its own (the outcome stays
     /// what it was), wakes a subscription waiting for events.
+    ///
+    /// The request is made when the future is first polled; dropping the
+    /// future after that leaves it in place. The future completes once the
+    /// handler's current call has returned: if that call waits for the
+    /// awaiting task itself (a full channel only that task drains), it stays
+    /// pending, so drain from another task or drop the handle instead.
     fn cancel(&self) -> impl Future<Output = ()> + Send;
 
     /// Waits until the subscription ends and returns how: `Ok` after
     /// [`Flow::Stop`] or a cancel, the handler's error (unchanged, with the
     /// event's context) or the backend's error otherwise.
+    /// [`SubscriptionFailure::OwnHandler`] at once if called from the
+    /// subscription's own handler. Dropping the future drops the handle,
+    /// which requests cancellation.
     fn wait(self) -> impl Future<Output = Result<(), SubscriptionFailure<X, Self::Error>>> + Send;
 
     /// Waits until the subscription has handled or passed over `cursor`
     /// (events it does not select count as passed), for at most `timeout`
     /// ([contract](crate::contract) rule 23). [`WaitError::Ended`] if it
-    /// ended before.
+    /// ended before; [`WaitError::OwnHandler`] at once if called from the
+    /// subscription's own handler for a cursor it has not passed.
     fn wait_processed(
         &self,
         cursor: Self::Cursor,
