@@ -11,6 +11,10 @@
 //! `Signal`, so no lock is held while waiting and no wait can deadlock on
 //! another; the async waits await the same signal (no thread per wait).
 
+// The outcome (`Result<(), SubscriberError<X>>`, with the event's context)
+// is made and moved once per subscription, never on a hot path.
+#![allow(clippy::result_large_err)]
+
 use crate::envelope::Envelope;
 use crate::ids::{CorrelationId, EventId, Position, StreamId, StreamVersion};
 use crate::selector::Selector;
@@ -632,7 +636,6 @@ impl<X> Subscriber<X> {
     /// subscriber.cancel();
     /// assert_eq!(subscriber.into_outcome(), Ok(()));
     /// ```
-    #[allow(clippy::result_large_err)] // returned once per subscription, never on a hot path
     pub fn into_outcome(mut self) -> Result<(), SubscriberError<X>> {
         if !self.wait_ended() {
             return Err(SubscriberError::OwnHandler);
@@ -656,7 +659,6 @@ impl<X> Subscriber<X> {
     }
 
     /// Takes the outcome the worker set; call once, after `is_finished`.
-    #[allow(clippy::result_large_err)] // once per subscription
     fn take_outcome(&self) -> Result<(), SubscriberError<X>> {
         crate::sync::lock(&self.shared.outcome).take().expect(
             "the worker sets its outcome before `ended`, and only the handle takes it, once",
@@ -791,7 +793,6 @@ impl<X> Subscriber<X> {
     }
 
     /// [`into_outcome`](Self::into_outcome), awaited.
-    #[allow(clippy::result_large_err)] // once per subscription
     pub(crate) async fn into_outcome_async(self) -> Result<(), SubscriberError<X>> {
         if !self.is_finished() && self.on_own_worker() {
             return Err(SubscriberError::OwnHandler);

@@ -35,7 +35,9 @@ const EXPECTED_PANIC: &str = "expected test panic";
 /// poison the others.
 fn serial() -> MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The serial lock, then a watchdog for `test`, with expected panics quiet.
@@ -217,7 +219,11 @@ fn a_dropped_handle_with_abandoned_waits_stops_its_handler_and_releases_the_stor
         assert_eq!(handled.load(Ordering::SeqCst), 2);
         assert_eq!(ledger.drops(), [0; 4]);
         drop(store);
-        assert_eq!(ledger.drops(), [1; 4], "the last store handle took every event");
+        assert_eq!(
+            ledger.drops(),
+            [1; 4],
+            "the last store handle took every event"
+        );
     });
 }
 
@@ -254,7 +260,10 @@ fn dropping_a_handle_on_a_current_thread_runtime_does_not_wait_for_the_handler()
         while drain.recv().await.is_some() {
             received += 1;
         }
-        assert!((1..=2).contains(&received), "{received} events after the drop");
+        assert!(
+            (1..=2).contains(&received),
+            "{received} events after the drop"
+        );
     });
 }
 
@@ -368,11 +377,11 @@ fn a_panicking_type_name_in_a_type_filter_ends_the_subscriber_like_a_handler_pan
 fn a_panicking_type_name_for_a_failed_handlers_context_ends_the_subscriber_visibly() {
     let _guards = start("a_panicking_type_name_for_a_failed_handler");
     let store = known_unnamed_known();
-    let subscriber = store.spawn_subscriber(Selector::all().with_type_names(), |event| {
-        match event.payload() {
-            Named::Known => Ok(Flow::Continue),
-            Named::Unnamed => Err("the handler failed"),
-        }
+    let subscriber = store.spawn_subscriber(Selector::all().with_type_names(), |event| match event
+        .payload()
+    {
+        Named::Known => Ok(Flow::Continue),
+        Named::Unnamed => Err("the handler failed"),
     });
     ended_by_the_naming_panic_at_position_1(&subscriber);
     subscriber.cancel();
