@@ -1,5 +1,7 @@
 //! [`EventStore`] for [`MemoryStore`]: the synchronous inherent API inside
-//! futures that are ready on their first poll.
+//! futures that are ready on their first poll, and a subscription handle
+//! whose waits await the subscriber's progress signal (waker-based: no
+//! thread per wait, cancel-safe).
 
 use super::{EventRef, EventStore, StoreError, SubscriptionFailure, SubscriptionHandle};
 use crate::error::InsertError;
@@ -159,7 +161,8 @@ impl<E: Send + Sync + 'static> EventStore for MemoryStore<E> {
 /// Dropping the handle requests cancellation and returns at once (it never
 /// blocks an executor thread); the worker stops before its next event and
 /// exits on its own. `cancel().await` waits for that end without blocking
-/// the thread. The handle holds the store weakly (rule 24).
+/// the thread. The handle holds the store weakly ([contract](crate::contract)
+/// rule 24).
 ///
 /// ```
 /// use hindsight::{EventStore, ExpectedVersion, Flow, MemoryStore, Selector, StreamId,
