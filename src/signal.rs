@@ -23,15 +23,10 @@
 
 use crate::sync::{fence, AtomicUsize, Backoff, CachePadded, Ordering};
 use event_listener::{Event, EventListener, Listener};
-#[cfg(not(loom))]
 use std::future::Future;
-#[cfg(not(loom))]
 use std::pin::Pin;
-#[cfg(not(loom))]
 use std::task::{Context, Poll};
-#[cfg(not(loom))]
-use std::time::Duration;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// How many `Backoff::spin` steps an async wait spins before it awaits:
 /// 2^0 + ... + 2^6 = 127 pause instructions, `Backoff`'s whole spin phase.
@@ -128,11 +123,13 @@ impl Signal {
     /// no wake-up is lost. Whoever makes `ready()` true must then call
     /// [`wake`](Self::wake).
     ///
+    /// Under loom there is no timer (loom has no time): the wait ends only
+    /// when `ready()` holds, and the spin is left out.
+    ///
     /// # Panics
     ///
     /// If the operating system cannot start the timer's helper thread, the
     /// first time any delay is needed (as starting a thread panics).
-    #[cfg(not(loom))]
     pub(crate) async fn wait_until_async(
         &self,
         ready: impl Fn() -> bool,
@@ -148,30 +145,38 @@ impl Signal {
         // yield of the thread): the common wait, for a subscriber that is
         // running, ends within microseconds, and registering a timer wakes
         // the timer's thread twice (to add it and to remove it).
-        let backoff = Backoff::new();
-        for _ in 0..SPINS {
-            backoff.spin();
-            if ready() {
-                return true;
+        #[cfg(not(loom))]
+        {
+            let backoff = Backoff::new();
+            for _ in 0..SPINS {
+                backoff.spin();
+                if ready() {
+                    return true;
+                }
             }
         }
         // Created when the first wait starts; `None` inside for a timeout
         // too long to ever pass (`Duration::MAX`).
+        #[cfg(not(loom))]
         let mut timer: Option<Option<futures_timer::Delay>> = None;
         loop {
             let mut sleeper = self.prepare();
             if ready() {
                 return true;
             }
+            #[cfg(not(loom))]
             let timer = timer.get_or_insert_with(|| {
                 Instant::now()
                     .checked_add(timeout)
                     .map(|_| futures_timer::Delay::new(timeout))
             });
+            #[cfg(loom)]
+            crate::loom_api::note_park();
             let notified = std::future::poll_fn(|cx| {
                 if sleeper.poll_notified(cx).is_ready() {
                     return Poll::Ready(true);
                 }
+                #[cfg(not(loom))]
                 if let Some(delay) = timer {
                     if Pin::new(delay).poll(cx).is_ready() {
                         return Poll::Ready(false);
@@ -230,7 +235,6 @@ impl Sleeper<'_> {
     }
 
     /// Polls for the notification: `Ready` once notified (and from then on).
-    #[cfg(not(loom))]
     fn poll_notified(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         match &mut self.listener {
             None => Poll::Ready(()),
