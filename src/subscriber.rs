@@ -257,8 +257,8 @@ thread_local! {
 /// store, and exits on its own. [`cancel`](Self::cancel) waits for that.
 ///
 /// The handle holds the store weakly: once the worker has ended, the last
-/// store handle takes every event with it ([contract](crate::contract) rule 24), even while this handle
-/// is kept for its outcome.
+/// store handle takes every event with it ([contract](crate::contract)
+/// rule 24), even while this handle is kept for its outcome.
 pub struct Subscriber<X> {
     shared: Arc<Shared<X>>,
     store: Weak<dyn StoreLink>,
