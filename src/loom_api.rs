@@ -50,7 +50,8 @@ pub fn fast_commits() -> usize {
 /// How many times the calling loom thread parked on a `Signal` in this
 /// execution: registered as a sleeper, found its condition still false and
 /// waited for a wake-up (every wait of the crate goes through
-/// `Signal::wait_until` and `park_until`, except `next_async`).
+/// `Signal::wait_until`, `park_until` and `wait_until_async`, except
+/// `next_async`).
 pub fn parks() -> usize {
     PARKS.with(Cell::get)
 }
@@ -221,6 +222,15 @@ impl Signal {
     /// (under loom its `Backoff` never spins, so it parks at once).
     pub fn wait_until(&self, ready: impl Fn() -> bool) {
         self.0.wait_until(ready, None);
+    }
+
+    /// `Signal::wait_until_async`, the async subscription waits' loop
+    /// (under loom without its spin and its timer): `prepare`, check again,
+    /// then await the listener as a future.
+    pub async fn wait_until_async(&self, ready: impl Fn() -> bool) -> bool {
+        self.0
+            .wait_until_async(ready, std::time::Duration::MAX)
+            .await
     }
 }
 

@@ -23,7 +23,15 @@
 
 use crate::sync::{fence, AtomicUsize, Backoff, CachePadded, Ordering};
 use event_listener::{Event, EventListener, Listener};
-use std::time::Instant;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// How many `Backoff::spin` steps an async wait spins before it awaits:
+/// 2^0 + ... + 2^6 = 127 pause instructions, `Backoff`'s whole spin phase.
+#[cfg(not(loom))]
+const SPINS: u32 = 7;
 
 #[derive(Debug)]
 pub(crate) struct Signal {
@@ -102,6 +110,87 @@ impl Signal {
         }
     }
 
+    /// Waits asynchronously until `ready()` holds, for at most `timeout`
+    /// (from the first poll that has to wait); `false` if the timeout
+    /// passed first. Never blocks the polling thread and starts no thread
+    /// of its own: it awaits the signal's listener and, when the timeout is
+    /// representable as an `Instant`, a `futures_timer::Delay` (one global
+    /// helper thread serves every delay of the process).
+    ///
+    /// Cancel-safe: dropping the future unregisters its listener and its
+    /// timer and releases everything it held. Uses the same handshake as
+    /// [`park_until`](Self::park_until) (`prepare`, check again, wait), so
+    /// no wake-up is lost. Whoever makes `ready()` true must then call
+    /// [`wake`](Self::wake).
+    ///
+    /// Under loom there is no timer (loom has no time): the wait ends only
+    /// when `ready()` holds, and the spin is left out.
+    ///
+    /// # Panics
+    ///
+    /// If the operating system cannot start the timer's helper thread, the
+    /// first time any delay is needed (as starting a thread panics).
+    pub(crate) async fn wait_until_async(
+        &self,
+        ready: impl Fn() -> bool,
+        timeout: Duration,
+    ) -> bool {
+        if ready() {
+            return true;
+        }
+        if timeout.is_zero() {
+            return false;
+        }
+        // Spin briefly first (about a hundred pause instructions, never a
+        // yield of the thread): the common wait, for a subscriber that is
+        // running, ends within microseconds, and registering a timer wakes
+        // the timer's thread twice (to add it and to remove it).
+        #[cfg(not(loom))]
+        {
+            let backoff = Backoff::new();
+            for _ in 0..SPINS {
+                backoff.spin();
+                if ready() {
+                    return true;
+                }
+            }
+        }
+        // Created when the first wait starts; `None` inside for a timeout
+        // too long to ever pass (`Duration::MAX`).
+        #[cfg(not(loom))]
+        let mut timer: Option<Option<futures_timer::Delay>> = None;
+        loop {
+            let mut sleeper = self.prepare();
+            if ready() {
+                return true;
+            }
+            #[cfg(not(loom))]
+            let timer = timer.get_or_insert_with(|| {
+                Instant::now()
+                    .checked_add(timeout)
+                    .map(|_| futures_timer::Delay::new(timeout))
+            });
+            #[cfg(loom)]
+            crate::loom_api::note_park();
+            let notified = std::future::poll_fn(|cx| {
+                if sleeper.poll_notified(cx).is_ready() {
+                    return Poll::Ready(true);
+                }
+                #[cfg(not(loom))]
+                if let Some(delay) = timer {
+                    if Pin::new(delay).poll(cx).is_ready() {
+                        return Poll::Ready(false);
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            if !notified {
+                return ready();
+            }
+        }
+    }
+
     /// Parks until `ready()` may have become true, or until `deadline`.
     /// Returns `false` only if the deadline passed first. May return
     /// spuriously: callers check `ready()` again.
@@ -142,6 +231,20 @@ impl Sleeper<'_> {
     pub(crate) async fn notified(mut self) {
         if let Some(listener) = self.listener.take() {
             listener.await;
+        }
+    }
+
+    /// Polls for the notification: `Ready` once notified (and from then on).
+    fn poll_notified(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.listener {
+            None => Poll::Ready(()),
+            Some(listener) => {
+                let notified = Pin::new(listener).poll(cx);
+                if notified.is_ready() {
+                    self.listener = None;
+                }
+                notified
+            }
         }
     }
 }

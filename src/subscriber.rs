@@ -1,6 +1,19 @@
 //! Handler subscriptions: a subscription driven by its own thread, calling
 //! a handler for each event, with cancel, wait, and deterministic waits for
 //! tests ("has it processed position p yet?").
+//!
+//! Every piece of user code the worker runs (the handler, `EventType`
+//! names, a panic payload's and an error's `Drop`, the handler's captures
+//! and, when the worker holds the store's last handle, the events' `Drop`)
+//! runs under `catch_unwind`: a panic ends the subscription with an outcome
+//! that says so. The handle holds the store weakly and never joins the
+//! worker thread: waits watch the `ended` flag through the progress
+//! `Signal`, so no lock is held while waiting and no wait can deadlock on
+//! another; the async waits await the same signal (no thread per wait).
+
+// The outcome (`Result<(), SubscriberError<X>>`, with the event's context)
+// is made and moved once per subscription, never on a hot path.
+#![allow(clippy::result_large_err)]
 
 use crate::envelope::Envelope;
 use crate::ids::{CorrelationId, EventId, Position, StreamId, StreamVersion};
@@ -9,10 +22,12 @@ use crate::signal::Signal;
 use crate::store::{Inner, MemoryStore};
 use crate::subscription::{Subscription, SubscriptionError};
 use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering};
+use std::any::Any;
+use std::cell::Cell;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, OnceLock};
-use std::thread::JoinHandle;
+use std::sync::{Arc, OnceLock, Weak};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant, SystemTime};
 
 /// What a handler tells its subscription to do next.
@@ -33,7 +48,8 @@ pub struct EventContext {
     /// Its id.
     pub event_id: EventId,
     /// Its type name, if the selector names types (see
-    /// [`Selector::with_type_names`]).
+    /// [`Selector::with_type_names`]); `None` too when naming it panicked
+    /// (the failure is then that panic).
     pub event_type: Option<String>,
     /// Its stream.
     pub stream: StreamId,
@@ -46,13 +62,13 @@ pub struct EventContext {
 }
 
 impl EventContext {
-    fn of<E>(envelope: Envelope<'_, E>, selector: &Selector<E>) -> Self {
+    /// The context of `envelope`, named with `event_type` (see
+    /// [`failure`] for how it is computed, under the panic guard).
+    fn of<E>(envelope: Envelope<'_, E>, event_type: Option<String>) -> Self {
         Self {
             position: envelope.position(),
             event_id: envelope.event_id(),
-            event_type: selector
-                .namer
-                .map(|name| name(envelope.payload()).to_owned()),
+            event_type,
             stream: envelope.stream_id(),
             version: envelope.version(),
             correlation_id: envelope.correlation_id(),
@@ -66,7 +82,10 @@ impl EventContext {
 pub enum HandlerFailure<X> {
     /// It returned this error, unchanged.
     Error(X),
-    /// It panicked with this message.
+    /// It panicked with this message. In a handler subscription this is
+    /// also how a panic of [`EventType::event_type`](crate::EventType::event_type)
+    /// on the event is reported (the selector filters or names types): the
+    /// subscription ends exactly as if the handler had panicked.
     Panic(String),
 }
 
@@ -87,6 +106,18 @@ pub enum SubscriberError<X> {
     Handler(HandlerError<X>),
     /// The store was poisoned; every committed event was handled.
     Poisoned,
+    /// User code that the worker ran outside any event panicked with this
+    /// message: the handler's `Drop` (the values it captured), or, when the
+    /// worker held the store's last handle, an event's `Drop`. The
+    /// subscription had otherwise ended well (by `Stop` or cancel); after a
+    /// handler failure or poisoning, that stays the outcome.
+    Panicked(String),
+    /// Not an outcome: returned by [`Subscriber::wait`] and
+    /// [`Subscriber::into_outcome`] when called from the subscription's own
+    /// handler, which would wait for itself forever. The subscription has
+    /// not ended (it ends when the handler returns and the subscription is
+    /// cancelled, stopped or fails).
+    OwnHandler,
 }
 
 impl<X: fmt::Display> fmt::Display for SubscriberError<X> {
@@ -108,6 +139,13 @@ impl<X: fmt::Display> fmt::Display for SubscriberError<X> {
                 write!(f, ")")
             }
             SubscriberError::Poisoned => fmt::Display::fmt(&SubscriptionError::Poisoned, f),
+            SubscriberError::Panicked(message) => {
+                write!(f, "a drop run by the subscriber panicked: {message}")
+            }
+            SubscriberError::OwnHandler => write!(
+                f,
+                "waited on a subscription from its own handler, which would wait forever"
+            ),
         }
     }
 }
@@ -132,6 +170,10 @@ pub enum WaitError {
     Ended,
     /// The timeout passed first.
     TimedOut,
+    /// Called from the subscription's own handler for a position it has not
+    /// passed: it cannot pass it while its handler waits, so the wait
+    /// answers at once instead of waiting for its timeout.
+    OwnHandler,
 }
 
 impl fmt::Display for WaitError {
@@ -139,6 +181,10 @@ impl fmt::Display for WaitError {
         match self {
             WaitError::Ended => write!(f, "the subscriber ended before reaching the position"),
             WaitError::TimedOut => write!(f, "timed out waiting for the subscriber"),
+            WaitError::OwnHandler => write!(
+                f,
+                "waited on a subscriber from its own handler for a position it has not passed"
+            ),
         }
     }
 }
@@ -151,11 +197,27 @@ struct Shared<X> {
     cancelled: AtomicBool,
     /// Every position below this has been handled or passed over.
     processed: AtomicU64,
-    /// Set once `outcome` is set and the worker will touch nothing more.
+    /// Set once `outcome` is set and the worker has released everything it
+    /// held (handler, store): it touches nothing more but this `Shared`.
     ended: AtomicBool,
-    outcome: OnceLock<Result<(), SubscriberError<X>>>,
+    /// Set by the worker just before `ended`; taken once, by the handle.
+    outcome: Mutex<Option<Result<(), SubscriberError<X>>>>,
+    /// Whether the worker still holds its handle to the store. Held locked
+    /// by whoever borrows the store through the handle's weak reference, so
+    /// that the borrow is never the store's last handle (the worker's is
+    /// dropped only after this is cleared): dropping the events never falls
+    /// to a `cancel` or a wait.
+    store_held: Mutex<bool>,
     /// Woken when `processed` moves and when the worker ends.
     progress: Signal,
+}
+
+impl<X> Drop for Shared<X> {
+    fn drop(&mut self) {
+        // An outcome nobody took: the handler's error is user code.
+        let outcome = crate::sync::lock(&self.outcome).take();
+        drop_guarded(outcome);
+    }
 }
 
 /// The store, seen from a handle that does not know its event type.
@@ -175,16 +237,37 @@ impl<E: Send + Sync> StoreLink for Inner<E> {
     }
 }
 
+thread_local! {
+    /// Whether this thread is a subscriber's worker: `cancel` called from
+    /// any handler only requests, so that handlers that cancel each other
+    /// never wait for each other.
+    static ON_WORKER: Cell<bool> = const { Cell::new(false) };
+}
+
 /// A running handler subscription; see [`MemoryStore::spawn_subscriber`].
 ///
-/// `Send + Sync`: one thread may cancel while another waits. Dropping the
-/// handle cancels the subscription and waits for its thread.
+/// `Send + Sync`: one thread may cancel while another waits. No call on it
+/// panics or deadlocks, whichever threads (its own worker included) make
+/// them at the same time: nothing is locked while waiting, and the handle
+/// never joins the worker thread.
+///
+/// Dropping the handle requests cancellation and returns at once, without
+/// waiting (so a drop never blocks, on an async executor or in a handler):
+/// the worker stops before the next event, releases the handler and the
+/// store, and exits on its own. [`cancel`](Self::cancel) waits for that.
+///
+/// The handle holds the store weakly: once the worker has ended, the last
+/// store handle takes every event with it ([contract](crate::contract)
+/// rule 24), even while this handle is kept for its outcome.
 pub struct Subscriber<X> {
     shared: Arc<Shared<X>>,
-    store: Arc<dyn StoreLink>,
-    /// Taken and joined by whoever first waits for the worker to exit; held
-    /// locked while joining, so every other waiter returns after the exit.
-    worker: Mutex<Option<JoinHandle<()>>>,
+    store: Weak<dyn StoreLink>,
+    /// The worker thread, to recognise calls from its own handler.
+    worker: ThreadId,
+    /// The outcome once taken from `shared`, for `wait`'s reference.
+    outcome: OnceLock<Result<(), SubscriberError<X>>>,
+    /// What `wait` returns (by reference) when called from its own handler.
+    own_handler: SubscriberError<X>,
 }
 
 impl<E: Send + Sync + 'static> MemoryStore<E> {
@@ -194,7 +277,11 @@ impl<E: Send + Sync + 'static> MemoryStore<E> {
     /// The handler returns [`Flow::Continue`], [`Flow::Stop`] or an error; a
     /// panic in it is caught. An error or panic ends the subscription, and
     /// [`Subscriber::wait`] returns it with the event's context. Handler
-    /// calls never overlap.
+    /// calls never overlap. A panic of [`EventType::event_type`](crate::EventType::event_type)
+    /// (when the selector filters or names types) ends it the same way, as
+    /// [`HandlerFailure::Panic`]; a panic in a `Drop` the worker runs once
+    /// the subscription is over (the handler's captures, the events when it
+    /// holds the store's last handle) is [`SubscriberError::Panicked`].
     ///
     /// # Panics
     ///
@@ -225,79 +312,131 @@ impl<E: Send + Sync + 'static> MemoryStore<E> {
         X: Send + Sync + 'static,
         H: FnMut(Envelope<'_, E>) -> Result<Flow, X> + Send + 'static,
     {
-        let subscription = self.subscribe(selector);
+        // The worker filters by type itself, under the panic guard, with the
+        // event in hand for the context: the cursor delivers every event of
+        // the selected streams.
+        let every_type = Selector {
+            types: None,
+            namer: None,
+            ..selector.clone()
+        };
+        let subscription = self.subscribe(every_type);
         let shared = Arc::new(Shared {
             cancelled: AtomicBool::new(false),
             processed: AtomicU64::new(subscription.cursor().passed()),
             ended: AtomicBool::new(false),
-            outcome: OnceLock::new(),
+            outcome: Mutex::new(None),
+            store_held: Mutex::new(true),
             progress: Signal::new(),
         });
         let worker = {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("hindsight-subscriber".into())
-                .spawn(move || run(subscription, handler, &shared))
+                .spawn(move || run(subscription, selector, handler, &shared))
                 .expect("failed to spawn a subscriber thread")
         };
         let store: Arc<dyn StoreLink> = self.inner.clone();
         Subscriber {
             shared,
-            store,
-            worker: Mutex::new(Some(worker)),
+            store: Arc::downgrade(&store),
+            // Detached: every wait watches `ended` instead of joining.
+            worker: worker.thread().id(),
+            outcome: OnceLock::new(),
+            own_handler: SubscriberError::OwnHandler,
         }
     }
 }
 
-/// The worker's loop.
-fn run<E, X, H>(mut subscription: Subscription<E>, mut handler: H, shared: &Shared<X>)
+/// The worker thread: delivers, then releases what it held, then sets the
+/// outcome and `ended`, each step under the panic guard.
+fn run<E, X, H>(
+    subscription: Subscription<E>,
+    selector: Selector<E>,
+    handler: H,
+    shared: &Shared<X>,
+) where
+    H: FnMut(Envelope<'_, E>) -> Result<Flow, X>,
+{
+    ON_WORKER.with(|on| on.set(true));
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let (mut subscription, mut handler) = (subscription, handler);
+        let outcome = deliver(&mut subscription, &selector, &mut handler, shared);
+        // Clear the flag before dropping our handle: a borrow through the
+        // weak reference, made under the lock, then never outlives it.
+        *crate::sync::lock(&shared.store_held) = false;
+        // The store first (it may be its last handle: the events go), then
+        // the handler's captures.
+        let outcome = release(outcome, subscription);
+        release(outcome, handler)
+    }))
+    .unwrap_or_else(|panic| Err(SubscriberError::Panicked(panic_message(panic))));
+    *crate::sync::lock(&shared.outcome) = Some(outcome);
+    // SeqCst: ordered before `progress.wake`'s fence, like every state
+    // change a progress waiter checks; its Acquire loads in `is_finished`
+    // then see the outcome (set under the mutex before) and the last
+    // `publish`.
+    shared.ended.store(true, Ordering::SeqCst);
+    shared.progress.wake();
+}
+
+/// Hands events to the handler until the subscription ends; returns how.
+fn deliver<E, X, H>(
+    subscription: &mut Subscription<E>,
+    selector: &Selector<E>,
+    handler: &mut H,
+    shared: &Shared<X>,
+) -> Result<(), SubscriberError<X>>
 where
     H: FnMut(Envelope<'_, E>) -> Result<Flow, X>,
 {
-    // Acquire: pairs with the SeqCst store in `cancel`; nothing is read
-    // through the flag, and `Signal`'s fences order it for parking.
+    // Acquire: pairs with the SeqCst store in `request_cancel`; nothing is
+    // read through the flag, and `Signal`'s fences order it for parking.
     let cancelled = || shared.cancelled.load(Ordering::Acquire);
-    let outcome = 'run: loop {
-        loop {
+    loop {
+        while let Some((envelope, _)) = subscription.advance() {
+            // Checked after `advance`: an event committed after a cancel
+            // request (its watermark move acquired above) is never handled.
             if cancelled() {
-                break 'run Ok(());
+                return Ok(());
             }
-            let Some((envelope, selector)) = subscription.advance() else {
-                break;
-            };
+            if selector.types.is_some() {
+                match catch_unwind(AssertUnwindSafe(|| {
+                    selector.selects_type(envelope.payload())
+                })) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(panic) => {
+                        let message = panic_message(panic);
+                        return Err(SubscriberError::Handler(HandlerError {
+                            failure: HandlerFailure::Panic(message),
+                            event: EventContext::of(envelope, None),
+                        }));
+                    }
+                }
+            }
             let position = envelope.position().0;
-            let flow = match catch_unwind(AssertUnwindSafe(|| handler(envelope))) {
-                Ok(Ok(flow)) => flow,
-                Ok(Err(error)) => {
-                    break 'run Err(failure(HandlerFailure::Error(error), envelope, selector))
+            let failed = match catch_unwind(AssertUnwindSafe(|| handler(envelope))) {
+                Ok(Ok(flow)) => {
+                    publish(shared, position + 1);
+                    if flow == Flow::Stop {
+                        return Ok(());
+                    }
+                    continue;
                 }
-                Err(panic) => {
-                    break 'run Err(failure(
-                        HandlerFailure::Panic(panic_message(panic)),
-                        envelope,
-                        selector,
-                    ))
-                }
+                Ok(Err(error)) => HandlerFailure::Error(error),
+                Err(panic) => HandlerFailure::Panic(panic_message(panic)),
             };
-            publish(shared, position + 1);
-            if flow == Flow::Stop {
-                break 'run Ok(());
-            }
+            return Err(failure(failed, envelope, selector));
         }
         // Everything committed is passed, selected or not.
         publish(shared, subscription.cursor().passed());
         match subscription.wait_more(None, &cancelled) {
             Ok(true) => {}
-            Ok(false) => break Ok(()),
-            Err(SubscriptionError::Poisoned) => break Err(SubscriberError::Poisoned),
+            Ok(false) => return Ok(()),
+            Err(SubscriptionError::Poisoned) => return Err(SubscriberError::Poisoned),
         }
-    };
-    // Only this thread sets the outcome, once.
-    let _ = shared.outcome.set(outcome);
-    // SeqCst: ordered before `progress.wake`'s fence, like every state
-    // change a progress waiter checks.
-    shared.ended.store(true, Ordering::SeqCst);
-    shared.progress.wake();
+    }
 }
 
 /// Records that every position below `processed` is handled or passed.
@@ -309,81 +448,225 @@ fn publish<X>(shared: &Shared<X>, processed: u64) {
     shared.progress.wake();
 }
 
+/// The outcome of a handler that failed on `envelope`, with the event's
+/// type named (under the guard) if the selector names types. If naming it
+/// panics, the failure is that panic, and the handler's is dropped.
 fn failure<E, X>(
-    failure: HandlerFailure<X>,
+    failed: HandlerFailure<X>,
     envelope: Envelope<'_, E>,
     selector: &Selector<E>,
 ) -> SubscriberError<X> {
+    let named = selector
+        .namer
+        .map(|name| catch_unwind(AssertUnwindSafe(|| name(envelope.payload()).to_owned())));
+    let (failed, event_type) = match named {
+        None => (failed, None),
+        Some(Ok(name)) => (failed, Some(name)),
+        Some(Err(panic)) => {
+            drop_guarded(failed);
+            (HandlerFailure::Panic(panic_message(panic)), None)
+        }
+    };
     SubscriberError::Handler(HandlerError {
-        failure,
-        event: EventContext::of(envelope, selector),
+        failure: failed,
+        event: EventContext::of(envelope, event_type),
     })
 }
 
-fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+/// Drops `value` (user code) under the guard; a panic becomes the outcome
+/// unless the subscription already failed.
+fn release<X, T>(
+    outcome: Result<(), SubscriberError<X>>,
+    value: T,
+) -> Result<(), SubscriberError<X>> {
+    match catch_unwind(AssertUnwindSafe(|| drop(value))) {
+        Ok(()) => outcome,
+        Err(panic) => {
+            let message = panic_message(panic);
+            match outcome {
+                Ok(()) => Err(SubscriberError::Panicked(message)),
+                failed => failed,
+            }
+        }
+    }
+}
+
+/// The message of a panic; drops a payload that is not a string under the
+/// guard.
+fn panic_message(panic: Box<dyn Any + Send>) -> String {
     match panic.downcast::<String>() {
         Ok(message) => *message,
         Err(panic) => match panic.downcast::<&'static str>() {
             Ok(message) => (*message).to_owned(),
-            Err(_) => "a panic with a non-string payload".to_owned(),
+            Err(panic) => {
+                drop_guarded(panic);
+                "a panic with a non-string payload".to_owned()
+            }
         },
     }
 }
 
+/// Drops `value`, whose `Drop` is user code, without letting a panic out.
+/// The payload of such a panic is leaked, not dropped: its own `Drop` is
+/// user code too, and could panic in turn.
+fn drop_guarded<T>(value: T) {
+    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| drop(value))) {
+        std::mem::forget(panic);
+    }
+}
+
 impl<X> Subscriber<X> {
-    /// Stops the subscription and returns once its thread has exited
-    /// (called from inside the handler, it returns at once and the
-    /// subscription stops when the handler returns).
+    /// Stops the subscription and returns once its worker has ended: the
+    /// handler will never be called again, and the worker has dropped the
+    /// handler (with what it captured) and its handle to the store.
     ///
     /// Idempotent, safe after the subscription ended on its own (which it
     /// then does not change: a handler failure stays the outcome), and wakes
     /// a parked subscriber. Without a failure, [`wait`](Self::wait) then
     /// returns `Ok`.
+    ///
+    /// Called from inside any subscriber's handler (this one's or
+    /// another's), it only requests, like
+    /// [`request_cancel`](Self::request_cancel), and returns at once: the
+    /// subscription stops when its current handler call returns. So
+    /// handlers that cancel each other never wait for each other. (A
+    /// handler that must know the other has stopped can call its
+    /// [`wait`](Self::wait), which blocks.)
+    ///
+    /// Waiting is for the handler's current call to return: a handler that
+    /// blocks on the thread that calls `cancel` (a full channel only that
+    /// thread drains) blocks it too. [`request_cancel`] or dropping the
+    /// handle never waits.
+    ///
+    /// [`request_cancel`]: Self::request_cancel
+    ///
+    /// ```
+    /// use hindsight::{Flow, MemoryStore, Selector};
+    /// let store = MemoryStore::<u8>::new();
+    /// let subscriber = store.spawn_subscriber(Selector::all(), |_| Ok::<_, ()>(Flow::Continue));
+    /// subscriber.cancel();
+    /// assert!(subscriber.is_finished());
+    /// assert_eq!(subscriber.wait(), Ok(()));
+    /// ```
     pub fn cancel(&self) {
+        self.request_cancel();
+        if ON_WORKER.with(Cell::get) {
+            return;
+        }
+        self.shared.progress.wait_until(|| self.is_finished(), None);
+    }
+
+    /// Requests cancellation and returns at once, without waiting for the
+    /// worker: it stops before its next event (an event committed after
+    /// this call is never handled) and then ends on its own. Idempotent,
+    /// harmless after the end, callable from any thread, any handler
+    /// included. Dropping the handle does the same.
+    ///
+    /// ```
+    /// use hindsight::{Flow, MemoryStore, Selector};
+    /// use std::time::Duration;
+    /// let store = MemoryStore::<u8>::new();
+    /// let subscriber = store.spawn_subscriber(Selector::all(), |_| Ok::<_, ()>(Flow::Continue));
+    /// subscriber.request_cancel();
+    /// assert_eq!(subscriber.wait(), Ok(())); // `wait` waits for the end
+    /// ```
+    pub fn request_cancel(&self) {
         // SeqCst: ordered before `wake_waiters`' fence, so a worker about to
         // park either sees the flag or gets the notification.
         self.shared.cancelled.store(true, Ordering::SeqCst);
-        self.store.wake_waiters();
-        self.join();
+        // Without the store the worker has left its loop: nobody to wake.
+        self.with_store(|store| store.wake_waiters());
+    }
+
+    /// Runs `f` on the store if the worker still holds it; the borrow is
+    /// then never the store's last handle (see `Shared::store_held`).
+    fn with_store<R>(&self, f: impl FnOnce(&dyn StoreLink) -> R) -> Option<R> {
+        let held = crate::sync::lock(&self.shared.store_held);
+        if !*held {
+            return None;
+        }
+        let store = self.store.upgrade()?;
+        let result = f(&*store);
+        drop(store);
+        drop(held);
+        Some(result)
+    }
+
+    /// Whether the caller runs on this subscription's own worker thread.
+    fn on_own_worker(&self) -> bool {
+        std::thread::current().id() == self.worker
     }
 
     /// Waits until the subscription ends (by `Stop`, cancel, a handler
     /// failure or a poisoned store) and returns how: `Ok` for `Stop` and
     /// cancel.
     ///
-    /// # Panics
+    /// Called from the subscription's own handler, it returns
+    /// [`SubscriberError::OwnHandler`] at once instead of waiting for
+    /// itself (the subscription has not ended).
     ///
-    /// If called from the subscription's own handler, which would wait for
-    /// itself forever (the panic then ends the subscription as a handler
-    /// failure).
+    /// ```
+    /// use hindsight::{ExpectedVersion, Flow, MemoryStore, Selector, StreamId, Transaction};
+    /// let store = MemoryStore::new();
+    /// store.insert(Transaction::single(StreamId::new(), ExpectedVersion::Any, 1)).unwrap();
+    /// let subscriber = store.spawn_subscriber(Selector::all(), |_| Ok::<_, ()>(Flow::Stop));
+    /// assert_eq!(subscriber.wait(), Ok(()));
+    /// ```
     pub fn wait(&self) -> Result<(), &SubscriberError<X>> {
-        assert!(self.join(), "Subscriber::wait called from its own handler");
-        match self.shared.outcome.get() {
-            Some(Ok(())) => Ok(()),
-            Some(Err(error)) => Err(error),
-            None => unreachable!("the worker sets its outcome before it exits"),
+        if !self.wait_ended() {
+            return Err(&self.own_handler);
+        }
+        match self.outcome.get_or_init(|| self.take_outcome()) {
+            Ok(()) => Ok(()),
+            Err(error) => Err(error),
         }
     }
 
     /// Waits until the subscription ends and returns how, by value (the
     /// handler's error itself, not a reference to it).
-    #[allow(clippy::result_large_err)] // returned once per subscription, never on a hot path
     ///
-    /// # Panics
+    /// Called from the subscription's own handler, it returns
+    /// [`SubscriberError::OwnHandler`] at once, and the handle it consumed
+    /// is dropped (which requests cancellation).
     ///
-    /// If called from the subscription's own handler (see [`wait`](Self::wait)).
+    /// ```
+    /// use hindsight::{Flow, MemoryStore, Selector};
+    /// let store = MemoryStore::<u8>::new();
+    /// let subscriber = store.spawn_subscriber(Selector::all(), |_| Ok::<_, ()>(Flow::Continue));
+    /// subscriber.cancel();
+    /// assert_eq!(subscriber.into_outcome(), Ok(()));
+    /// ```
     pub fn into_outcome(mut self) -> Result<(), SubscriberError<X>> {
-        assert!(
-            self.join(),
-            "Subscriber::into_outcome called from its own handler"
-        );
-        // The worker has exited and dropped its share of `shared`.
-        Arc::get_mut(&mut self.shared)
-            .and_then(|shared| shared.outcome.take())
-            .expect("the worker sets its outcome before it exits")
+        if !self.wait_ended() {
+            return Err(SubscriberError::OwnHandler);
+        }
+        match self.outcome.take() {
+            Some(outcome) => outcome,
+            None => self.take_outcome(),
+        }
     }
 
-    /// Whether the subscription has ended.
+    /// Blocks until the worker has ended; `false` (at once) on the worker.
+    fn wait_ended(&self) -> bool {
+        if self.is_finished() {
+            return true;
+        }
+        if self.on_own_worker() {
+            return false;
+        }
+        self.shared.progress.wait_until(|| self.is_finished(), None);
+        true
+    }
+
+    /// Takes the outcome the worker set; call once, after `is_finished`.
+    fn take_outcome(&self) -> Result<(), SubscriberError<X>> {
+        crate::sync::lock(&self.shared.outcome).take().expect(
+            "the worker sets its outcome before `ended`, and only the handle takes it, once",
+        )
+    }
+
+    /// Whether the subscription has ended: its outcome is set and its
+    /// worker has released the handler and the store.
     pub fn is_finished(&self) -> bool {
         // Acquire: pairs with the SeqCst store in `run`; the outcome is then set.
         self.shared.ended.load(Ordering::Acquire)
@@ -400,17 +683,30 @@ impl<X> Subscriber<X> {
     ///
     /// This is what replaces `sleep` in tests: insert, then wait for the
     /// position the insert returned. Returns [`WaitError::Ended`] at once if
-    /// the subscriber ended first.
+    /// the subscriber ended first, and [`WaitError::OwnHandler`] at once if
+    /// called from its own handler for a position it has not passed.
+    ///
+    /// ```
+    /// use hindsight::{Flow, MemoryStore, Position, Selector, WaitError};
+    /// use std::time::Duration;
+    /// let store = MemoryStore::<u8>::new();
+    /// let subscriber = store.spawn_subscriber(Selector::all(), |_| Ok::<_, ()>(Flow::Continue));
+    /// assert_eq!(subscriber.wait_processed(Position(0), Duration::ZERO), Err(WaitError::TimedOut));
+    /// ```
     pub fn wait_processed(&self, position: Position, timeout: Duration) -> Result<(), WaitError> {
         // Saturating: the last possible position can never be passed, and
         // the wait must time out rather than wrap to "already passed".
-        self.wait_processed_end(position.0.saturating_add(1), timeout)
+        self.wait_processed_end(Some(position.0.saturating_add(1)), timeout)
     }
 
     /// Waits until the subscriber has handled everything committed when this
     /// is called, for at most `timeout`.
+    ///
+    /// [`WaitError::Ended`] if it ended first, including when it had ended
+    /// (its worker no longer reads the store) when this was called;
+    /// [`WaitError::OwnHandler`] as for [`wait_processed`](Self::wait_processed).
     pub fn wait_caught_up(&self, timeout: Duration) -> Result<(), WaitError> {
-        self.wait_processed_end(self.store.committed(), timeout)
+        self.wait_processed_end(self.caught_up_end(), timeout)
     }
 
     fn processed_end(&self) -> u64 {
@@ -418,54 +714,104 @@ impl<X> Subscriber<X> {
         self.shared.processed.load(Ordering::Acquire)
     }
 
-    fn wait_processed_end(&self, end: u64, timeout: Duration) -> Result<(), WaitError> {
-        let deadline = Instant::now().checked_add(timeout);
-        let reached = || self.processed_end() >= end;
-        self.shared
-            .progress
-            .wait_until(|| reached() || self.is_finished(), deadline);
+    /// The end `wait_caught_up` waits for: the committed prefix now, or
+    /// `None` once the worker no longer reads the store (it has ended, or
+    /// is ending).
+    pub(crate) fn caught_up_end(&self) -> Option<u64> {
+        self.with_store(|store| store.committed())
+    }
+
+    /// The answer of a wait for `processed >= end` (`None`: never reached,
+    /// the subscriber having ended), or `None` while it must go on waiting.
+    fn answer(&self, end: Option<u64>) -> Option<Result<(), WaitError>> {
+        let reached = || end.is_some_and(|end| self.processed_end() >= end);
         if reached() {
-            Ok(())
+            Some(Ok(()))
         } else if self.is_finished() {
             // The worker's last `publish` happened before `ended`, so a
             // finished worker that has not reached `end` never will.
-            if reached() {
+            Some(if reached() {
                 Ok(())
             } else {
                 Err(WaitError::Ended)
-            }
+            })
+        } else if self.on_own_worker() {
+            Some(Err(WaitError::OwnHandler))
         } else {
-            Err(WaitError::TimedOut)
+            // With `end` unknown, the worker has let go of the store: its
+            // end is moments away.
+            None
         }
     }
 
-    /// Joins the worker, once; later callers wait on the lock until it has.
-    ///
-    /// Called from the worker itself (a handler that cancels or drops its
-    /// own handle), it does not join, which would wait forever: the flag set
-    /// by `cancel` stops the worker once the handler returns.
-    /// Returns whether the worker has exited (`false` only on the worker).
-    fn join(&self) -> bool {
-        let mut worker = crate::sync::lock(&self.worker);
-        if worker
-            .as_ref()
-            .is_some_and(|w| w.thread().id() == std::thread::current().id())
-        {
-            return false;
+    fn wait_processed_end(&self, end: Option<u64>, timeout: Duration) -> Result<(), WaitError> {
+        if let Some(answer) = self.answer(end) {
+            return answer;
         }
-        if let Some(worker) = worker.take() {
-            // The worker catches handler panics; a panic here is our bug.
-            worker
-                .join()
-                .expect("the subscriber thread panicked outside its handler");
+        let deadline = Instant::now().checked_add(timeout);
+        self.shared
+            .progress
+            .wait_until(|| self.answer(end).is_some(), deadline);
+        self.answer(end).unwrap_or(Err(WaitError::TimedOut))
+    }
+
+    /// [`wait_processed`](Self::wait_processed), awaited: see
+    /// `SubscriptionHandle::wait_processed` on `MemorySubscription`.
+    pub(crate) async fn wait_processed_async(
+        &self,
+        position: Position,
+        timeout: Duration,
+    ) -> Result<(), WaitError> {
+        self.wait_end_async(Some(position.0.saturating_add(1)), timeout)
+            .await
+    }
+
+    /// Waits asynchronously for `processed >= end` (see `answer`).
+    pub(crate) async fn wait_end_async(
+        &self,
+        end: Option<u64>,
+        timeout: Duration,
+    ) -> Result<(), WaitError> {
+        self.shared
+            .progress
+            .wait_until_async(|| self.answer(end).is_some(), timeout)
+            .await;
+        self.answer(end).unwrap_or(Err(WaitError::TimedOut))
+    }
+
+    /// [`cancel`](Self::cancel), awaited: requests, then waits for the end
+    /// without blocking the thread (on a worker thread it only requests).
+    pub(crate) async fn cancel_async(&self) {
+        self.request_cancel();
+        if ON_WORKER.with(Cell::get) {
+            return;
         }
-        true
+        self.shared
+            .progress
+            .wait_until_async(|| self.is_finished(), Duration::MAX)
+            .await;
+    }
+
+    /// [`into_outcome`](Self::into_outcome), awaited.
+    pub(crate) async fn into_outcome_async(self) -> Result<(), SubscriberError<X>> {
+        if !self.is_finished() && self.on_own_worker() {
+            return Err(SubscriberError::OwnHandler);
+        }
+        self.shared
+            .progress
+            .wait_until_async(|| self.is_finished(), Duration::MAX)
+            .await;
+        // Ended: this does not block.
+        self.into_outcome()
     }
 }
 
 impl<X> Drop for Subscriber<X> {
+    /// Requests cancellation and returns at once (see the type's docs).
     fn drop(&mut self) {
-        self.cancel();
+        self.request_cancel();
+        // An outcome taken but never returned: the error is user code.
+        drop_guarded(self.outcome.take());
     }
 }
 

@@ -1265,10 +1265,13 @@ fn rule_21_dropping_the_handle_cancels_the_subscriber_and_drops_its_handler() {
     let store = MemoryStore::new();
     let token = Arc::new(());
     let handled = Arc::new(AtomicUsize::new(0));
+    // The handler's captures tell when the worker has dropped them: a drop
+    // of the handle only requests cancellation and never waits.
+    let (released, gone) = mpsc::channel::<()>();
     let subscriber = {
         let (token, handled) = (Arc::clone(&token), Arc::clone(&handled));
         store.spawn_subscriber(Selector::all(), move |_| {
-            let _ = &token;
+            let _ = (&token, &released);
             handled.fetch_add(1, Ordering::SeqCst);
             Ok::<_, Infallible>(Flow::Continue)
         })
@@ -1276,12 +1279,14 @@ fn rule_21_dropping_the_handle_cancels_the_subscriber_and_drops_its_handler() {
     reach(&subscriber, put(&store, sid(1), [ev("x", 0), ev("x", 1)]));
     assert_eq!(Arc::strong_count(&token), 2);
     drop(subscriber);
-    assert_eq!(
-        Arc::strong_count(&token),
-        1,
-        "the worker exited and dropped its handler"
-    );
+    // Committed after the drop: never handled.
     put(&store, sid(1), [ev("after drop", 0)]);
+    assert_eq!(
+        gone.recv_timeout(PATIENCE),
+        Err(mpsc::RecvTimeoutError::Disconnected),
+        "the worker ended and dropped its handler"
+    );
+    assert_eq!(Arc::strong_count(&token), 1);
     assert_eq!(handled.load(Ordering::SeqCst), 2);
 }
 
@@ -1479,12 +1484,17 @@ fn rule_24_subscriptions_keep_the_store_alive_after_every_store_handle_is_droppe
         0,
         "the subscriber still holds the store"
     );
-    drop(subscriber);
+    // `cancel` returns once the worker has let go of the store; the
+    // handle itself holds it weakly.
+    subscriber.cancel();
     assert_eq!(
         drops.load(Ordering::SeqCst),
         4,
         "the last holder gone, each event dropped once"
     );
+    assert_eq!(subscriber.wait(), Ok(()));
+    drop(subscriber);
+    assert_eq!(drops.load(Ordering::SeqCst), 4);
 }
 
 // ---------------------------------------------------------------------------

@@ -190,3 +190,49 @@ fn wait_until_parks_again_until_its_condition_holds() {
         &["parked 0 times", "parked 1 times", "parked 2 times"],
     );
 }
+
+/// `Signal::wait_until_async`, the loop of the async subscription waits
+/// (`SubscriptionHandle::wait_processed`, `wait_caught_up`, `cancel` on the
+/// memory store), polled by loom's `block_on`: it registers its listener
+/// (`prepare`), checks again, and awaits the listener as a future. The
+/// condition takes two state changes, each followed by a `wake`, so a
+/// sleeper woken by the first must register again and still be woken by
+/// the second. A lost wake-up leaves the future pending forever: a loom
+/// deadlock.
+#[test]
+fn wait_until_async_awaits_again_until_its_condition_holds() {
+    let name = "wait_until_async_awaits_again_until_its_condition_holds";
+    let outcomes = Outcomes::default();
+    let record = outcomes.clone();
+    check(name, 2, move || {
+        let signal = Arc::new(Signal::new());
+        let value = Arc::new(AtomicU64::new(0));
+        let sleeper = {
+            let (signal, value) = (Arc::clone(&signal), Arc::clone(&value));
+            thread::spawn(move || {
+                let ready = loom::future::block_on(
+                    signal.wait_until_async(|| value.load(Ordering::Acquire) >= 2),
+                );
+                assert!(ready, "no timeout under loom");
+                assert_eq!(
+                    value.load(Ordering::Acquire),
+                    2,
+                    "returned before its condition held"
+                );
+                parks()
+            })
+        };
+        let waker = thread::spawn(move || {
+            for _ in 0..2 {
+                value.fetch_add(1, Ordering::AcqRel);
+                signal.wake();
+            }
+        });
+        waker.join().unwrap();
+        record.record(format!("awaited {} times", sleeper.join().unwrap()));
+    });
+    outcomes.require(
+        name,
+        &["awaited 0 times", "awaited 1 times", "awaited 2 times"],
+    );
+}

@@ -1,5 +1,7 @@
 //! [`EventStore`] for [`MemoryStore`]: the synchronous inherent API inside
-//! futures that are ready on their first poll.
+//! futures that are ready on their first poll, and a subscription handle
+//! whose waits await the subscriber's progress signal (waker-based: no
+//! thread per wait, cancel-safe).
 
 use super::{EventRef, EventStore, StoreError, SubscriptionFailure, SubscriptionHandle};
 use crate::error::InsertError;
@@ -9,14 +11,9 @@ use crate::selector::Selector;
 use crate::store::MemoryStore;
 use crate::subscriber::{Flow, Subscriber, SubscriberError, WaitError};
 use crate::transaction::{Committed, StreamHead, Transaction};
-use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::ops::ControlFlow;
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 /// The memory store's own failure, as [`EventStore::Error`].
@@ -148,23 +145,24 @@ impl<E: Send + Sync + 'static> EventStore for MemoryStore<E> {
     {
         let subscriber =
             self.spawn_subscriber(selector, move |envelope| handler(EventRef::from(envelope)));
-        let store = self.clone();
-        Ok(MemorySubscription {
-            subscriber: Arc::new(subscriber),
-            head: Arc::new(move || store.head()),
-        })
+        Ok(MemorySubscription { subscriber })
     }
 }
 
 /// The handle of a memory store subscription behind
 /// [`EventStore::subscribe`]: a [`Subscriber`] whose waits are async.
 ///
-/// A wait that cannot be answered at once runs the subscriber's blocking
-/// wait on a short-lived helper thread and completes from there, so no
-/// executor thread is ever blocked and no particular runtime is needed
-/// (the memory store's inherent [`Subscriber`] waits stay the fast path).
-/// Dropping the handle cancels the subscription and waits for its thread;
-/// prefer `cancel().await` in async code.
+/// Every wait is waker-based: it answers at once when it can, and otherwise
+/// awaits the subscriber's progress signal (and, for its timeout, a
+/// `futures_timer::Delay`, served by one helper thread for the whole
+/// process), on any runtime or none. No wait starts a thread, and each is
+/// cancel-safe: dropping its future releases everything it held.
+///
+/// Dropping the handle requests cancellation and returns at once (it never
+/// blocks an executor thread); the worker stops before its next event and
+/// exits on its own. `cancel().await` waits for that end without blocking
+/// the thread. The handle holds the store weakly ([contract](crate::contract)
+/// rule 24).
 ///
 /// ```
 /// use hindsight::{EventStore, ExpectedVersion, Flow, MemoryStore, Selector, StreamId,
@@ -189,9 +187,7 @@ impl<E: Send + Sync + 'static> EventStore for MemoryStore<E> {
 /// # }
 /// ```
 pub struct MemorySubscription<X> {
-    subscriber: Arc<Subscriber<X>>,
-    /// The store's head, for `wait_caught_up`.
-    head: Arc<dyn Fn() -> Option<Position> + Send + Sync>,
+    subscriber: Subscriber<X>,
 }
 
 impl<X> MemorySubscription<X> {
@@ -213,32 +209,31 @@ impl<X: Send + Sync + 'static> SubscriptionHandle<X> for MemorySubscription<X> {
     type Cursor = Position;
     type Error = MemoryError;
 
+    /// Requests cancellation, then waits (without blocking the thread) until
+    /// the worker has ended: the handler's current call has returned and
+    /// the handler and the store are released. Cancel-safe: dropping the
+    /// future leaves the request in place (the subscription still stops).
+    ///
+    /// It completes once the handler's current call returns, so a handler
+    /// blocked on the awaiting task itself (a full channel that only this
+    /// task drains) keeps it pending: drain from another task, or drop the
+    /// handle instead (which never waits). Polled from inside a handler, it
+    /// only requests and completes at once (see [`Subscriber::cancel`]).
     fn cancel(&self) -> impl Future<Output = ()> + Send {
-        let subscriber = Arc::clone(&self.subscriber);
-        async move {
-            if subscriber.is_finished() {
-                // Its thread has set the outcome and is exiting: joining it
-                // is a matter of microseconds.
-                subscriber.cancel();
-            } else {
-                offload(move || subscriber.cancel()).await;
-            }
-        }
+        self.subscriber.cancel_async()
     }
 
     #[allow(clippy::result_large_err)] // once per subscription, as `Subscriber::into_outcome`
     async fn wait(self) -> Result<(), SubscriptionFailure<X, MemoryError>> {
-        let outcome = match Arc::try_unwrap(self.subscriber) {
-            Ok(subscriber) if subscriber.is_finished() => subscriber.into_outcome(),
-            Ok(subscriber) => offload(move || subscriber.into_outcome()).await,
-            Err(shared) => offload(move || outcome_of_shared(shared)).await,
-        };
-        outcome.map_err(|error| match error {
-            SubscriberError::Handler(error) => SubscriptionFailure::Handler(error),
-            // `SubscriberError` is non-exhaustive; poisoning is its only
-            // other way to end.
-            _ => SubscriptionFailure::Backend(MemoryError::Poisoned),
-        })
+        self.subscriber
+            .into_outcome_async()
+            .await
+            .map_err(|error| match error {
+                SubscriberError::Handler(error) => SubscriptionFailure::Handler(error),
+                SubscriberError::Poisoned => SubscriptionFailure::Backend(MemoryError::Poisoned),
+                SubscriberError::Panicked(message) => SubscriptionFailure::Panicked(message),
+                SubscriberError::OwnHandler => SubscriptionFailure::OwnHandler,
+            })
     }
 
     fn wait_processed(
@@ -246,23 +241,16 @@ impl<X: Send + Sync + 'static> SubscriptionHandle<X> for MemorySubscription<X> {
         cursor: Position,
         timeout: Duration,
     ) -> impl Future<Output = Result<(), WaitError>> + Send {
-        let subscriber = Arc::clone(&self.subscriber);
-        async move { wait_processed(subscriber, cursor, timeout).await }
+        self.subscriber.wait_processed_async(cursor, timeout)
     }
 
     fn wait_caught_up(
         &self,
         timeout: Duration,
     ) -> impl Future<Output = Result<(), WaitError>> + Send {
-        let subscriber = Arc::clone(&self.subscriber);
-        // The head now, not when the future is first polled.
-        let head = (self.head)();
-        async move {
-            match head {
-                None => Ok(()),
-                Some(head) => wait_processed(subscriber, head, timeout).await,
-            }
-        }
+        // The committed prefix now, not when the future is first polled.
+        let end = self.subscriber.caught_up_end();
+        self.subscriber.wait_end_async(end, timeout)
     }
 
     fn processed(&self) -> Option<Position> {
@@ -271,94 +259,5 @@ impl<X: Send + Sync + 'static> SubscriptionHandle<X> for MemorySubscription<X> {
 
     fn is_finished(&self) -> bool {
         self.subscriber.is_finished()
-    }
-}
-
-async fn wait_processed<X: Send + Sync + 'static>(
-    subscriber: Arc<Subscriber<X>>,
-    position: Position,
-    timeout: Duration,
-) -> Result<(), WaitError> {
-    // Answer at once when possible: no thread for a wait already satisfied.
-    match subscriber.wait_processed(position, Duration::ZERO) {
-        Err(WaitError::TimedOut) if !timeout.is_zero() => {
-            offload(move || subscriber.wait_processed(position, timeout)).await
-        }
-        answer => answer,
-    }
-}
-
-/// The outcome of a subscriber that other helper threads may still hold:
-/// they all return as soon as it has ended, which `wait` waits for first.
-#[allow(clippy::result_large_err)] // once per subscription
-fn outcome_of_shared<X>(mut shared: Arc<Subscriber<X>>) -> Result<(), SubscriberError<X>> {
-    let _ = shared.wait();
-    loop {
-        match Arc::try_unwrap(shared) {
-            Ok(subscriber) => return subscriber.into_outcome(),
-            Err(still_shared) => {
-                shared = still_shared;
-                std::thread::yield_now();
-            }
-        }
-    }
-}
-
-/// Runs `work` on a helper thread; the returned future completes with its
-/// result (or resumes its panic), whatever runtime polls it.
-fn offload<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Offloaded<T> {
-    let slot = Arc::new(Mutex::new(Slot {
-        result: None,
-        waker: None,
-    }));
-    let theirs = Arc::clone(&slot);
-    std::thread::Builder::new()
-        .name("hindsight-wait".into())
-        .spawn(move || {
-            let result = catch_unwind(AssertUnwindSafe(work));
-            let waker = {
-                let mut slot = theirs.lock().unwrap_or_else(PoisonError::into_inner);
-                slot.result = Some(result);
-                slot.waker.take()
-            };
-            if let Some(waker) = waker {
-                waker.wake();
-            }
-        })
-        .expect("failed to spawn a wait thread");
-    Offloaded { slot }
-}
-
-type Outcome<T> = Result<T, Box<dyn Any + Send>>;
-
-struct Slot<T> {
-    result: Option<Outcome<T>>,
-    waker: Option<Waker>,
-}
-
-/// The result of [`offload`]'s helper thread, as a future.
-struct Offloaded<T> {
-    slot: Arc<Mutex<Slot<T>>>,
-}
-
-impl<T> Future for Offloaded<T> {
-    type Output = T;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
-        match slot.result.take() {
-            Some(Ok(value)) => Poll::Ready(value),
-            Some(Err(panic)) => {
-                drop(slot);
-                resume_unwind(panic)
-            }
-            None => {
-                match &mut slot.waker {
-                    Some(waker) if waker.will_wake(cx.waker()) => {}
-                    waker => *waker = Some(cx.waker().clone()),
-                }
-                Poll::Pending
-            }
-        }
     }
 }

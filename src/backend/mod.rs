@@ -321,6 +321,15 @@ pub enum SubscriptionFailure<X, B> {
     Handler(HandlerError<X>),
     /// The backend failed; every event before the failure was handled.
     Backend(B),
+    /// User code run outside any event panicked with this message: the
+    /// handler's `Drop` (the values it captured) once the subscription was
+    /// over, or an event's `Drop` when the subscription held the store's
+    /// last handle. The subscription had otherwise ended well (`Stop` or
+    /// cancel).
+    Panicked(String),
+    /// Not an outcome: [`SubscriptionHandle::wait`] was called from the
+    /// subscription's own handler, which would wait for itself forever.
+    OwnHandler,
 }
 
 impl<X, B> SubscriptionFailure<X, B> {
@@ -328,7 +337,7 @@ impl<X, B> SubscriptionFailure<X, B> {
     pub fn handler_error(&self) -> Option<&HandlerError<X>> {
         match self {
             SubscriptionFailure::Handler(error) => Some(error),
-            SubscriptionFailure::Backend(_) => None,
+            _ => None,
         }
     }
 }
@@ -351,6 +360,13 @@ impl<X: fmt::Display, B: fmt::Display> fmt::Display for SubscriptionFailure<X, B
                 )
             }
             SubscriptionFailure::Backend(error) => write!(f, "backend error: {error}"),
+            SubscriptionFailure::Panicked(message) => {
+                write!(f, "a drop run by the subscriber panicked: {message}")
+            }
+            SubscriptionFailure::OwnHandler => write!(
+                f,
+                "waited on a subscription from its own handler, which would wait forever"
+            ),
         }
     }
 }
@@ -366,8 +382,8 @@ where
                 failure: crate::HandlerFailure::Error(error),
                 ..
             }) => Some(error),
-            SubscriptionFailure::Handler(_) => None,
             SubscriptionFailure::Backend(error) => Some(error),
+            _ => None,
         }
     }
 }
@@ -488,8 +504,15 @@ pub trait EventStore: Clone + Send + Sync + 'static {
 
 /// A running handler subscription of an [`EventStore`].
 ///
-/// Every wait here is async and never blocks the caller's thread. `X` is the
-/// handler's error type.
+/// Every wait here is async and never blocks the caller's thread, and
+/// dropping a wait's future releases everything it held (the waits are
+/// cancel-safe). `X` is the handler's error type.
+///
+/// Dropping the handle requests cancellation and returns at once: it never
+/// blocks (an executor thread, say) on the handler's current call; the
+/// subscription stops before its next event and ends on its own
+/// ([contract](crate::contract) rule 28). `cancel().await` is for those who
+/// want to wait for that end.
 pub trait SubscriptionHandle<X>: Send + Sync + 'static {
     /// The store's cursor.
     type Cursor: Cursor;
@@ -500,17 +523,27 @@ pub trait SubscriptionHandle<X>: Send + Sync + 'static {
     /// called again ([contract](crate::contract) rule 21). Idempotent,
     /// harmless after the subscription ended on its own (the outcome stays
     /// what it was), wakes a subscription waiting for events.
+    ///
+    /// The request is made when the future is first polled; dropping the
+    /// future after that leaves it in place. The future completes once the
+    /// handler's current call has returned: if that call waits for the
+    /// awaiting task itself (a full channel only that task drains), it stays
+    /// pending, so drain from another task or drop the handle instead.
     fn cancel(&self) -> impl Future<Output = ()> + Send;
 
     /// Waits until the subscription ends and returns how: `Ok` after
     /// [`Flow::Stop`] or a cancel, the handler's error (unchanged, with the
     /// event's context) or the backend's error otherwise.
+    /// [`SubscriptionFailure::OwnHandler`] at once if called from the
+    /// subscription's own handler. Dropping the future drops the handle,
+    /// which requests cancellation.
     fn wait(self) -> impl Future<Output = Result<(), SubscriptionFailure<X, Self::Error>>> + Send;
 
     /// Waits until the subscription has handled or passed over `cursor`
     /// (events it does not select count as passed), for at most `timeout`
     /// ([contract](crate::contract) rule 23). [`WaitError::Ended`] if it
-    /// ended before.
+    /// ended before; [`WaitError::OwnHandler`] at once if called from the
+    /// subscription's own handler for a cursor it has not passed.
     fn wait_processed(
         &self,
         cursor: Self::Cursor,
