@@ -36,6 +36,7 @@ mod stream;
 #[cfg(not(loom))]
 mod subscriber;
 mod subscription;
+mod subscription_stream;
 mod sync;
 mod transaction;
 mod watermark;
@@ -71,7 +72,7 @@ pub use backend::{
     Cursor, CursorSerde, EventRef, EventStore, MemoryError, MemorySubscription, StoreError,
     StreamWrite, SubscriptionFailure, SubscriptionHandle,
 };
-pub use envelope::Envelope;
+pub use envelope::{Envelope, OwnedEnvelope};
 pub use error::{InsertError, VersionMismatch};
 pub use handle::StreamHandle;
 pub use ids::{CorrelationId, EventId, Position, StreamId, StreamVersion};
@@ -83,6 +84,7 @@ pub use subscriber::{
     EventContext, Flow, HandlerError, HandlerFailure, Subscriber, SubscriberError, WaitError,
 };
 pub use subscription::{Subscription, SubscriptionError};
+pub use subscription_stream::{SubscriptionIter, SubscriptionStream};
 pub use transaction::{Committed, ExpectedVersion, StreamHead, Transaction};
 
 /// Re-exported so users can build ids without naming the `uuid` crate.
