@@ -102,11 +102,15 @@ impl<E> IntoIterator for Subscription<E> {
 /// increment). It is `Send + 'static` when `E: Send + Sync`, so it can be
 /// moved into `tokio::spawn`.
 ///
-/// **Cancel-safe.** A poll moves the subscription past an event only in the
-/// poll that returns it, so dropping a `next()` future (a lost
+/// **Cancel-safe** (rule 28). A poll moves the subscription past an event
+/// only in the poll that returns it, so dropping a `next()` future (a lost
 /// `tokio::select!` branch, a timeout) loses no event and delivers none
 /// twice: the next poll continues where the last returned event left off.
-/// Dropping the stream itself unregisters its waker.
+/// Dropping the stream never blocks; it unregisters its waker.
+///
+/// A poll that finds events returns one at once, so a catch-up over a long
+/// history never returns `Pending` until it has caught up; a consumer that
+/// shares its thread with other tasks may want to yield now and then.
 ///
 /// **Errors.** `Some(Err(SubscriptionError::Poisoned))` once every event
 /// committed before the store was poisoned has been delivered; the stream
@@ -139,6 +143,14 @@ impl<E> IntoIterator for Subscription<E> {
 /// assert_eq!(consumer.await.unwrap(), ["history", "live"]);
 /// # });
 /// ```
+///
+/// A stream of events that cannot be shared across threads is not `Send`:
+///
+/// ```compile_fail
+/// fn spawnable<T: Send + 'static>(_: T) {}
+/// let store = hindsight::MemoryStore::<std::rc::Rc<u8>>::new();
+/// spawnable(store.subscribe(hindsight::Selector::all()).into_stream());
+/// ```
 pub struct SubscriptionStream<E> {
     subscription: Subscription<E>,
     /// Registered on the watermark's signal while the stream waits.
@@ -149,8 +161,8 @@ pub struct SubscriptionStream<E> {
 
 impl<E> SubscriptionStream<E> {
     /// Whether the stream has caught up: everything committed when it last
-    /// looked has been delivered; see [`Subscription::is_caught_up`]. After
-    /// a `next().await` that waited, the answer is `true`.
+    /// looked has been delivered; see [`Subscription::is_caught_up`]. While
+    /// a `next()` future of it is pending, the answer is `true`.
     pub fn is_caught_up(&self) -> bool {
         self.subscription.is_caught_up()
     }
@@ -175,30 +187,46 @@ impl<E> SubscriptionStream<E> {
 impl<E> Stream for SubscriptionStream<E> {
     type Item = Result<OwnedEnvelope<E>, SubscriptionError>;
 
+    #[inline]
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         if this.terminated {
             return Poll::Ready(None);
         }
-        loop {
-            if let Some(event) = this.subscription.advance_owned() {
+        // The catch-up path, kept small enough to inline into the caller's
+        // loop: an event is ready.
+        if let Some(event) = this.subscription.advance_owned() {
+            if this.sleeper.is_some() {
                 // Nothing to wait for: stop costing writers a notify.
                 this.sleeper = None;
-                return Poll::Ready(Some(Ok(event)));
             }
-            let store = &this.subscription.store;
+            return Poll::Ready(Some(Ok(event)));
+        }
+        this.poll_wait(cx)
+    }
+}
+
+impl<E> SubscriptionStream<E> {
+    /// `poll_next` once the cursor found nothing: the end, or the wait.
+    #[inline(never)]
+    fn poll_wait(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<OwnedEnvelope<E>, SubscriptionError>>> {
+        loop {
+            let store = &self.subscription.store;
             let watermark = &store.inner.log.watermark;
             if watermark.is_poisoned() {
-                this.sleeper = None;
-                this.terminated = true;
+                self.sleeper = None;
+                self.terminated = true;
                 return Poll::Ready(Some(Err(SubscriptionError::Poisoned)));
             }
-            match &mut this.sleeper {
+            match &mut self.sleeper {
                 // Registered by an earlier pass or poll: a notification
                 // since then is kept by the listener, so this is Ready; if
                 // none came, it stores `cx`'s waker for the next one.
                 Some(sleeper) => match sleeper.poll_notified(cx) {
-                    Poll::Ready(()) => this.sleeper = None,
+                    Poll::Ready(()) => self.sleeper = None,
                     Poll::Pending => return Poll::Pending,
                 },
                 None => {
@@ -207,12 +235,18 @@ impl<E> Stream for SubscriptionStream<E> {
                     // before ours is seen by this check; one whose fence
                     // came after sees our count and notifies our listener.
                     let sleeper = OwnedSleeper::new(store.clone());
-                    let passed = this.subscription.cursor.passed();
-                    if watermark.get() > passed || watermark.is_poisoned() {
-                        continue;
+                    let passed = self.subscription.cursor.passed();
+                    if watermark.get() <= passed && !watermark.is_poisoned() {
+                        self.sleeper = Some(sleeper);
                     }
-                    this.sleeper = Some(sleeper);
                 }
+            }
+            // Look again: after a notification, or a registration whose
+            // check found the watermark moved (or a fresh registration,
+            // which is polled on the next pass).
+            if let Some(event) = self.subscription.advance_owned() {
+                self.sleeper = None;
+                return Poll::Ready(Some(Ok(event)));
             }
         }
     }
