@@ -10,6 +10,7 @@ use criterion::measurement::WallTime;
 use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
 };
+use futures_core::Stream;
 use harness::contender::{
     check_global_read, check_subscribe, Contender, GlobalRead, Subscribe, Subscription,
 };
@@ -18,7 +19,6 @@ use harness::contenders::{
 };
 use harness::{criterion, quick, store, time_threads, Payload};
 use hindsight::{ExpectedVersion, MemoryStore, Selector, StreamId, Transaction};
-use futures_core::Stream;
 use std::hint::black_box;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -13,7 +13,9 @@ mod common;
 
 use common::{check, stream, Outcomes};
 use futures_core::Stream;
-use hindsight::{ExpectedVersion, MemoryStore, Position, Selector, SubscriptionStream, Transaction};
+use hindsight::{
+    ExpectedVersion, MemoryStore, Position, Selector, SubscriptionStream, Transaction,
+};
 use loom::thread;
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -32,23 +34,27 @@ fn next(events: &mut SubscriptionStream<u32>) -> (Position, u32) {
 /// poll registers, fences and checks again before returning `Pending`.
 #[test]
 fn a_subscription_stream_receives_a_concurrent_insert() {
-    check("a_subscription_stream_receives_a_concurrent_insert", 2, || {
-        let store = MemoryStore::<u32>::new();
-        let subscriber = {
-            let mut events = store.subscribe(Selector::all()).into_stream();
-            thread::spawn(move || next(&mut events))
-        };
-        let writer = {
-            let store = store.clone();
-            thread::spawn(move || {
-                store
-                    .insert(Transaction::single(stream(1), ExpectedVersion::Any, 7))
-                    .unwrap()
-            })
-        };
-        writer.join().unwrap();
-        assert_eq!(subscriber.join().unwrap(), (Position(0), 7));
-    });
+    check(
+        "a_subscription_stream_receives_a_concurrent_insert",
+        2,
+        || {
+            let store = MemoryStore::<u32>::new();
+            let subscriber = {
+                let mut events = store.subscribe(Selector::all()).into_stream();
+                thread::spawn(move || next(&mut events))
+            };
+            let writer = {
+                let store = store.clone();
+                thread::spawn(move || {
+                    store
+                        .insert(Transaction::single(stream(1), ExpectedVersion::Any, 7))
+                        .unwrap()
+                })
+            };
+            writer.join().unwrap();
+            assert_eq!(subscriber.join().unwrap(), (Position(0), 7));
+        },
+    );
 }
 
 /// (c) A `next()` future polled once and dropped (a lost `select!` branch)
@@ -57,7 +63,8 @@ fn a_subscription_stream_receives_a_concurrent_insert() {
 /// first poll, between the polls or after the second.
 #[test]
 fn a_subscription_stream_polled_again_after_a_dropped_poll_receives_a_concurrent_insert() {
-    let name = "a_subscription_stream_polled_again_after_a_dropped_poll_receives_a_concurrent_insert";
+    let name =
+        "a_subscription_stream_polled_again_after_a_dropped_poll_receives_a_concurrent_insert";
     let outcomes = Outcomes::default();
     let seen = outcomes.clone();
     check(name, 2, move || {
