@@ -195,11 +195,15 @@ impl<E> Stream for SubscriptionStream<E> {
         }
         // The catch-up path, kept small enough to inline into the caller's
         // loop: an event is ready.
-        if let Some(event) = this.subscription.advance_owned() {
+        let subscription = &mut this.subscription;
+        if let Some(event) = subscription.cursor.advance(&subscription.store.inner) {
             if this.sleeper.is_some() {
                 // Nothing to wait for: stop costing writers a notify.
                 this.sleeper = None;
             }
+            // SAFETY: the cursor reads the log of `subscription.store`, and
+            // lends from it.
+            let event = unsafe { OwnedEnvelope::new(subscription.store.clone(), event) };
             return Poll::Ready(Some(Ok(event)));
         }
         this.poll_wait(cx)
