@@ -6,6 +6,9 @@
 //! costs writers nothing. When it has passed everything committed it spins
 //! briefly (`Backoff`), then parks on the watermark's signal until a writer
 //! moves the watermark.
+//!
+//! Rules cited by number ("rule 17") are those of the contract
+//! ([`crate::contract`]).
 
 use crate::envelope::Envelope;
 use crate::ids::Position;

@@ -10,6 +10,9 @@
 //! (`OwnedSleeper`), so it survives between polls and a notification that
 //! arrives between the check and the poll that registers the waker is kept
 //! by the listener, not lost.
+//!
+//! Rules cited by number ("rule 17") are those of the contract
+//! ([`crate::contract`]).
 
 use crate::envelope::OwnedEnvelope;
 use crate::ids::Position;

@@ -4,6 +4,8 @@
 //! a pull cursor that moves only past deliverable events; one-stream starts
 //! found by binary search.
 //!
+//! Rules cited by number are those of the contract (`src/contract.md`).
+//!
 //! Every concurrent test compares what each consumer received with the
 //! store's own `read_all` after the writers finished: exactly once, in
 //! position order, nothing missing (rule 17). Writers pick their
