@@ -384,3 +384,92 @@ impl<E> fmt::Debug for SubscriptionIter<E> {
             .finish()
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::ids::StreamId;
+    use crate::store::fault;
+    use crate::transaction::{ExpectedVersion, Transaction};
+    use crate::Selector;
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::task::Waker;
+
+    /// A store holding one event, then poisoned by a writer that panics
+    /// between reserving and committing (the test-only fault hook).
+    fn poisoned_after_one_event() -> MemoryStore<u32> {
+        let store = MemoryStore::new();
+        let stream = StreamId::new();
+        store
+            .insert(Transaction::single(stream, ExpectedVersion::Any, 1))
+            .unwrap();
+        store
+    }
+
+    fn poison(store: &MemoryStore<u32>) {
+        fault::after_writes(0, || {
+            panic!("injected fault between reservation and commit")
+        });
+        let insert = catch_unwind(AssertUnwindSafe(|| {
+            store.insert(Transaction::single(
+                StreamId::new(),
+                ExpectedVersion::Any,
+                2,
+            ))
+        }));
+        assert!(insert.is_err());
+        assert!(store.is_poisoned());
+    }
+
+    /// A poisoned store: the stream delivers every committed event, then
+    /// one error, then ends (`FusedStream`); a stream parked before the
+    /// poisoning gets the error on its next poll.
+    #[test]
+    fn a_stream_on_a_poisoned_store_delivers_the_committed_events_then_one_error_and_ends() {
+        let store = poisoned_after_one_event();
+        let mut parked = store.subscribe(Selector::all()).into_stream();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut poll =
+            |stream: &mut SubscriptionStream<u32>| match Pin::new(stream).poll_next(&mut cx) {
+                Poll::Ready(Some(Ok(event))) => Some(Ok(*event.payload())),
+                Poll::Ready(Some(Err(error))) => Some(Err(error)),
+                Poll::Ready(None) => None,
+                Poll::Pending => Some(Ok(u32::MAX)),
+            };
+        assert_eq!(poll(&mut parked), Some(Ok(1)));
+        assert_eq!(poll(&mut parked), Some(Ok(u32::MAX)), "pending: caught up");
+        assert!(parked.sleeper.is_some(), "registered while it waits");
+        poison(&store);
+        let mut fresh = store.subscribe(Selector::all()).into_stream();
+        for stream in [&mut parked, &mut fresh] {
+            if stream.passed().is_none() {
+                assert_eq!(poll(stream), Some(Ok(1)));
+            }
+            assert!(!stream.is_terminated());
+            assert_eq!(poll(stream), Some(Err(SubscriptionError::Poisoned)));
+            assert!(stream.is_terminated());
+            assert!(stream.sleeper.is_none(), "unregistered");
+            assert_eq!(poll(stream), None);
+        }
+    }
+
+    /// The same for the blocking iterator: the events, one error, then
+    /// `None`; its `try_next` and `next_timeout` keep reporting the error.
+    #[test]
+    fn the_iterator_on_a_poisoned_store_delivers_the_committed_events_then_one_error_and_ends() {
+        let store = poisoned_after_one_event();
+        poison(&store);
+        let mut events = store.subscribe(Selector::all()).into_iter();
+        assert_eq!(*events.next().unwrap().unwrap().payload(), 1);
+        assert_eq!(events.try_next().err(), Some(SubscriptionError::Poisoned));
+        assert_eq!(
+            events.next_timeout(Duration::from_secs(60)).err(),
+            Some(SubscriptionError::Poisoned)
+        );
+        assert_eq!(
+            events.next().map(|e| e.err()),
+            Some(Some(SubscriptionError::Poisoned))
+        );
+        assert!(events.next().is_none());
+    }
+}
