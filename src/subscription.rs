@@ -13,9 +13,10 @@
 use crate::envelope::Envelope;
 use crate::ids::Position;
 use crate::log::Slot;
+use crate::read::Start;
 use crate::selector::Selector;
 use crate::store::{Inner, MemoryStore};
-use crate::stream::StreamPtr;
+use crate::stream::{Stream, StreamPtr};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -69,13 +70,13 @@ pub(crate) struct Cursor<E> {
 }
 
 impl<E> Cursor<E> {
-    /// A cursor at the start of `selector`; [`Start::End`](crate::Start::End)
-    /// is resolved here, to the watermark of `inner`'s log now.
+    /// A cursor at the start of `selector`; [`Start::End`] is resolved here, to the watermark of `inner`'s log now.
     pub(crate) fn new(selector: Selector<E>, inner: &Inner<E>) -> Self {
-        let first = match selector.start {
-            crate::read::Start::End => selector.start.first(inner.log.watermark.get()),
-            start => start.first(0),
+        let watermark = match selector.start {
+            Start::End => inner.log.watermark.get(),
+            Start::Beginning | Start::After(_) => 0,
         };
+        let first = selector.start.first(watermark);
         Self {
             next: if selector.stream.is_some() { 0 } else { first },
             seeking: selector.stream.is_some() && first > 0,
@@ -218,14 +219,12 @@ impl<E> Cursor<E> {
         }
         None
     }
-}
 
-impl<E> Cursor<E> {
     /// One stream: moves `next` to the first of the committed versions
     /// `next..len` whose position is at least `first`, by binary search
     /// (positions ascend along a stream's versions, rule 3), instead of
     /// walking every version before the start.
-    fn seek(&mut self, stream: &crate::stream::Stream, len: u64) {
+    fn seek(&mut self, stream: &Stream, len: u64) {
         let (mut low, mut high) = (self.next, len);
         while low < high {
             let middle = low + (high - low) / 2;
