@@ -56,6 +56,10 @@ pub(crate) struct Cursor<E> {
     seeking: bool,
     /// Whether the watermark was ever loaded (`end` means something).
     loaded: bool,
+    /// One stream: how many of its versions are committed below `len_end`,
+    /// as last looked up.
+    len: u64,
+    len_end: u64,
     /// The selected stream, once it holds a committed event (from then on
     /// the index keeps it for as long as the store).
     stream: Option<StreamPtr>,
@@ -81,6 +85,9 @@ impl<E> Cursor<E> {
             next: if selector.stream.is_some() { 0 } else { first },
             seeking: selector.stream.is_some() && first > 0,
             loaded: false,
+            len: 0,
+            // `end` 0 has nothing below it: no version to look up.
+            len_end: 0,
             first,
             stream: None,
             end: 0,
@@ -166,18 +173,29 @@ impl<E> Cursor<E> {
                 }
             }
             Some(id) => {
+                if self.next >= self.len && self.len_end == self.end {
+                    // Every version committed below `end` was looked at.
+                    // Without this, a call before the first watermark load
+                    // (`end` 0) would have `committed_len` walk back over
+                    // the whole stream, and a call with a stale `end` over
+                    // every version recorded since.
+                    return None;
+                }
                 let stream = match self.stream {
                     // SAFETY: a cached stream holds committed events, so the
                     // index keeps it while the store lives; `inner` is
                     // borrowed from the store.
                     Some(stream) => unsafe { stream.get() },
                     None => {
+                        // `end` was loaded before this, as `committed_len`
+                        // needs.
                         let found = inner.streams.with(id, |stream| {
-                            (StreamPtr::new(stream), stream.committed_len(self.end) > 0)
+                            (StreamPtr::new(stream), stream.committed_len(self.end))
                         });
                         match found {
-                            Some((stream, true)) => {
+                            Some((stream, len)) if len > 0 => {
                                 self.stream = Some(stream);
+                                (self.len, self.len_end) = (len, self.end);
                                 // SAFETY: as above.
                                 unsafe { stream.get() }
                             }
@@ -185,8 +203,17 @@ impl<E> Cursor<E> {
                         }
                     }
                 };
-                // `end` was loaded before this, as `committed_len` needs.
-                let len = stream.committed_len(self.end);
+                let len = if self.len_end == self.end {
+                    self.len
+                } else {
+                    // Once per watermark load, not per call: `committed_len`
+                    // walks back over the versions recorded at or after
+                    // `end`, which grow while the cursor works through a
+                    // batch. `end` was loaded before this, as it needs.
+                    let len = stream.committed_len(self.end);
+                    (self.len, self.len_end) = (len, self.end);
+                    len
+                };
                 if self.seeking {
                     self.seek(stream, len);
                 }
