@@ -2,7 +2,9 @@
 
 use crate::ids::{CorrelationId, EventId, EventIds, Position, StreamId, StreamVersion};
 use crate::log::Record;
+use crate::store::MemoryStore;
 use std::fmt;
+use std::ptr::NonNull;
 use std::time::SystemTime;
 
 /// A committed event, as reads and subscriptions hand it out: its payload
@@ -98,6 +100,11 @@ impl<'a, E> Envelope<'a, E> {
     pub fn payload(self) -> &'a E {
         &self.record.payload
     }
+
+    /// The record the view borrows.
+    pub(crate) fn record(self) -> &'a Record<E> {
+        self.record
+    }
 }
 
 impl<E: fmt::Debug> fmt::Debug for Envelope<'_, E> {
@@ -111,5 +118,143 @@ impl<E: fmt::Debug> fmt::Debug for Envelope<'_, E> {
             .field("created_at", &self.created_at())
             .field("payload", self.payload())
             .finish()
+    }
+}
+
+/// A committed event that owns its place in the store: an [`Envelope`]
+/// without a lifetime, which can be kept, sent to another task or thread,
+/// and yielded by a [`futures_core::Stream`] (see
+/// [`SubscriptionStream`](crate::SubscriptionStream)).
+///
+/// Zero-copy like the `Envelope`: it holds a handle to the store (one
+/// atomic reference count increment, the cost of
+/// [`MemoryStore::clone`]) and the event's place in the log, so the event
+/// is neither copied nor cloned and `E` needs no `Clone`. Committed events
+/// never move and are dropped only with the last handle to the store
+/// (rule 24), so the event lives as long as this value; so does the rest
+/// of the store, which is what to weigh before keeping many of them for a
+/// long time. Cloning it is as cheap.
+///
+/// It has the envelope's accessors, and [`envelope`](Self::envelope) lends
+/// the `Envelope` view itself. It is `Send` and `Sync` exactly when the
+/// store is (`E: Send + Sync`).
+///
+/// ```
+/// use hindsight::{ExpectedVersion, MemoryStore, OwnedEnvelope, Position, Selector, StreamId, StreamVersion, Transaction};
+///
+/// let store = MemoryStore::new();
+/// let stream = StreamId::new();
+/// store.insert(Transaction::new().append(stream, ExpectedVersion::NoStream, [String::from("opened")])).unwrap();
+///
+/// let mut events = store.subscribe(Selector::all()).into_iter();
+/// let event: OwnedEnvelope<String> = events.next().unwrap().unwrap();
+/// drop(events);
+/// drop(store); // the event keeps what it needs alive
+/// let kept = std::thread::spawn(move || {
+///     assert_eq!(event.position(), Position(0));
+///     assert_eq!(event.stream_id(), stream);
+///     assert_eq!(event.version(), StreamVersion(0));
+///     assert_eq!(event.envelope().payload(), "opened");
+///     event.payload().len()
+/// });
+/// assert_eq!(kept.join().unwrap(), 6);
+/// ```
+#[doc(alias = "Event")]
+#[doc(alias = "RecordedEvent")]
+pub struct OwnedEnvelope<E> {
+    /// Keeps the log, and so the record, alive.
+    store: MemoryStore<E>,
+    /// A committed record of `store`'s log.
+    record: NonNull<Record<E>>,
+    position: u64,
+}
+
+impl<E> OwnedEnvelope<E> {
+    /// The owned form of `envelope`.
+    ///
+    /// # Safety
+    ///
+    /// `envelope` is a view of `store`'s own log (any store handle: they
+    /// share one log).
+    #[inline]
+    pub(crate) unsafe fn new(store: MemoryStore<E>, envelope: Envelope<'_, E>) -> Self {
+        Self {
+            store,
+            record: NonNull::from(envelope.record()),
+            position: envelope.position,
+        }
+    }
+
+    /// The [`Envelope`] view of the event, borrowed from `self`.
+    #[inline]
+    pub fn envelope(&self) -> Envelope<'_, E> {
+        // SAFETY: `record` points to a committed record of the log that
+        // `self.store` keeps alive (`new`'s contract). Committed slots never
+        // move (segments are never reallocated) and are neither written nor
+        // dropped again until the log drops, which needs the last store
+        // handle, and `self` holds one for as long as the borrow lasts.
+        let record = unsafe { self.record.as_ref() };
+        Envelope::new(record, self.position, &self.store.inner.log.ids)
+    }
+
+    /// The event's global position.
+    pub fn position(&self) -> Position {
+        Position(self.position)
+    }
+
+    /// The event's version within its stream.
+    pub fn version(&self) -> StreamVersion {
+        self.envelope().version()
+    }
+
+    /// The stream the event belongs to.
+    pub fn stream_id(&self) -> StreamId {
+        self.envelope().stream_id()
+    }
+
+    /// The event's unique id; see [`Envelope::event_id`].
+    pub fn event_id(&self) -> EventId {
+        self.envelope().event_id()
+    }
+
+    /// The correlation id of the transaction that wrote the event, if it had
+    /// one.
+    pub fn correlation_id(&self) -> Option<CorrelationId> {
+        self.envelope().correlation_id()
+    }
+
+    /// When the transaction that wrote the event was inserted; see
+    /// [`Envelope::created_at`].
+    pub fn created_at(&self) -> SystemTime {
+        self.envelope().created_at()
+    }
+
+    /// The event itself, borrowed from `self`.
+    pub fn payload(&self) -> &E {
+        self.envelope().payload()
+    }
+}
+
+impl<E> Clone for OwnedEnvelope<E> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            record: self.record,
+            position: self.position,
+        }
+    }
+}
+
+// SAFETY: an `OwnedEnvelope` is a store handle plus a shared reference to
+// one of its records in disguise. The handle is `Send` and `Sync` when
+// `E: Send + Sync`, and sharing `&Record<E>` across threads needs exactly
+// `E: Sync` (the record is never written while it is reachable).
+unsafe impl<E: Send + Sync> Send for OwnedEnvelope<E> {}
+// SAFETY: as above.
+unsafe impl<E: Send + Sync> Sync for OwnedEnvelope<E> {}
+
+impl<E: fmt::Debug> fmt::Debug for OwnedEnvelope<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.envelope(), f)
     }
 }

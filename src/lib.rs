@@ -38,6 +38,7 @@ mod stream;
 #[cfg(not(loom))]
 mod subscriber;
 mod subscription;
+mod subscription_stream;
 mod sync;
 mod transaction;
 mod watermark;
@@ -75,7 +76,7 @@ pub use backend::{
 };
 pub use builder::MemoryStoreBuilder;
 pub use clock::{Clock, SystemClock, TestClock};
-pub use envelope::Envelope;
+pub use envelope::{Envelope, OwnedEnvelope};
 pub use error::{InsertError, VersionMismatch};
 pub use handle::StreamHandle;
 pub use ids::{CorrelationId, EventId, Position, StreamId, StreamVersion};
@@ -87,6 +88,7 @@ pub use subscriber::{
     EventContext, Flow, HandlerError, HandlerFailure, Subscriber, SubscriberError, WaitError,
 };
 pub use subscription::{Subscription, SubscriptionError};
+pub use subscription_stream::{SubscriptionIter, SubscriptionStream};
 pub use transaction::{Committed, ExpectedVersion, StreamHead, Transaction};
 
 /// Re-exported so users can build ids without naming the `uuid` crate.

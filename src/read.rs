@@ -20,6 +20,7 @@ use std::iter::FusedIterator;
 /// store.insert(Transaction::new().append(StreamId::new(), ExpectedVersion::Any, [10, 11, 12])).unwrap();
 /// let after_first: Vec<_> = store.read_all(Start::After(Position(0))).map(|e| *e.payload()).collect();
 /// assert_eq!(after_first, [11, 12]);
+/// assert_eq!(store.read_all(Start::End).count(), 0);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -29,14 +30,34 @@ pub enum Start {
     Beginning,
     /// From the first position after this one (exclusive).
     After(Position),
+    /// After everything committed when the read or subscription starts:
+    /// live events only (KurrentDB's `End`). The store resolves it once,
+    /// when [`MemoryStore::subscribe`](crate::MemoryStore::subscribe) (or
+    /// `spawn_subscriber`, or a read) is called, to the watermark at that
+    /// moment: a subscription then delivers exactly the selected events
+    /// committed after the call, and a read is empty.
+    ///
+    /// ```
+    /// use hindsight::{ExpectedVersion, MemoryStore, Selector, Start, StreamId, Transaction};
+    /// let store = MemoryStore::new();
+    /// let stream = StreamId::new();
+    /// store.insert(Transaction::single(stream, ExpectedVersion::Any, "history")).unwrap();
+    /// let mut live = store.subscribe(Selector::all().start(Start::End));
+    /// assert!(live.try_next().unwrap().is_none());
+    /// store.insert(Transaction::single(stream, ExpectedVersion::Any, "live")).unwrap();
+    /// assert_eq!(*live.try_next().unwrap().unwrap().payload(), "live");
+    /// ```
+    End,
 }
 
 impl Start {
-    /// The first position this start selects.
-    pub(crate) fn first(self) -> u64 {
+    /// The first position this start selects, when the watermark is
+    /// `watermark`.
+    pub(crate) fn first(self, watermark: u64) -> u64 {
         match self {
             Start::Beginning => 0,
             Start::After(position) => position.0.saturating_add(1),
+            Start::End => watermark,
         }
     }
 }
@@ -58,7 +79,7 @@ impl<'a, E> ReadAll<'a, E> {
         let end = log.watermark.get();
         Self {
             log,
-            next: start.first().min(end),
+            next: start.first(end).min(end),
             end,
             run: [].iter(),
         }

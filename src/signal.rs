@@ -98,16 +98,30 @@ impl Signal {
     /// condition once more, and wait on the returned `Sleeper` only if it is
     /// still false.
     pub(crate) fn prepare(&self) -> Sleeper<'_> {
+        Sleeper {
+            signal: self,
+            listener: Some(self.register()),
+        }
+    }
+
+    /// The registration half of [`prepare`](Self::prepare), for sleepers
+    /// that own their signal's holder (`OwnedSleeper`): each call must be
+    /// matched by one [`unregister`](Self::unregister).
+    fn register(&self) -> EventListener {
         // Register first, so that any notify from here on reaches us.
         let listener = self.event.listen();
         // SeqCst: part of the handshake with `wake`.
         self.sleepers.fetch_add(1, Ordering::SeqCst);
         // SeqCst fence: pairs with the fence in `wake` (module docs).
         fence(Ordering::SeqCst);
-        Sleeper {
-            signal: self,
-            listener: Some(listener),
-        }
+        listener
+    }
+
+    /// Undoes one [`register`](Self::register).
+    fn unregister(&self) {
+        // Relaxed: the count only gates notifies; a stale high count costs a
+        // needless notify, never a lost wake-up.
+        self.sleepers.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Waits asynchronously until `ready()` holds, for at most `timeout`
@@ -251,8 +265,43 @@ impl Sleeper<'_> {
 
 impl Drop for Sleeper<'_> {
     fn drop(&mut self) {
-        // Relaxed: the count only gates notifies; a stale high count costs a
-        // needless notify, never a lost wake-up.
-        self.signal.sleepers.fetch_sub(1, Ordering::Relaxed);
+        self.signal.unregister();
+    }
+}
+
+/// Something that owns (a share of) a [`Signal`]: a store handle owns its
+/// watermark's.
+pub(crate) trait HoldsSignal {
+    /// The signal.
+    fn signal(&self) -> &Signal;
+}
+
+/// A [`Sleeper`] that does not borrow its signal: it holds `H`, which keeps
+/// the signal alive, so that a `'static` future or stream can keep it
+/// across polls. The protocol is `prepare`'s, unchanged: [`new`](Self::new)
+/// registers the listener, counts the sleeper and fences; the caller then
+/// checks its condition once more and polls only if it is still false.
+pub(crate) struct OwnedSleeper<H: HoldsSignal> {
+    holder: H,
+    listener: EventListener,
+}
+
+impl<H: HoldsSignal> OwnedSleeper<H> {
+    /// Registers a sleeper on `holder`'s signal (as `Signal::prepare`).
+    pub(crate) fn new(holder: H) -> Self {
+        let listener = holder.signal().register();
+        Self { holder, listener }
+    }
+
+    /// Ready once notified (by any `wake` after `new`'s fence, including
+    /// one that came before this poll); otherwise registers `cx`'s waker.
+    pub(crate) fn poll_notified(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.listener).poll(cx)
+    }
+}
+
+impl<H: HoldsSignal> Drop for OwnedSleeper<H> {
+    fn drop(&mut self) {
+        self.holder.signal().unregister();
     }
 }

@@ -6,13 +6,17 @@
 //! costs writers nothing. When it has passed everything committed it spins
 //! briefly (`Backoff`), then parks on the watermark's signal until a writer
 //! moves the watermark.
+//!
+//! Rules cited by number ("rule 17") are those of the contract
+//! ([`crate::contract`]).
 
 use crate::envelope::Envelope;
 use crate::ids::Position;
 use crate::log::Slot;
+use crate::read::Start;
 use crate::selector::Selector;
 use crate::store::{Inner, MemoryStore};
-use crate::stream::StreamPtr;
+use crate::stream::{Stream, StreamPtr};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -43,8 +47,19 @@ pub(crate) struct Cursor<E> {
     /// The first selected position.
     first: u64,
     /// All streams: the next position to look at. One stream: the next
-    /// version to look at.
+    /// version to look at. Moves past an event only once it is known to be
+    /// deliverable or skipped (its type name returned), so that a type name
+    /// that panics leaves the cursor on the event (rule 17).
     next: u64,
+    /// One stream starting after position 0: the versions before `first`
+    /// have not been skipped yet (by a binary search, see `seek`).
+    seeking: bool,
+    /// Whether the watermark was ever loaded (`end` means something).
+    loaded: bool,
+    /// One stream: how many of its versions are committed below `len_end`,
+    /// as last looked up.
+    len: u64,
+    len_end: u64,
     /// The selected stream, once it holds a committed event (from then on
     /// the index keeps it for as long as the store).
     stream: Option<StreamPtr>,
@@ -59,10 +74,20 @@ pub(crate) struct Cursor<E> {
 }
 
 impl<E> Cursor<E> {
-    pub(crate) fn new(selector: Selector<E>) -> Self {
-        let first = selector.start.first();
+    /// A cursor at the start of `selector`; [`Start::End`] is resolved here, to the watermark of `inner`'s log now.
+    pub(crate) fn new(selector: Selector<E>, inner: &Inner<E>) -> Self {
+        let watermark = match selector.start {
+            Start::End => inner.log.watermark.get(),
+            Start::Beginning | Start::After(_) => 0,
+        };
+        let first = selector.start.first(watermark);
         Self {
             next: if selector.stream.is_some() { 0 } else { first },
+            seeking: selector.stream.is_some() && first > 0,
+            loaded: false,
+            len: 0,
+            // `end` 0 has nothing below it: no version to look up.
+            len_end: 0,
             first,
             stream: None,
             end: 0,
@@ -82,6 +107,14 @@ impl<E> Cursor<E> {
         self.passed
     }
 
+    /// Whether the cursor has looked at every position below the watermark
+    /// it last loaded: everything committed when it last checked was
+    /// delivered or skipped. `false` before its first check.
+    #[inline]
+    pub(crate) fn is_caught_up(&self) -> bool {
+        self.loaded && self.passed >= self.end
+    }
+
     /// Moves past the next selected committed event and returns it; `None`
     /// once every committed position is passed. Loads the watermark only
     /// when it has passed everything below the last value it loaded.
@@ -91,6 +124,7 @@ impl<E> Cursor<E> {
             return Some(event);
         }
         let watermark = inner.log.watermark.get();
+        self.loaded = true;
         if watermark > self.end {
             self.end = watermark;
             if let Some(event) = self.advance_below_end(inner) {
@@ -109,7 +143,6 @@ impl<E> Cursor<E> {
             None => {
                 while self.next < self.end {
                     let position = self.next;
-                    self.next += 1;
                     if position - self.run.start >= self.run.len {
                         // SAFETY: `position < end`, a watermark value loaded
                         // with Acquire.
@@ -129,25 +162,40 @@ impl<E> Cursor<E> {
                     // Acquire.
                     let record = unsafe { slot.committed_record() };
                     let event = Envelope::new(record, position, &log.ids);
-                    if self.selector.selects_type(event.payload()) {
+                    // The type name is user code and may panic: move past
+                    // the event only once it returned (rule 17).
+                    let selected = self.selector.selects_type(event.payload());
+                    self.next = position + 1;
+                    if selected {
                         self.passed = position + 1;
                         return Some(event);
                     }
                 }
             }
             Some(id) => {
+                if self.next >= self.len && self.len_end == self.end {
+                    // Every version committed below `end` was looked at.
+                    // Without this, a call before the first watermark load
+                    // (`end` 0) would have `committed_len` walk back over
+                    // the whole stream, and a call with a stale `end` over
+                    // every version recorded since.
+                    return None;
+                }
                 let stream = match self.stream {
                     // SAFETY: a cached stream holds committed events, so the
                     // index keeps it while the store lives; `inner` is
                     // borrowed from the store.
                     Some(stream) => unsafe { stream.get() },
                     None => {
+                        // `end` was loaded before this, as `committed_len`
+                        // needs.
                         let found = inner.streams.with(id, |stream| {
-                            (StreamPtr::new(stream), stream.committed_len(self.end) > 0)
+                            (StreamPtr::new(stream), stream.committed_len(self.end))
                         });
                         match found {
-                            Some((stream, true)) => {
+                            Some((stream, len)) if len > 0 => {
                                 self.stream = Some(stream);
+                                (self.len, self.len_end) = (len, self.end);
                                 // SAFETY: as above.
                                 unsafe { stream.get() }
                             }
@@ -155,25 +203,68 @@ impl<E> Cursor<E> {
                         }
                     }
                 };
-                // `end` was loaded before this, as `committed_len` needs.
-                let len = stream.committed_len(self.end);
+                let len = if self.len_end == self.end {
+                    self.len
+                } else {
+                    // Once per watermark load, not per call: `committed_len`
+                    // walks back over the versions recorded at or after
+                    // `end`, which grow while the cursor works through a
+                    // batch. `end` was loaded before this, as it needs.
+                    let len = stream.committed_len(self.end);
+                    (self.len, self.len_end) = (len, self.end);
+                    len
+                };
+                if self.seeking {
+                    self.seek(stream, len);
+                }
                 while self.next < len {
                     let position = stream.committed_position(self.next);
-                    self.next += 1;
                     if position < self.first {
+                        self.next += 1;
                         continue;
                     }
                     // SAFETY: a committed version's position lies below
                     // `end`, a watermark value loaded with Acquire.
                     let event = unsafe { log.envelope(position) };
-                    if self.selector.selects_type(event.payload()) {
-                        self.passed = position + 1;
+                    // The type name is user code and may panic: move past
+                    // the event only once it returned (rule 17).
+                    let selected = self.selector.selects_type(event.payload());
+                    self.next += 1;
+                    if selected {
+                        // The stream's last version below `end`: every
+                        // position below `end` is now passed (the others
+                        // belong to other streams).
+                        self.passed = if self.next == len {
+                            self.end
+                        } else {
+                            position + 1
+                        };
                         return Some(event);
                     }
                 }
             }
         }
         None
+    }
+
+    /// One stream: moves `next` to the first of the committed versions
+    /// `next..len` whose position is at least `first`, by binary search
+    /// (positions ascend along a stream's versions, rule 3), instead of
+    /// walking every version before the start.
+    fn seek(&mut self, stream: &Stream, len: u64) {
+        let (mut low, mut high) = (self.next, len);
+        while low < high {
+            let middle = low + (high - low) / 2;
+            if stream.committed_position(middle) < self.first {
+                low = middle + 1;
+            } else {
+                high = middle;
+            }
+        }
+        self.next = low;
+        // Versions committed later may still lie before `first` (a start
+        // beyond the watermark): keep seeking until one does not.
+        self.seeking = low == len;
     }
 }
 
@@ -198,9 +289,14 @@ unsafe impl<E: Send + Sync> Sync for Run<E> {}
 ///
 /// Events are borrowed straight from the log: each [`Envelope`] lives until
 /// the next call on the subscription. Copy out what you need to keep.
+///
+/// For an event that outlives the next call, a [`futures_core::Stream`] or
+/// an [`Iterator`], turn it into its owned forms:
+/// [`into_stream`](Self::into_stream) and [`into_iter`](Self::into_iter)
+/// yield [`OwnedEnvelope`](crate::OwnedEnvelope)s.
 pub struct Subscription<E> {
-    store: MemoryStore<E>,
-    cursor: Cursor<E>,
+    pub(crate) store: MemoryStore<E>,
+    pub(crate) cursor: Cursor<E>,
 }
 
 impl<E> MemoryStore<E> {
@@ -232,7 +328,7 @@ impl<E> MemoryStore<E> {
     pub fn subscribe(&self, selector: Selector<E>) -> Subscription<E> {
         Subscription {
             store: self.clone(),
-            cursor: Cursor::new(selector),
+            cursor: Cursor::new(selector, &self.inner),
         }
     }
 }
@@ -359,6 +455,35 @@ impl<E> Subscription<E> {
     /// including it has been seen. `None` until position 0 is passed.
     pub fn passed(&self) -> Option<Position> {
         self.cursor.passed().checked_sub(1).map(Position)
+    }
+
+    /// Whether the subscription has caught up: every event committed when
+    /// it last looked at the watermark has been delivered (or skipped, as
+    /// other streams and types are). It looks whenever it has delivered
+    /// everything below the value it loaded before, so this turns true with
+    /// the delivery of the last event committed then (for a one-stream
+    /// subscription, its stream's last; with a type filter, possibly only
+    /// when the next call finds nothing more), and at once when a call
+    /// finds nothing to deliver. It stays true until the subscription
+    /// loads a watermark with more to deliver. `false` before the first
+    /// call. Never blocks, never loads anything: a history-then-live
+    /// consumer asks it after each event to learn that the history is done.
+    ///
+    /// ```
+    /// use hindsight::{ExpectedVersion, MemoryStore, Selector, StreamId, Transaction};
+    /// let store = MemoryStore::new();
+    /// store.insert(Transaction::new().append(StreamId::new(), ExpectedVersion::Any, [1, 2])).unwrap();
+    /// let mut subscription = store.subscribe(Selector::all());
+    /// assert!(!subscription.is_caught_up()); // nothing checked yet
+    /// subscription.try_next().unwrap();
+    /// assert!(!subscription.is_caught_up());
+    /// subscription.try_next().unwrap();
+    /// assert!(subscription.is_caught_up()); // the last event committed when it looked
+    /// assert!(subscription.try_next().unwrap().is_none());
+    /// assert!(subscription.is_caught_up());
+    /// ```
+    pub fn is_caught_up(&self) -> bool {
+        self.cursor.is_caught_up()
     }
 
     /// The store this subscription reads.

@@ -10,6 +10,7 @@ use criterion::measurement::WallTime;
 use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
 };
+use futures_core::Stream;
 use harness::contender::{
     check_global_read, check_subscribe, Contender, GlobalRead, Subscribe, Subscription,
 };
@@ -19,8 +20,10 @@ use harness::contenders::{
 use harness::{criterion, quick, store, time_threads, Payload};
 use hindsight::{ExpectedVersion, MemoryStore, Selector, StreamId, Transaction};
 use std::hint::black_box;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// Events in the catch-up store.
@@ -103,6 +106,50 @@ fn subscription<C: Subscribe>(group: &mut BenchmarkGroup<'_, WallTime>, store: &
     });
 }
 
+/// Hindsight's other forms of a catch-up subscription beside `try_next`
+/// (the `subscription` row): the batch form (`drain`), the owned events of
+/// the blocking iterator (`SubscriptionIter::try_next`) and the
+/// `futures_core::Stream` (`SubscriptionStream`, polled with a no-op waker
+/// until it would wait, as an executor would poll it while events are
+/// ready).
+fn owned_subscriptions(group: &mut BenchmarkGroup<'_, WallTime>, store: &MemoryStore<Payload>) {
+    group.bench_function("hindsight/subscription-drain", |b| {
+        b.iter(|| {
+            let mut subscription = MemoryStore::subscribe(store, Selector::all());
+            let mut sum = 0;
+            let delivered = subscription
+                .drain(|event| sum = touch(sum, event.payload()))
+                .expect("the benchmark store is never poisoned");
+            assert_eq!(delivered, STORED);
+            black_box(sum)
+        })
+    });
+    group.bench_function("hindsight/owned-iter", |b| {
+        b.iter(|| {
+            let mut events = MemoryStore::subscribe(store, Selector::all()).into_iter();
+            let mut sum = 0;
+            while let Some(event) = events
+                .try_next()
+                .expect("the benchmark store is never poisoned")
+            {
+                sum = touch(sum, event.payload());
+            }
+            black_box(sum)
+        })
+    });
+    group.bench_function("hindsight/stream", |b| {
+        b.iter(|| {
+            let mut events = MemoryStore::subscribe(store, Selector::all()).into_stream();
+            let mut cx = Context::from_waker(Waker::noop());
+            let mut sum = 0;
+            while let Poll::Ready(Some(Ok(event))) = Pin::new(&mut events).poll_next(&mut cx) {
+                sum = touch(sum, event.payload());
+            }
+            black_box(sum)
+        })
+    });
+}
+
 fn read_stream<C: Contender>(group: &mut BenchmarkGroup<'_, WallTime>, store: &C) {
     let hot = store.stream(HOT);
     group.bench_function(format!("{}/read_stream", C::NAME), |b| {
@@ -120,6 +167,7 @@ fn catch_up_all(c: &mut Criterion) {
     {
         let store: MemoryStore<Payload> = filled();
         subscription(&mut group, &store);
+        owned_subscriptions(&mut group, &store);
         read_all(&mut group, &store);
         let slice: Vec<Payload> = {
             let mut slice = Vec::with_capacity(STORED as usize);
