@@ -30,7 +30,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = os.environ.get("MUTANTS_DIR", "/tmp/hindsight-mutants")
 TIMEOUT = int(os.environ.get("MUTANT_TIMEOUT", "600"))
-TEST_FILES = ["store", "index", "log", "signal", "segments"]
+TEST_FILES = ["store", "index", "log", "signal", "segments", "stream"]
 
 # id, file, old text(s), new text(s), what the mutation breaks
 MUTATIONS = [
@@ -174,9 +174,9 @@ MUTATIONS = [
      "        if sleepers > 0 {\n            self.event.notify(usize::MAX);\n        }\n",
      "Signal::wake loads the sleeper count before its fence instead of after"),
     ("prepare-no-fence", "src/signal.rs",
-     "        fence(Ordering::SeqCst);\n        Sleeper {",
-     "        Sleeper {",
-     "drop the fence(SeqCst) in Signal::prepare"),
+     "        fence(Ordering::SeqCst);\n        listener\n",
+     "        listener\n",
+     "drop the fence(SeqCst) in Signal::prepare (its registration half, register)"),
     ("prepare-increment-relaxed", "src/signal.rs",
      "self.sleepers.fetch_add(1, Ordering::SeqCst);",
      "self.sleepers.fetch_add(1, Ordering::Relaxed);",
@@ -193,6 +193,19 @@ MUTATIONS = [
      "                self.park_until(&ready, deadline);",
      "                return self.park_until(&ready, deadline);",
      "Signal::wait_until returns after one park, without checking its condition again"),
+    ("wait-until-async-checks-before-registering", "src/signal.rs",
+     "            let mut sleeper = self.prepare();\n            if ready() {\n                return true;\n            }\n",
+     "            if ready() {\n                return true;\n            }\n            let mut sleeper = self.prepare();\n",
+     "Signal::wait_until_async checks its condition before registering, not after"),
+    # ---- subscription_stream.rs: the Stream's wait ----
+    ("stream-keeps-registration-without-recheck", "src/subscription_stream.rs",
+     "                    if watermark.get() <= passed && !watermark.is_poisoned() {\n                        self.sleeper = Some(sleeper);\n                    }",
+     "                    let _ = passed;\n                    self.sleeper = Some(sleeper);\n                    return Poll::Pending;",
+     "SubscriptionStream's poll registers and returns Pending without checking the watermark again"),
+    ("stream-poll-without-waker", "src/subscription_stream.rs",
+     "                Some(sleeper) => match sleeper.poll_notified(cx) {",
+     "                Some(sleeper) => match sleeper.poll_notified(&mut Context::from_waker(std::task::Waker::noop())) {",
+     "a later poll of a registered SubscriptionStream does not register its own task's waker"),
     # ---- segments.rs ----
     ("install-cas-relaxed", "src/segments.rs",
      "            Ordering::AcqRel,\n            Ordering::Acquire,",
@@ -293,7 +306,7 @@ MUTATIONS = [
     ("cursor-len-before-watermark", "src/subscription.rs",
      ["    passed: u64,\n}\n",
       "            passed: first,\n",
-      "        let watermark = inner.log.watermark.get();\n        if watermark > self.end {\n",
+      "        let watermark = inner.log.watermark.get();\n        self.loaded = true;\n",
       "let len = stream.committed_len(self.end);"],
      ["    passed: u64,\n    len_hint: u64,\n}\n",
       "            passed: first,\n            len_hint: u64::MAX,\n",
@@ -301,7 +314,7 @@ MUTATIONS = [
       "            // SAFETY: as in `advance_below_end`.\n"
       "            Some(stream) => unsafe { stream.get() }.committed_len(u64::MAX),\n"
       "            None => u64::MAX,\n        };\n"
-      "        let watermark = inner.log.watermark.get();\n        if watermark > self.end {\n",
+      "        let watermark = inner.log.watermark.get();\n        self.loaded = true;\n",
       "let len = stream.committed_len(self.end).min(self.len_hint);"],
      "a one-stream subscription's cursor loads the stream length before the watermark"),
     ("subscription-ignores-poison", "src/subscription.rs",
@@ -472,6 +485,9 @@ MODELS = {
     "a_fast_path_commit_carries_the_watermark_over_a_writer_behind_it": "L5",
     "a_waiter_parked_on_the_watermark_is_woken_by_a_fast_path_commit": "L6",
     "created_at_follows_positions_on_both_commit_paths": "L7",
+    "wait_until_async_awaits_again_until_its_condition_holds": "S6",
+    "a_subscription_stream_receives_a_concurrent_insert": "T1",
+    "a_subscription_stream_polled_again_after_a_dropped_poll_receives_a_concurrent_insert": "T2",
     "correlated_created_at_follows_positions_on_both_commit_paths": "L8",
     "a_fast_path_after_a_helped_commit_takes_created_at_from_the_slot": "L9",
     "park_until_never_misses_a_wake_after_a_seqcst_store": "S1",
