@@ -53,12 +53,15 @@
 //!
 //! This crate supports cqrs-es 0.5.0 exactly (the version is pinned).
 
-use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
+use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore, Query};
+use futures_core::Stream;
 use hindsight::{
-    ExpectedVersion, InsertError, MemoryStore, Start, StreamId, StreamVersion, Transaction, Uuid,
+    ExpectedVersion, InsertError, MemoryStore, Position, Selector, Start, StreamId, StreamVersion,
+    SubscriptionError, Transaction, Uuid,
 };
 use std::collections::HashMap;
 use std::fmt;
+use std::pin::Pin;
 
 /// The namespace of the name-based stream ids (UUIDv5) this crate derives
 /// from an aggregate's type and id.
@@ -146,6 +149,101 @@ impl<A: Aggregate> HindsightStore<A> {
             .read_all(Start::Beginning)
             .map(|event| envelope(event.version(), event.payload()))
             .collect()
+    }
+}
+
+impl<A: Aggregate> HindsightStore<A>
+where
+    A::Event: Send + Sync,
+{
+    /// Feeds `query` every event of every aggregate in the store's global
+    /// commit order: first those committed already (after `after`, a
+    /// position the query has processed, or from the beginning), then each
+    /// new one as it commits, one `dispatch` per event, never two at once.
+    ///
+    /// Unlike `CqrsFramework`'s queries, which see only the commits made
+    /// through that framework after they were added, this catches a new or
+    /// rebuilt query up on the whole history without a seam. The future
+    /// runs until the store is poisoned (then it returns the error, every
+    /// event before that having been dispatched) or until it is dropped:
+    /// spawn it, and abort the task to stop it. Dropping it loses nothing
+    /// that was dispatched; an event whose `dispatch` was cut short by the
+    /// drop is dispatched again by a runner started after the position
+    /// before it.
+    ///
+    /// ```
+    /// # use cqrs_es::{Aggregate, CqrsFramework, DomainEvent, EventEnvelope, Query};
+    /// # use cqrs_es::event_sink::EventSink;
+    /// # use serde::{Deserialize, Serialize};
+    /// # use std::sync::{Arc, Mutex};
+    /// # #[derive(Default, Serialize, Deserialize)] struct Counter;
+    /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)] struct Incremented;
+    /// # impl DomainEvent for Incremented {
+    /// #     fn event_type(&self) -> String { "Incremented".into() }
+    /// #     fn event_version(&self) -> String { "1".into() }
+    /// # }
+    /// # #[derive(Debug)] struct Never;
+    /// # impl std::fmt::Display for Never { fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str("never") } }
+    /// # impl std::error::Error for Never {}
+    /// # impl Aggregate for Counter {
+    /// #     const TYPE: &'static str = "counter";
+    /// #     type Command = (); type Event = Incremented; type Error = Never; type Services = ();
+    /// #     async fn handle(&mut self, _: (), _: &(), sink: &EventSink<Self>) -> Result<(), Never> {
+    /// #         sink.write(Incremented, self).await;
+    /// #         Ok(())
+    /// #     }
+    /// #     fn apply(&mut self, _: Incremented) {}
+    /// # }
+    /// use hindsight_cqrs::HindsightStore;
+    ///
+    /// /// Counts events per aggregate, and says when it has seen `until`.
+    /// struct Tally(Arc<Mutex<Vec<String>>>, Arc<tokio::sync::Notify>, usize);
+    /// #[async_trait::async_trait]
+    /// impl Query<Counter> for Tally {
+    ///     async fn dispatch(&self, id: &str, _: &[EventEnvelope<Counter>]) {
+    ///         let mut seen = self.0.lock().unwrap();
+    ///         seen.push(id.to_owned());
+    ///         if seen.len() == self.2 {
+    ///             self.1.notify_one();
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let store = HindsightStore::<Counter>::new();
+    /// let cqrs = CqrsFramework::new(store.clone(), vec![], ());
+    /// cqrs.execute("a", ()).await.unwrap(); // history, before the query exists
+    ///
+    /// let (seen, done) = (Arc::default(), Arc::new(tokio::sync::Notify::new()));
+    /// let runner = tokio::spawn(store.clone().run_query(Tally(Arc::clone(&seen), done.clone(), 3), None));
+    /// cqrs.execute("b", ()).await.unwrap(); // live
+    /// cqrs.execute("a", ()).await.unwrap();
+    /// done.notified().await;
+    /// assert_eq!(*seen.lock().unwrap(), ["a", "b", "a"]);
+    /// runner.abort();
+    /// # }
+    /// ```
+    pub async fn run_query<Q: Query<A>>(
+        self,
+        query: Q,
+        after: Option<Position>,
+    ) -> Result<(), SubscriptionError> {
+        let selector = match after {
+            Some(position) => Selector::all().after(position),
+            None => Selector::all(),
+        };
+        let mut events = self.store.subscribe(selector).into_stream();
+        loop {
+            let next = std::future::poll_fn(|cx| Pin::new(&mut events).poll_next(cx)).await;
+            let event = match next {
+                Some(event) => event?,
+                // A subscription's stream only ends after its error.
+                None => return Ok(()),
+            };
+            let stored = event.payload();
+            let envelope = envelope(event.version(), stored);
+            query.dispatch(&stored.aggregate_id, &[envelope]).await;
+        }
     }
 }
 

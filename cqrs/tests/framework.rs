@@ -195,3 +195,74 @@ async fn mem_store_under_the_same_race_for_comparison() {
     println!("MemStore: {ok} commands acknowledged, {kept} events kept, {conflicts} conflicts");
     assert_eq!(ok + conflicts, 400);
 }
+
+/// Sends every dispatched event's aggregate id and sequence down a channel.
+struct Recorder(tokio::sync::mpsc::UnboundedSender<(String, usize)>);
+
+#[async_trait::async_trait]
+impl cqrs_es::Query<Account> for Recorder {
+    async fn dispatch(&self, aggregate_id: &str, events: &[cqrs_es::EventEnvelope<Account>]) {
+        for event in events {
+            let _ = self.0.send((aggregate_id.to_owned(), event.sequence));
+        }
+    }
+}
+
+/// Receives `n` dispatched events.
+async fn receive(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, usize)>,
+    n: usize,
+) -> Vec<(String, usize)> {
+    let mut seen = Vec::with_capacity(n);
+    while seen.len() < n {
+        seen.push(rx.recv().await.expect("the runner is running"));
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_runner_sees_history_then_live_in_global_order_and_resumes_after_a_position() {
+    let store = HindsightStore::<Account>::new();
+    let cqrs = Arc::new(CqrsFramework::new(store.clone(), vec![], ()));
+    for i in 0..50 {
+        cqrs.execute(&format!("acc-{}", i % 5), Command::Deposit(1))
+            .await
+            .unwrap();
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let runner = tokio::spawn(store.clone().run_query(Recorder(tx), None));
+    // Live writes from two tasks while the runner catches up.
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let cqrs = Arc::clone(&cqrs);
+            tokio::spawn(async move {
+                for i in 0..25 {
+                    cqrs.execute(&format!("acc-{}", (i + w) % 5), Command::Deposit(1))
+                        .await
+                        .unwrap_or_else(|e| {
+                            assert!(matches!(e, AggregateError::AggregateConflict))
+                        });
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let expected: Vec<(String, usize)> = store
+        .events()
+        .into_iter()
+        .map(|e| (e.aggregate_id, e.sequence))
+        .collect();
+    assert_eq!(receive(&mut rx, expected.len()).await, expected);
+    runner.abort();
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let resumed = tokio::spawn(
+        store
+            .clone()
+            .run_query(Recorder(tx), Some(hindsight::Position(39))),
+    );
+    assert_eq!(receive(&mut rx, expected.len() - 40).await, expected[40..]);
+    resumed.abort();
+}
