@@ -188,11 +188,12 @@ impl<E> OwnedEnvelope<E> {
     /// The [`Envelope`] view of the event, borrowed from `self`.
     #[inline]
     pub fn envelope(&self) -> Envelope<'_, E> {
-        // SAFETY: `record` points to a committed record of the log that
-        // `self.store` keeps alive (`new`'s contract). Committed slots never
-        // move (segments are never reallocated) and are neither written nor
-        // dropped again until the log drops, which needs the last store
-        // handle, and `self` holds one for as long as the borrow lasts.
+        // Committed slots never move (segments are never reallocated), and a
+        // committed record is only shared (its stamp changes only before it
+        // becomes visible) until the log drops, which needs the last store
+        // handle: `self` holds one for as long as the borrow lasts.
+        // SAFETY: `record` is a committed record of `self.store`'s log
+        // (`new`'s contract), alive and unchanging while `self` is.
         let record = unsafe { self.record.as_ref() };
         Envelope::new(record, self.position, &self.store.inner.log.ids)
     }

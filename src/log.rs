@@ -314,7 +314,9 @@ impl<E> Slot<E> {
         // written; 3. the caller's Acquire load of the watermark
         // happens-after that commit (through the helpers' CAS chain).
         // SAFETY: by 1-3 the record is initialised and visible, and nobody
-        // writes it again before the log drops (which needs `&mut self`).
+        // writes it again before the log drops (which needs `&mut self`):
+        // the one later change, a raise of its stamp (an atomic), happens
+        // before the watermark covers it.
         self.record.with(|p| unsafe { (*p).assume_init_ref() })
     }
 
