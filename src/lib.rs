@@ -41,6 +41,8 @@ mod subscription;
 mod subscription_stream;
 mod sync;
 mod transaction;
+#[cfg(all(test, not(loom)))]
+mod wake_tests;
 mod watermark;
 
 #[cfg(loom)]

@@ -763,7 +763,7 @@ impl<E> Reservation<'_, E> {
 
     /// Publishes the range, moves the watermark over it (or helps whoever
     /// will), and returns the end of the range.
-    pub(crate) fn commit(self) -> u64 {
+    pub(crate) fn commit(self) -> Commit {
         let mut this = ManuallyDrop::new(self);
         let (log, start, len) = (this.log, this.start, this.len);
         let end = start + len;
@@ -771,7 +771,7 @@ impl<E> Reservation<'_, E> {
             // Never happens: the store writes exactly what it reserved.
             // Failing closed beats publishing uninitialised slots.
             this.abandon();
-            return end;
+            return Commit { end, fenced: false };
         }
         // SAFETY: `this` is never used again (it is `ManuallyDrop`, and the
         // abandon path above returned), so the stamp is taken once.
@@ -833,6 +833,7 @@ impl<E> Reservation<'_, E> {
                 log.watermark.advance(committed);
             }
             log.watermark.signal.wake_fenced();
+            Commit { end, fenced: true }
         } else {
             // Release: pairs with the Acquire load in `committed_len`;
             // publishes the records written above to whichever helper moves
@@ -846,8 +847,8 @@ impl<E> Reservation<'_, E> {
             // one's marker.
             fence(Ordering::SeqCst);
             log.watermark.advance(committed);
+            Commit { end, fenced: false }
         }
-        end
     }
 
     fn abandon(&mut self) {
@@ -867,6 +868,17 @@ impl<E> Reservation<'_, E> {
             .store(Marker::abandoned(self.len).0, Ordering::Release);
         self.log.watermark.poison();
     }
+}
+
+/// What [`Reservation::commit`] did.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Commit {
+    /// The end of the range.
+    pub(crate) end: u64,
+    /// Whether the committer issued a `fence(SeqCst)` after the watermark
+    /// covered its whole range (the fast path): a waker of the range's
+    /// streams may then skip its own fence (`Signal::wake_fenced`).
+    pub(crate) fenced: bool,
 }
 
 impl<E> Drop for Reservation<'_, E> {

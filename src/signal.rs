@@ -21,7 +21,7 @@
 //! little (`Backoff`), then yield, then park. One loop, so one set of loom
 //! models covers every wait.
 
-use crate::sync::{fence, AtomicUsize, Backoff, CachePadded, Ordering};
+use crate::sync::{fence, AtomicUsize, Backoff, Ordering};
 use event_listener::{Event, EventListener, Listener};
 use std::future::Future;
 use std::pin::Pin;
@@ -33,19 +33,28 @@ use std::time::{Duration, Instant};
 #[cfg(not(loom))]
 const SPINS: u32 = 7;
 
+/// 16 bytes, unpadded: every stream has one (targeted wake-ups), and the
+/// watermark pads its own.
 #[derive(Debug)]
 pub(crate) struct Signal {
     /// Threads or tasks between `prepare` and the drop of their `Sleeper`.
-    sleepers: CachePadded<AtomicUsize>,
+    sleepers: AtomicUsize,
     event: Event,
 }
 
 impl Signal {
     pub(crate) fn new() -> Self {
         Self {
-            sleepers: CachePadded::new(AtomicUsize::new(0)),
+            sleepers: AtomicUsize::new(0),
             event: Event::new(),
         }
+    }
+
+    /// How many sleepers are registered now (for tests that check where a
+    /// wait parks).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn sleepers(&self) -> usize {
+        self.sleepers.load(Ordering::SeqCst)
     }
 
     /// Wakes every sleeper. Call after changing the state sleepers wait on.

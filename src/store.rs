@@ -224,6 +224,7 @@ impl<E> MemoryStore<E> {
         let may_create = matches!(expected, ExpectedVersion::Any | ExpectedVersion::NoStream);
         let stamp = OwnedStamp::new(self.inner.now_nanos(), correlation_id);
         let count = events.len() as u64;
+        let _poison = WakeOnPoison(&self.inner);
         // Under the index shard's read lock, and only until the positions
         // are recorded: from then on the stream holds events and stays.
         let reserved = index.with_or_create(id, may_create, |stream| {
@@ -292,6 +293,7 @@ impl<E> MemoryStore<E> {
                 .map(|_| None);
         }
         let stamp = OwnedStamp::new(self.inner.now_nanos(), correlation_id);
+        let _poison = WakeOnPoison(&self.inner);
         match self.reserve_in(stream, expected, count, stamp) {
             Ok(reserved) => self.finish(reserved, events).map(Some),
             Err(refused) => self.refuse(stream.id, expected, refused),
@@ -355,9 +357,13 @@ impl<E> MemoryStore<E> {
                 }
             }
         }
-        let end = reservation.commit();
+        let commit = reservation.commit();
         // ---- Committed. ----
+        let end = commit.end;
         self.wait_visible_end(end)?;
+        // SAFETY: the stream holds the events just committed, so the index
+        // keeps it for as long as the store, which `self` borrows.
+        wake_stream(unsafe { stream.get() }, commit.fenced);
         Ok(StreamHead {
             version: StreamVersion(first_version + count - 1),
             position: Position(end - 1),
@@ -433,6 +439,7 @@ impl<E> MemoryStore<E> {
                 self.conflict(mismatches, seen)
             };
         }
+        let _poison = WakeOnPoison(&self.inner);
         let mut reservation = reserve(&self.inner.log, total, stamp)?;
 
         // ---- From here to `commit`, nothing may panic. ----
@@ -443,10 +450,13 @@ impl<E> MemoryStore<E> {
         // streams are checked against them and reserve after them.
         drop(locked);
         write(&mut reservation, appends, streams, &heads);
-        let end = reservation.commit();
+        let commit = reservation.commit();
         // ---- Committed. ----
-
+        let end = commit.end;
         self.wait_visible_end(end)?;
+        for stream in streams.iter().flatten() {
+            wake_stream(stream, commit.fenced);
+        }
         Ok(Committed {
             last_position: Some(Position(end - 1)),
             streams: heads,
@@ -477,10 +487,13 @@ impl<E> MemoryStore<E> {
     /// Read your writes: waits until every position below `end` is visible.
     #[inline]
     fn wait_visible_end(&self, end: u64) -> Result<(), InsertError> {
-        self.inner
-            .log
-            .wait_for(end)
-            .map_err(|_| InsertError::Poisoned)
+        self.inner.log.wait_for(end).map_err(|_| {
+            // A reservation was abandoned without a panic (the write count
+            // did not match): no `WakeOnPoison` is unwinding, so wake the
+            // streams' sleepers here.
+            self.inner.streams.wake_all();
+            InsertError::Poisoned
+        })
     }
 
     /// The position of the last committed event, or `None` for an empty
@@ -632,6 +645,38 @@ fn mismatch(
         stream,
         expected,
         found,
+    }
+}
+
+/// Wakes the one-stream subscriptions parked on `stream`, after a commit
+/// that wrote to it became visible (the watermark covers it). `fenced`:
+/// the committer issued a `fence(SeqCst)` after the watermark covered its
+/// range (`Commit::fenced`), which serves as this wake's fence.
+#[inline]
+fn wake_stream(stream: &Stream, fenced: bool) {
+    if fenced {
+        stream.signal.wake_fenced();
+    } else {
+        // The watermark covers the range (`wait_visible_end` saw it, with
+        // Acquire): the fence in `wake` orders that before the sleeper
+        // count, as the handshake needs (DESIGN.md, "Targeted wake-ups").
+        stream.signal.wake();
+    }
+}
+
+/// Wakes every stream's sleepers if the store is poisoned when dropped: a
+/// writer that unwinds between reserving and committing poisons the store
+/// (its `Reservation`'s drop) and commits nothing, so nothing else would
+/// wake the one-stream subscriptions parked on their streams. Held across
+/// each insert, outside any lock of the index; costs one load when dropped.
+struct WakeOnPoison<'a, E>(&'a Inner<E>);
+
+impl<E> Drop for WakeOnPoison<'_, E> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.0.log.watermark.is_poisoned() {
+            self.0.streams.wake_all();
+        }
     }
 }
 

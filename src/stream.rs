@@ -9,6 +9,7 @@
 
 use crate::ids::{Position, StreamId, StreamVersion};
 use crate::segments::Segments;
+use crate::signal::Signal;
 use crate::sync::{self, fence, Arc, AtomicU64, Mutex, MutexGuard, Ordering};
 use crate::transaction::StreamHead;
 
@@ -28,6 +29,12 @@ pub(crate) struct Stream {
     len: AtomicU64,
     /// The global position of each of the stream's events, by version.
     positions: Segments<AtomicU64, STREAM_SHIFT, 0>,
+    /// Where one-stream subscriptions of this stream park (targeted
+    /// wake-ups): every writer of the stream wakes it once its commit is
+    /// visible (`MemoryStore::finish`, `lock_and_write`), a cancel of a
+    /// handler subscription of the stream wakes it, and so does poisoning
+    /// (`StreamIndex::wake_all`). Free for the writer while nobody sleeps.
+    pub(crate) signal: Signal,
 }
 
 /// Proof that the holder may append to a stream.
@@ -43,6 +50,7 @@ impl Stream {
             lock: Mutex::new(()),
             len: AtomicU64::new(0),
             positions: Segments::new(),
+            signal: Signal::new(),
         }
     }
 
@@ -364,6 +372,20 @@ impl StreamIndex {
             if map.get(&id).is_some_and(unused) {
                 map.remove(&id);
             }
+        }
+    }
+
+    /// Wakes every sleeper of every stream: after poisoning, which every
+    /// wait checks, and which commits no event that would wake them.
+    /// Never called with a shard of the index locked by this thread.
+    pub(crate) fn wake_all(&self) {
+        #[cfg(not(loom))]
+        for entry in self.map.iter() {
+            entry.value().signal.wake();
+        }
+        #[cfg(loom)]
+        for stream in sync::lock(&self.map).values() {
+            stream.signal.wake();
         }
     }
 

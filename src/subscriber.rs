@@ -21,7 +21,7 @@ use crate::selector::Selector;
 use crate::signal::Signal;
 use crate::store::{Inner, MemoryStore};
 use crate::subscription::{Subscription, SubscriptionError};
-use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
 use std::any::Any;
 use std::cell::Cell;
 use std::fmt;
@@ -210,6 +210,13 @@ struct Shared<X> {
     store_held: Mutex<bool>,
     /// Woken when `processed` moves and when the worker ends.
     progress: Signal,
+    /// Waits (`wait_processed`, `wait_caught_up`) in progress that need
+    /// `processed` to follow every commit. A one-stream worker parks on its
+    /// stream's signal (targeted wake-ups) and so learns of other streams'
+    /// commits only when its own stream moves; while this is non-zero it
+    /// parks on the watermark's signal instead, and publishes every commit
+    /// it passes. Counted by `Watch`.
+    watchers: AtomicUsize,
 }
 
 impl<X> Drop for Shared<X> {
@@ -222,15 +229,27 @@ impl<X> Drop for Shared<X> {
 
 /// The store, seen from a handle that does not know its event type.
 trait StoreLink: Send + Sync {
-    /// Wakes everyone parked on the watermark (a cancelled worker among them).
-    fn wake_waiters(&self);
+    /// Wakes a worker of `stream` (`None`: all streams), wherever it is
+    /// parked: on its stream's signal, or on the watermark's.
+    fn wake_worker(&self, stream: Option<StreamId>);
+    /// Wakes the sleepers of `stream`'s signal only.
+    fn wake_stream(&self, stream: StreamId);
     /// The end of the committed prefix.
     fn committed(&self) -> u64;
 }
 
 impl<E: Send + Sync> StoreLink for Inner<E> {
-    fn wake_waiters(&self) {
+    fn wake_worker(&self, stream: Option<StreamId>) {
+        if let Some(id) = stream {
+            self.wake_stream(id);
+        }
+        // A one-stream worker parks here too while a wait watches it.
         self.log.watermark.signal.wake();
+    }
+    fn wake_stream(&self, id: StreamId) {
+        // The worker holds its stream (its cursor's pin) until it lets go
+        // of the store, so while it could be parked the stream is indexed.
+        self.streams.with(id, |stream| stream.signal.wake());
     }
     fn committed(&self) -> u64 {
         self.log.watermark.get()
@@ -262,6 +281,8 @@ thread_local! {
 pub struct Subscriber<X> {
     shared: Arc<Shared<X>>,
     store: Weak<dyn StoreLink>,
+    /// The selected stream, for targeted wake-ups; `None` for all streams.
+    stream: Option<StreamId>,
     /// The worker thread, to recognise calls from its own handler.
     worker: ThreadId,
     /// The outcome once taken from `shared`, for `wait`'s reference.
@@ -320,6 +341,7 @@ impl<E: Send + Sync + 'static> MemoryStore<E> {
             namer: None,
             ..selector.clone()
         };
+        let stream = selector.stream;
         let subscription = self.subscribe(every_type);
         let shared = Arc::new(Shared {
             cancelled: AtomicBool::new(false),
@@ -328,6 +350,7 @@ impl<E: Send + Sync + 'static> MemoryStore<E> {
             outcome: Mutex::new(None),
             store_held: Mutex::new(true),
             progress: Signal::new(),
+            watchers: AtomicUsize::new(0),
         });
         let worker = {
             let shared = Arc::clone(&shared);
@@ -340,6 +363,7 @@ impl<E: Send + Sync + 'static> MemoryStore<E> {
         Subscriber {
             shared,
             store: Arc::downgrade(&store),
+            stream,
             // Detached: every wait watches `ended` instead of joining.
             worker: worker.thread().id(),
             outcome: OnceLock::new(),
@@ -431,9 +455,18 @@ where
         }
         // Everything committed is passed, selected or not.
         publish(shared, subscription.cursor().passed());
-        match subscription.wait_more(None, &cancelled) {
+        // SeqCst: pairs with the SeqCst increment in `Watch::new` (see
+        // there); a stale zero is corrected by the stop condition below,
+        // checked after this wait's registration fence.
+        let wide = shared.watchers.load(Ordering::SeqCst) > 0;
+        // A narrow wait also ends when a wait starts watching, so that the
+        // worker comes back here and waits wide.
+        let stop = || cancelled() || (!wide && shared.watchers.load(Ordering::SeqCst) > 0);
+        match subscription.wait_more(None, &stop, wide) {
             Ok(true) => {}
-            Ok(false) => return Ok(()),
+            Ok(false) if cancelled() => return Ok(()),
+            // A watch started: look again, publish, then wait wide.
+            Ok(false) => {}
             Err(SubscriptionError::Poisoned) => return Err(SubscriberError::Poisoned),
         }
     }
@@ -571,11 +604,26 @@ impl<X> Subscriber<X> {
     /// assert_eq!(subscriber.wait(), Ok(())); // `wait` waits for the end
     /// ```
     pub fn request_cancel(&self) {
-        // SeqCst: ordered before `wake_waiters`' fence, so a worker about to
-        // park either sees the flag or gets the notification.
+        // SeqCst: ordered before `wake_worker`'s fences, so a worker about
+        // to park either sees the flag or gets the notification.
         self.shared.cancelled.store(true, Ordering::SeqCst);
         // Without the store the worker has left its loop: nobody to wake.
-        self.with_store(|store| store.wake_waiters());
+        self.with_store(|store| store.wake_worker(self.stream));
+    }
+
+    /// Makes a one-stream worker publish every commit it passes for as
+    /// long as the returned guard lives (see `Shared::watchers`); `None`
+    /// for an all-streams worker, which always does.
+    fn watch(&self) -> Option<Watch<'_, X>> {
+        let stream = self.stream?;
+        // SeqCst: pairs with the worker's SeqCst loads; the fence of the
+        // wake below then orders it before the worker's sleeper count (the
+        // handshake of `Signal`): a worker parked on its stream either sees
+        // the count after its own fence or is woken.
+        self.shared.watchers.fetch_add(1, Ordering::SeqCst);
+        // A worker waiting wide needs no wake: it sees every commit.
+        self.with_store(|store| store.wake_stream(stream));
+        Some(Watch(&self.shared))
     }
 
     /// Runs `f` on the store if the worker still holds it; the borrow is
@@ -674,6 +722,12 @@ impl<X> Subscriber<X> {
 
     /// The last position the subscriber has handled or passed over (events
     /// it does not select count as passed), or `None` before position 0.
+    ///
+    /// A subscriber of one stream is woken only by its own stream's commits
+    /// (targeted wake-ups), so it passes other streams' positions when its
+    /// stream moves, or while a [`wait_processed`](Self::wait_processed) or
+    /// [`wait_caught_up`](Self::wait_caught_up) is waiting on it: between
+    /// those, this can lag behind commits to other streams.
     pub fn processed(&self) -> Option<Position> {
         self.processed_end().checked_sub(1).map(Position)
     }
@@ -748,6 +802,7 @@ impl<X> Subscriber<X> {
         if let Some(answer) = self.answer(end) {
             return answer;
         }
+        let _watch = self.watch();
         let deadline = Instant::now().checked_add(timeout);
         self.shared
             .progress
@@ -772,6 +827,11 @@ impl<X> Subscriber<X> {
         end: Option<u64>,
         timeout: Duration,
     ) -> Result<(), WaitError> {
+        if let Some(answer) = self.answer(end) {
+            return answer;
+        }
+        // Held across the await: dropping the future ends the watch.
+        let _watch = self.watch();
         self.shared
             .progress
             .wait_until_async(|| self.answer(end).is_some(), timeout)
@@ -803,6 +863,18 @@ impl<X> Subscriber<X> {
             .await;
         // Ended: this does not block.
         self.into_outcome()
+    }
+}
+
+/// A wait watching a one-stream worker (see `Shared::watchers`); ends the
+/// watch when dropped.
+struct Watch<'a, X>(&'a Shared<X>);
+
+impl<X> Drop for Watch<'_, X> {
+    fn drop(&mut self) {
+        // Relaxed: the count only widens the worker's waits; a stale
+        // non-zero costs it one wide wait, until the next commit.
+        self.0.watchers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -15,8 +15,10 @@ use crate::ids::Position;
 use crate::log::Slot;
 use crate::read::Start;
 use crate::selector::Selector;
+use crate::signal::Signal;
 use crate::store::{Inner, MemoryStore};
-use crate::stream::{Stream, StreamPtr};
+use crate::stream::Stream;
+use crate::sync::Arc;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -60,9 +62,12 @@ pub(crate) struct Cursor<E> {
     /// as last looked up.
     len: u64,
     len_end: u64,
-    /// The selected stream, once it holds a committed event (from then on
-    /// the index keeps it for as long as the store).
-    stream: Option<StreamPtr>,
+    /// One stream: the selected stream, taken from the index (created
+    /// empty if need be) when the cursor is made, and held until the
+    /// subscription is dropped (`Subscription`'s `Drop` hands it back): the
+    /// cursor reads it without a lookup, and parks on its signal (targeted
+    /// wake-ups) even before it holds an event.
+    pin: Option<Arc<Stream>>,
     /// The watermark as last loaded: everything below it is committed.
     end: u64,
     /// All streams: the committed slots the cursor walks, looked up once
@@ -81,6 +86,7 @@ impl<E> Cursor<E> {
             Start::Beginning | Start::After(_) => 0,
         };
         let first = selector.start.first(watermark);
+        let pin = selector.stream.map(|id| inner.streams.get_or_create(id));
         Self {
             next: if selector.stream.is_some() { 0 } else { first },
             seeking: selector.stream.is_some() && first > 0,
@@ -89,7 +95,7 @@ impl<E> Cursor<E> {
             // `end` 0 has nothing below it: no version to look up.
             len_end: 0,
             first,
-            stream: None,
+            pin,
             end: 0,
             run: Run {
                 slots: std::ptr::null(),
@@ -139,7 +145,7 @@ impl<E> Cursor<E> {
     #[inline]
     fn advance_below_end<'s>(&mut self, inner: &'s Inner<E>) -> Option<Envelope<'s, E>> {
         let log = &inner.log;
-        match self.selector.stream {
+        match self.pin.as_deref() {
             None => {
                 while self.next < self.end {
                     let position = self.next;
@@ -172,7 +178,7 @@ impl<E> Cursor<E> {
                     }
                 }
             }
-            Some(id) => {
+            Some(stream) => {
                 if self.next >= self.len && self.len_end == self.end {
                     // Every version committed below `end` was looked at.
                     // Without this, a call before the first watermark load
@@ -181,28 +187,6 @@ impl<E> Cursor<E> {
                     // every version recorded since.
                     return None;
                 }
-                let stream = match self.stream {
-                    // SAFETY: a cached stream holds committed events, so the
-                    // index keeps it while the store lives; `inner` is
-                    // borrowed from the store.
-                    Some(stream) => unsafe { stream.get() },
-                    None => {
-                        // `end` was loaded before this, as `committed_len`
-                        // needs.
-                        let found = inner.streams.with(id, |stream| {
-                            (StreamPtr::new(stream), stream.committed_len(self.end))
-                        });
-                        match found {
-                            Some((stream, len)) if len > 0 => {
-                                self.stream = Some(stream);
-                                (self.len, self.len_end) = (len, self.end);
-                                // SAFETY: as above.
-                                unsafe { stream.get() }
-                            }
-                            _ => return None,
-                        }
-                    }
-                };
                 let len = if self.len_end == self.end {
                     self.len
                 } else {
@@ -215,7 +199,11 @@ impl<E> Cursor<E> {
                     len
                 };
                 if self.seeking {
-                    self.seek(stream, len);
+                    self.next = seek(stream, self.next, len, self.first);
+                    // Versions committed later may still lie before `first`
+                    // (a start beyond the watermark): keep seeking until
+                    // one does not.
+                    self.seeking = self.next == len;
                 }
                 while self.next < len {
                     let position = stream.committed_position(self.next);
@@ -247,25 +235,54 @@ impl<E> Cursor<E> {
         None
     }
 
-    /// One stream: moves `next` to the first of the committed versions
-    /// `next..len` whose position is at least `first`, by binary search
-    /// (positions ascend along a stream's versions, rule 3), instead of
-    /// walking every version before the start.
-    fn seek(&mut self, stream: &Stream, len: u64) {
-        let (mut low, mut high) = (self.next, len);
-        while low < high {
-            let middle = low + (high - low) / 2;
-            if stream.committed_position(middle) < self.first {
-                low = middle + 1;
-            } else {
-                high = middle;
-            }
+    /// The signal to park on once the cursor has passed everything
+    /// committed: its stream's for a one-stream cursor (woken by commits to
+    /// that stream only), the watermark's otherwise (woken by every
+    /// commit). Both are woken on poisoning.
+    #[inline]
+    pub(crate) fn signal<'a>(&'a self, inner: &'a Inner<E>) -> &'a Signal {
+        match self.pin.as_deref() {
+            Some(stream) => &stream.signal,
+            None => &inner.log.watermark.signal,
         }
-        self.next = low;
-        // Versions committed later may still lie before `first` (a start
-        // beyond the watermark): keep seeking until one does not.
-        self.seeking = low == len;
     }
+
+    /// Whether a commit the cursor has not looked at may hold an event for
+    /// it: the wait condition paired with [`signal`](Self::signal). For one
+    /// stream, whether the stream has committed versions past those looked
+    /// at; otherwise whether the watermark moved past `passed`.
+    #[inline]
+    pub(crate) fn may_have_more(&self, inner: &Inner<E>) -> bool {
+        let watermark = inner.log.watermark.get();
+        match self.pin.as_deref() {
+            // `watermark` was loaded (Acquire) just before, as
+            // `committed_len` needs.
+            Some(stream) => stream.committed_len(watermark) > self.next,
+            None => watermark > self.passed,
+        }
+    }
+
+    /// The held stream, for a sleeper that must keep it alive.
+    pub(crate) fn pinned_stream(&self) -> Option<&Arc<Stream>> {
+        self.pin.as_ref()
+    }
+}
+
+/// One stream: the first of the committed versions `next..len` whose
+/// position is at least `first`, by binary search (positions ascend along a
+/// stream's versions, rule 3), instead of walking every version before the
+/// start.
+fn seek(stream: &Stream, next: u64, len: u64, first: u64) -> u64 {
+    let (mut low, mut high) = (next, len);
+    while low < high {
+        let middle = low + (high - low) / 2;
+        if stream.committed_position(middle) < first {
+            low = middle + 1;
+        } else {
+            high = middle;
+        }
+    }
+    low
 }
 
 /// `len` committed slots from position `start`, in the log of the store a
@@ -438,13 +455,12 @@ impl<E> Subscription<E> {
             if let Some(event) = self.cursor.advance(&self.store.inner) {
                 return Ok(event);
             }
-            let watermark = &self.store.inner.log.watermark;
-            if watermark.is_poisoned() {
+            let inner = &*self.store.inner;
+            if inner.log.watermark.is_poisoned() {
                 return Err(SubscriptionError::Poisoned);
             }
-            let passed = self.cursor.passed();
-            let sleeper = watermark.signal.prepare();
-            if watermark.get() > passed || watermark.is_poisoned() {
+            let sleeper = self.cursor.signal(inner).prepare();
+            if self.cursor.may_have_more(inner) || inner.log.watermark.is_poisoned() {
                 continue;
             }
             sleeper.notified().await;
@@ -508,7 +524,8 @@ impl<E> Subscription<E> {
 
     /// The next selected event, waiting until `deadline` or until `stop()`
     /// (both give `None`). `stop` is checked whenever the subscription would
-    /// wait; whoever makes it true must then wake the watermark's signal.
+    /// wait; whoever makes it true must then wake the cursor's signal
+    /// (`Cursor::signal`).
     pub(crate) fn wait_next(
         &mut self,
         deadline: Option<Instant>,
@@ -518,32 +535,52 @@ impl<E> Subscription<E> {
             if let Some(event) = self.cursor.advance(&self.store.inner) {
                 return Ok(Some(event));
             }
-            if !self.wait_more(deadline, stop)? {
+            if !self.wait_more(deadline, stop, false)? {
                 return Ok(None);
             }
         }
     }
 
-    /// Having passed everything committed, waits until the watermark moves
-    /// (`true`), or `stop()` or the deadline (`false`): spins, yields, then
-    /// parks ([`Signal::wait_until`](crate::signal::Signal::wait_until)).
+    /// Having passed everything committed, waits until a commit may hold
+    /// an event for the cursor (`true`), or `stop()` or the deadline
+    /// (`false`): spins, yields, then parks
+    /// ([`Signal::wait_until`](crate::signal::Signal::wait_until)) on the
+    /// cursor's signal. With `wide`, waits for any commit instead, on the
+    /// watermark's signal: a handler subscriber of one stream that a
+    /// `wait_processed` needs to see other streams' positions pass.
     pub(crate) fn wait_more(
         &self,
         deadline: Option<Instant>,
         stop: &dyn Fn() -> bool,
+        wide: bool,
     ) -> Result<bool, SubscriptionError> {
-        let watermark = &self.store.inner.log.watermark;
+        let inner = &*self.store.inner;
+        let watermark = &inner.log.watermark;
         let passed = self.cursor.passed();
-        let moved = || watermark.get() > passed;
-        watermark
-            .signal
-            .wait_until(|| moved() || watermark.is_poisoned() || stop(), deadline);
+        let (signal, moved): (&Signal, &dyn Fn() -> bool) = if wide {
+            (&watermark.signal, &|| watermark.get() > passed)
+        } else {
+            (self.cursor.signal(inner), &|| {
+                self.cursor.may_have_more(inner)
+            })
+        };
+        signal.wait_until(|| moved() || watermark.is_poisoned() || stop(), deadline);
         if moved() {
             Ok(true)
         } else if watermark.is_poisoned() {
             Err(SubscriptionError::Poisoned)
         } else {
             Ok(false)
+        }
+    }
+}
+
+impl<E> Drop for Subscription<E> {
+    fn drop(&mut self) {
+        // Hand the held stream back: the index drops its entry if the
+        // stream never held an event and nobody else holds it.
+        if let Some(stream) = self.cursor.pin.take() {
+            self.store.inner.streams.release(stream);
         }
     }
 }

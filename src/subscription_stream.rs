@@ -18,7 +18,9 @@ use crate::envelope::OwnedEnvelope;
 use crate::ids::Position;
 use crate::signal::{HoldsSignal, OwnedSleeper, Signal};
 use crate::store::MemoryStore;
+use crate::stream::Stream as LogStream;
 use crate::subscription::{Subscription, SubscriptionError};
+use crate::sync::Arc;
 use futures_core::stream::{FusedStream, Stream};
 use std::fmt;
 use std::iter::FusedIterator;
@@ -26,9 +28,20 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-impl<E> HoldsSignal for MemoryStore<E> {
+/// What keeps the signal a [`SubscriptionStream`] waits on alive between
+/// polls: the store, for the watermark's signal (all streams), or the
+/// selected stream, for its own (one stream: targeted wake-ups).
+enum Holder<E> {
+    Store(MemoryStore<E>),
+    Stream(Arc<LogStream>),
+}
+
+impl<E> HoldsSignal for Holder<E> {
     fn signal(&self) -> &Signal {
-        &self.inner.log.watermark.signal
+        match self {
+            Holder::Store(store) => &store.inner.log.watermark.signal,
+            Holder::Stream(stream) => &stream.signal,
+        }
     }
 }
 
@@ -62,7 +75,7 @@ impl<E> Subscription<E> {
             if let Some(event) = self.advance_owned() {
                 return Ok(Some(event));
             }
-            if !self.wait_more(deadline, &|| false)? {
+            if !self.wait_more(deadline, &|| false, false)? {
                 return Ok(None);
             }
         }
@@ -72,8 +85,8 @@ impl<E> Subscription<E> {
     /// async code; see [`SubscriptionStream`].
     pub fn into_stream(self) -> SubscriptionStream<E> {
         SubscriptionStream {
-            subscription: self,
             sleeper: None,
+            subscription: self,
             terminated: false,
         }
     }
@@ -155,9 +168,12 @@ impl<E> IntoIterator for Subscription<E> {
 /// spawnable(store.subscribe(hindsight::Selector::all()).into_stream());
 /// ```
 pub struct SubscriptionStream<E> {
+    /// Registered on the cursor's signal (`Cursor::signal`) while the
+    /// stream waits. Declared first, so dropped first: a sleeper holding
+    /// the selected stream lets go of it before the subscription hands the
+    /// stream back to the index, which then removes an entry left empty.
+    sleeper: Option<OwnedSleeper<Holder<E>>>,
     subscription: Subscription<E>,
-    /// Registered on the watermark's signal while the stream waits.
-    sleeper: Option<OwnedSleeper<MemoryStore<E>>>,
     /// An error was yielded: the stream has ended.
     terminated: bool,
 }
@@ -241,9 +257,13 @@ impl<E> SubscriptionStream<E> {
                     // and fence, then check again. A commit whose fence came
                     // before ours is seen by this check; one whose fence
                     // came after sees our count and notifies our listener.
-                    let sleeper = OwnedSleeper::new(store.clone());
-                    let passed = self.subscription.cursor.passed();
-                    if watermark.get() <= passed && !watermark.is_poisoned() {
+                    let cursor = &self.subscription.cursor;
+                    let holder = match cursor.pinned_stream() {
+                        Some(stream) => Holder::Stream(Arc::clone(stream)),
+                        None => Holder::Store(store.clone()),
+                    };
+                    let sleeper = OwnedSleeper::new(holder);
+                    if !cursor.may_have_more(&store.inner) && !watermark.is_poisoned() {
                         self.sleeper = Some(sleeper);
                     }
                 }

@@ -29,9 +29,11 @@ pub(crate) struct Watermark {
     line: CachePadded<Line>,
     /// Set once a reserved range can never be committed.
     poisoned: AtomicBool,
-    /// Where waiters park; woken when the watermark moves, on poison, and
-    /// when a subscription is cancelled.
-    pub(crate) signal: Signal,
+    /// Where waiters for any commit park (all-streams subscriptions, the
+    /// store's own waits); woken when the watermark moves, on poison, and
+    /// when a handler subscription is cancelled. One-stream subscriptions
+    /// park on their stream's signal instead (`Stream::signal`).
+    pub(crate) signal: CachePadded<Signal>,
 }
 
 /// The watermark's cache line: its value, and what the last fast-path
@@ -54,7 +56,7 @@ impl Watermark {
                 fast_created_at: AtomicU64::new(0),
             }),
             poisoned: AtomicBool::new(false),
-            signal: Signal::new(),
+            signal: CachePadded::new(Signal::new()),
         }
     }
 
