@@ -18,7 +18,7 @@
 use crate::envelope::Envelope;
 use crate::ids::{CorrelationId, EventIds};
 use crate::segments::{self, Segments, CAPACITY};
-use crate::stream::StreamPtr;
+use crate::stream::{StreamIndex, StreamPtr};
 use crate::sync::{fence, AtomicU64, CachePadded, Ordering, UnsafeCell};
 use crate::watermark::{Poisoned, Watermark};
 use std::mem::{ManuallyDrop, MaybeUninit};
@@ -414,6 +414,7 @@ impl<E> Log<E> {
             run: &[],
             first: None,
             stamp: ManuallyDrop::new(stamp),
+            streams: None,
         })
     }
 
@@ -726,9 +727,22 @@ pub(crate) struct Reservation<'a, E> {
     first: Option<&'a Slot<E>>,
     /// Given to the log at commit; freed if the range is abandoned.
     stamp: ManuallyDrop<OwnedStamp>,
+    /// The store's stream index, whose streams' sleepers an abandoned
+    /// range wakes (see `wake_on_poison`); `None` for a log used alone.
+    streams: Option<&'a StreamIndex>,
 }
 
-impl<E> Reservation<'_, E> {
+impl<'a, E> Reservation<'a, E> {
+    /// Makes an abandoned range (which poisons the store) also wake the
+    /// sleepers of every stream of `streams`: poisoning commits nothing,
+    /// so no writer would wake the one-stream subscriptions parked on their
+    /// streams (targeted wake-ups), and every wait checks for poison.
+    #[inline]
+    pub(crate) fn wake_on_poison(mut self, streams: &'a StreamIndex) -> Self {
+        self.streams = Some(streams);
+        self
+    }
+
     /// The first reserved position.
     pub(crate) fn start(&self) -> u64 {
         self.start
@@ -867,6 +881,12 @@ impl<E> Reservation<'_, E> {
             .marker
             .store(Marker::abandoned(self.len).0, Ordering::Release);
         self.log.watermark.poison();
+        if let Some(streams) = self.streams {
+            // Safe to run with a shard of the index read-locked by this
+            // thread (a writer reserves inside `with_or_create`): it only
+            // takes read locks, which a held read lock never blocks.
+            streams.wake_all();
+        }
     }
 }
 

@@ -224,7 +224,6 @@ impl<E> MemoryStore<E> {
         let may_create = matches!(expected, ExpectedVersion::Any | ExpectedVersion::NoStream);
         let stamp = OwnedStamp::new(self.inner.now_nanos(), correlation_id);
         let count = events.len() as u64;
-        let _poison = WakeOnPoison(&self.inner);
         // Under the index shard's read lock, and only until the positions
         // are recorded: from then on the stream holds events and stays.
         let reserved = index.with_or_create(id, may_create, |stream| {
@@ -293,7 +292,6 @@ impl<E> MemoryStore<E> {
                 .map(|_| None);
         }
         let stamp = OwnedStamp::new(self.inner.now_nanos(), correlation_id);
-        let _poison = WakeOnPoison(&self.inner);
         match self.reserve_in(stream, expected, count, stamp) {
             Ok(reserved) => self.finish(reserved, events).map(Some),
             Err(refused) => self.refuse(stream.id, expected, refused),
@@ -319,7 +317,7 @@ impl<E> MemoryStore<E> {
                 return Err(Refused::Conflict(found));
             }
         }
-        let reservation = reserve(&self.inner.log, count, stamp).map_err(Refused::Store)?;
+        let reservation = reserve(&self.inner, count, stamp).map_err(Refused::Store)?;
         // ---- From here to `commit` (in `finish`), nothing may panic. ----
         #[cfg(test)]
         fault::check(0);
@@ -439,8 +437,7 @@ impl<E> MemoryStore<E> {
                 self.conflict(mismatches, seen)
             };
         }
-        let _poison = WakeOnPoison(&self.inner);
-        let mut reservation = reserve(&self.inner.log, total, stamp)?;
+        let mut reservation = reserve(&self.inner, total, stamp)?;
 
         // ---- From here to `commit`, nothing may panic. ----
         #[cfg(test)]
@@ -487,13 +484,10 @@ impl<E> MemoryStore<E> {
     /// Read your writes: waits until every position below `end` is visible.
     #[inline]
     fn wait_visible_end(&self, end: u64) -> Result<(), InsertError> {
-        self.inner.log.wait_for(end).map_err(|_| {
-            // A reservation was abandoned without a panic (the write count
-            // did not match): no `WakeOnPoison` is unwinding, so wake the
-            // streams' sleepers here.
-            self.inner.streams.wake_all();
-            InsertError::Poisoned
-        })
+        self.inner
+            .log
+            .wait_for(end)
+            .map_err(|_| InsertError::Poisoned)
     }
 
     /// The position of the last committed event, or `None` for an empty
@@ -664,32 +658,20 @@ fn wake_stream(stream: &Stream, fenced: bool) {
     }
 }
 
-/// Wakes every stream's sleepers if the store is poisoned when dropped: a
-/// writer that unwinds between reserving and committing poisons the store
-/// (its `Reservation`'s drop) and commits nothing, so nothing else would
-/// wake the one-stream subscriptions parked on their streams. Held across
-/// each insert, outside any lock of the index; costs one load when dropped.
-struct WakeOnPoison<'a, E>(&'a Inner<E>);
-
-impl<E> Drop for WakeOnPoison<'_, E> {
-    #[inline]
-    fn drop(&mut self) {
-        if self.0.log.watermark.is_poisoned() {
-            self.0.streams.wake_all();
-        }
-    }
-}
-
 /// Phase "reserve": `count` positions for a transaction stamped `stamp`.
+/// An abandoned reservation wakes every stream's sleepers
+/// (`Reservation::wake_on_poison`).
 fn reserve<E>(
-    log: &Log<E>,
+    inner: &Inner<E>,
     count: u64,
     stamp: OwnedStamp,
 ) -> Result<Reservation<'_, E>, InsertError> {
-    log.reserve(count, stamp)
-        .map_err(|Full| InsertError::StoreFull {
+    match inner.log.reserve(count, stamp) {
+        Ok(reservation) => Ok(reservation.wake_on_poison(&inner.streams)),
+        Err(Full) => Err(InsertError::StoreFull {
             capacity: STORE_CAPACITY,
-        })
+        }),
+    }
 }
 
 /// Phase "check": every expectation against the state just before the
