@@ -15,6 +15,10 @@ use std::time::Duration;
 /// How long [`assert_processed`] and [`Outcome::then_processed`] wait for a
 /// subscription: 30 seconds. Only a hang, or a projection that failed or
 /// stopped, should ever reach it.
+///
+/// ```
+/// assert_eq!(hindsight::testkit::PROCESSED_TIMEOUT.as_secs(), 30);
+/// ```
 pub const PROCESSED_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Writes `history` into `store`, then marks the store's head: the events
@@ -125,6 +129,26 @@ impl<S: EventStore> Scenario<S> {
     /// The store's error if writing the history, reading the head or
     /// recording the events fails; the command's own result is never an
     /// error here.
+    ///
+    /// ```
+    /// use hindsight::testkit::Scenario;
+    /// use hindsight::{EventStore, MemoryStore, Position, StoreError, StreamId, Transaction};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (order, other) = (StreamId::new(), StreamId::new());
+    /// let outcome = Scenario::new(MemoryStore::new())
+    ///     .given(order, ["placed"])
+    ///     .given(other, ["placed"])
+    ///     .when(|store| async move {
+    ///         // `store` is a handle onto the scenario's store, history written.
+    ///         let head = EventStore::stream_head(&store, order).await.map_err(StoreError::Backend)?;
+    ///         let tx = Transaction::single(order, head.expect("given").expect_exact(), "paid");
+    ///         EventStore::insert(&store, tx).await
+    ///     })
+    ///     .await?;
+    /// assert_eq!(outcome.written().after(), Some(Position(1))); // the history: 0 and 1
+    /// assert_eq!(outcome.written().len(), 1);
+    /// # Ok(()) }
+    /// ```
     pub async fn when<F, Fut, T, X>(
         self,
         command: F,
@@ -202,6 +226,21 @@ impl<E, T, X> Outcome<E, T, X> {
     /// # Panics
     ///
     /// If it returned an error, with the error (`Debug`) in the message.
+    ///
+    /// ```
+    /// use hindsight::testkit::Scenario;
+    /// use hindsight::{EventStore, ExpectedVersion, MemoryStore, StreamId, Transaction};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let order = StreamId::new();
+    /// let outcome = Scenario::new(MemoryStore::new())
+    ///     .when(|store| async move {
+    ///         EventStore::insert(&store, Transaction::single(order, ExpectedVersion::NoStream, "placed")).await
+    ///     })
+    ///     .await?;
+    /// let committed = outcome.then_ok();
+    /// assert_eq!(committed.stream(order).map(|head| head.version.get()), Some(0));
+    /// # Ok(()) }
+    /// ```
     #[track_caller]
     pub fn then_ok(&self) -> &T
     where
@@ -294,6 +333,24 @@ impl<E, T, X> Outcome<E, T, X> {
     /// If they differ, with a message naming the stream and the first
     /// difference, then expected and written events line by line (the
     /// written ones with their versions and positions).
+    ///
+    /// ```
+    /// use hindsight::testkit::Scenario;
+    /// use hindsight::{EventStore, ExpectedVersion, MemoryStore, StreamId, Transaction};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (from, to) = (StreamId::new(), StreamId::new());
+    /// let outcome = Scenario::new(MemoryStore::new())
+    ///     .given(from, [100])
+    ///     .when(|store| async move {
+    ///         let tx = Transaction::new()
+    ///             .append(from, ExpectedVersion::StreamExists, [-40])
+    ///             .append(to, ExpectedVersion::Any, [40]);
+    ///         EventStore::insert(&store, tx).await
+    ///     })
+    ///     .await?;
+    /// outcome.then_events(from, [-40]).then_events(to, [40]);
+    /// # Ok(()) }
+    /// ```
     #[track_caller]
     pub fn then_events(&self, stream: StreamId, expected: impl IntoIterator<Item = E>) -> &Self
     where
@@ -308,6 +365,21 @@ impl<E, T, X> Outcome<E, T, X> {
     /// # Panics
     ///
     /// If something was, listing every event written.
+    ///
+    /// ```should_panic
+    /// use hindsight::testkit::Scenario;
+    /// use hindsight::{ExpectedVersion, MemoryStore, StreamId, Transaction};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let order = StreamId::new();
+    /// Scenario::new(MemoryStore::new())
+    ///     .when(|store| async move {
+    ///         store.insert(Transaction::single(order, ExpectedVersion::Any, "placed"))
+    ///     })
+    ///     .await
+    ///     .unwrap()
+    ///     .then_nothing_written(); // panics: "... but 1 event was written: ..."
+    /// # }
+    /// ```
     #[track_caller]
     pub fn then_nothing_written(&self) -> &Self
     where

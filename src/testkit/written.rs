@@ -143,7 +143,9 @@ pub struct WrittenEvent<E> {
 ///
 /// let written = mark.written().await?;
 /// assert_eq!(written.len(), 3);
+/// assert_eq!(written.streams().len(), 2);
 /// assert_eq!(written.stream(b).map(|e| e.event).collect::<Vec<_>>(), [3]);
+/// assert_eq!(written.head(), Some(hindsight::Position(2)));
 /// written.assert_events(a, [1, 2]).assert_events(b, [3]);
 /// # Ok(()) }
 /// ```
