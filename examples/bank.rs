@@ -12,6 +12,9 @@
 //! it twice: on the memory store, and on the same store wrapped in the
 //! testkit's `Faulty`, which answers a seeded fifth of the inserts with a
 //! version conflict, so the retry path is tested on every run.
+//!
+//! `cargo test --example bank` runs the tests at the end: given/when/then
+//! tests of single commands with the testkit's `Scenario`.
 
 use hindsight::testkit::Faulty;
 use hindsight::{
@@ -329,5 +332,76 @@ fn report<E: std::fmt::Display>(outcome: &Result<(bool, u64), BankError<E>>) {
         Ok((true, _)) => println!("every balance agrees with the projection"),
         Ok((false, _)) => eprintln!("a check failed"),
         Err(error) => eprintln!("bank error: {error}"),
+    }
+}
+
+/// Given/when/then tests of the bank's commands, with the testkit's
+/// `Scenario` (`cargo test --example bank`): each starts from a history,
+/// runs one command, and checks its result and the events it wrote.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hindsight::testkit::Scenario;
+
+    fn bank<S>(store: S) -> Bank<S> {
+        Bank {
+            store,
+            retries: AtomicU64::new(0),
+        }
+    }
+
+    /// An account of 50.
+    fn opened_with_50() -> [AccountEvent; 2] {
+        [
+            AccountEvent::Opened {
+                owner: "alice".into(),
+            },
+            AccountEvent::Deposited { amount: 50 },
+        ]
+    }
+
+    #[tokio::test]
+    async fn a_covered_withdrawal_is_written() {
+        let account = StreamId::new();
+        let outcome = Scenario::new(MemoryStore::new())
+            .given(account, opened_with_50())
+            .when(|store| async move { bank(store).withdraw(account, 30).await })
+            .await
+            .expect("the store failed");
+        outcome.then_ok();
+        outcome.then_events(account, [AccountEvent::Withdrawn { amount: 30 }]);
+    }
+
+    #[tokio::test]
+    async fn an_overdraft_is_refused_and_writes_nothing() {
+        let account = StreamId::new();
+        let outcome = Scenario::new(MemoryStore::new())
+            .given(account, opened_with_50())
+            .when(|store| async move { bank(store).withdraw(account, 80).await })
+            .await
+            .expect("the store failed");
+        assert!(matches!(outcome.then_error(), BankError::Refused(_)));
+        outcome.then_nothing_written();
+    }
+
+    /// Another teller got in first (a conflict injected by `Faulty`): the
+    /// withdrawal is decided again and written once.
+    #[tokio::test]
+    async fn a_withdrawal_that_lost_a_race_is_retried_and_written_once() {
+        let store = Faulty::new(MemoryStore::new());
+        let account = StreamId::new();
+        let faults = store.clone();
+        let outcome = Scenario::new(store)
+            .given(account, opened_with_50())
+            .when(|store| async move {
+                faults.fail_next(account, 1); // after the history is written
+                let bank = bank(store);
+                bank.withdraw(account, 30).await?;
+                Ok::<_, BankError<_>>(bank.retries.load(Ordering::Relaxed))
+            })
+            .await
+            .expect("the store failed");
+        assert_eq!(*outcome.then_ok(), 1, "retries");
+        outcome.then_events(account, [AccountEvent::Withdrawn { amount: 30 }]);
     }
 }

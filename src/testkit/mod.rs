@@ -52,16 +52,72 @@
 //! and deserialising count up, dropping counts down), so the kit can check
 //! on any backend that every event a store took is dropped exactly once
 //! when the last handle goes: none leaks, none is dropped twice.
+//!
+//! # Testing application code
+//!
+//! The rest of the kit tests backends; [`Scenario`] and its parts test the
+//! code written *against* [`EventStore`] (command handlers, projections),
+//! on any backend, with the user's own events:
+//!
+//! - [`given`] writes a history (`(stream, events)` pairs) and returns a
+//!   [`Mark`] at the store's head; [`Mark::written`] returns the events
+//!   committed after it ([`Written`]), so the history is never mistaken for
+//!   what the code under test wrote.
+//! - [`Written::assert_events`] checks one stream's events and, when they
+//!   differ, panics with both lists line by line and the first difference
+//!   marked, with versions and positions.
+//! - [`Scenario`] puts them together as given/when/then; its [`Outcome`]
+//!   checks the command's result ([`then_ok`](Outcome::then_ok),
+//!   [`then_error`](Outcome::then_error),
+//!   [`then_conflict`](Outcome::then_conflict)) and what it wrote
+//!   ([`then_events`](Outcome::then_events),
+//!   [`then_nothing_written`](Outcome::then_nothing_written)).
+//! - [`Outcome::then_processed`] and [`assert_processed`] wait, without
+//!   sleeping, until a projection's subscription has processed what was
+//!   written, so a test can read the projection next.
+//!
+//! ```
+//! use hindsight::testkit::Scenario;
+//! use hindsight::{EventStore, ExpectedVersion, MemoryStore, StoreError, StreamId, Transaction};
+//!
+//! /// The command under test: withdraw, if the account has been opened.
+//! async fn withdraw<S: EventStore<Event = &'static str>>(store: &S, account: StreamId)
+//!     -> Result<(), StoreError<S::Error>>
+//! {
+//!     let tx = Transaction::single(account, ExpectedVersion::StreamExists, "withdrawn");
+//!     store.insert(tx).await.map(drop)
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let account = StreamId::new();
+//! Scenario::new(MemoryStore::new())
+//!     .given(account, ["opened"])
+//!     .when(|store| async move { withdraw(&store, account).await })
+//!     .await?
+//!     .then_events(account, ["withdrawn"]);
+//!
+//! let outcome = Scenario::new(MemoryStore::new())
+//!     .when(|store| async move { withdraw(&store, account).await })
+//!     .await?;
+//! assert_eq!(outcome.then_conflict()[0].stream, account);
+//! outcome.then_nothing_written();
+//! # Ok(()) }
+//! ```
 
 mod cases_read;
 mod cases_subscribe;
 mod cases_write;
 mod concurrency;
+mod diff;
 mod faults;
 mod model;
+mod scenario;
 mod support;
+mod written;
 
 pub use faults::{Faulty, InvalidFraction};
+pub use scenario::{assert_processed, given, ConflictError, Outcome, Scenario, PROCESSED_TIMEOUT};
+pub use written::{Mark, Written, WrittenEvent};
 
 use crate::EventStore;
 use std::collections::BTreeMap;
