@@ -387,6 +387,27 @@ MUTATIONS = [
      ["",
       "                first.stamp.raise_to(earliest, Ordering::Release);\n                for position in start + 1..start + len {"],
      "the first record is raised before the others, so a helper that sees it raised may move the watermark over unraised records"),
+    # ---- targeted wake-ups: one-stream subscriptions park on their stream ----
+    ("stream-wake-slow-no-fence", "src/store.rs",
+     "        // count, as the handshake needs (DESIGN.md, \"Targeted wake-ups\").\n"
+     "        stream.signal.wake();",
+     "        // count, as the handshake needs (DESIGN.md, \"Targeted wake-ups\").\n"
+     "        stream.signal.wake_fenced();",
+     "a writer whose commit took the slow path wakes its stream without a fence(SeqCst) of its own"),
+    ("stream-wake-missing", "src/store.rs",
+     "        wake_stream(unsafe { stream.get() }, commit.fenced);",
+     "        let _ = (stream, commit.fenced);",
+     "a one-stream insert does not wake its stream's signal"),
+    ("stream-wake-before-visible", "src/store.rs",
+     ["        let end = commit.end;\n        self.wait_visible_end(end)?;\n        // SAFETY",
+      "        wake_stream(unsafe { stream.get() }, commit.fenced);\n"],
+     ["        let end = commit.end;\n        wake_stream(unsafe { stream.get() }, false);\n        self.wait_visible_end(end)?;\n        // SAFETY",
+      ""],
+     "a one-stream insert wakes its stream before its commit is visible (before wait_visible_end), with a fence"),
+    ("abandon-no-stream-wake", "src/log.rs",
+     "            streams.wake_all();",
+     "            let _ = streams;",
+     "an abandoned reservation poisons the store without waking the streams' sleepers"),
 ]
 
 

@@ -407,6 +407,9 @@ pub fn abandon_a_reservation<E>(store: &crate::MemoryStore<E>) {
             .inner
             .log
             .reserve(1, OwnedStamp::new(0, None))
-            .expect("a model never fills the log"),
+            .expect("a model never fills the log")
+            // As every reservation of the store: abandoned, it wakes the
+            // sleepers of every stream too.
+            .wake_on_poison(&store.inner.streams),
     );
 }

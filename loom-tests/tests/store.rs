@@ -626,3 +626,73 @@ fn a_stream_subscription_blocked_in_next_receives_only_its_stream() {
         assert_eq!(subscriber.join().unwrap(), [(s, 0, 0), (s, 2, 2)]);
     });
 }
+
+/// (c) Targeted wake-ups, the slow path: a one-stream subscription parks on
+/// its stream's own signal, which only that stream's writers wake, once
+/// their commit is visible. A writer whose range does not start at the
+/// watermark (another writer reserved before it and has not committed)
+/// commits on the slow path: someone else moves the watermark over its
+/// range, and it wakes its stream after `wait_visible_end` saw that, with a
+/// `fence(SeqCst)` of its own (`Signal::wake`) pairing with the sleeper's.
+/// Without the fence it can read the sleeper count as zero while the
+/// sleeper reads the watermark from before the commit: a lost wake-up
+/// (a deadlock here).
+#[test]
+fn a_one_stream_subscription_receives_an_insert_committed_on_the_slow_path() {
+    let name = "a_one_stream_subscription_receives_an_insert_committed_on_the_slow_path";
+    let outcomes = Outcomes::default();
+    let record = outcomes.clone();
+    check(name, 2, move || {
+        let store = MemoryStore::<u32>::new();
+        let (other, s) = (stream(1), stream(2));
+        let mut subscription = store.subscribe(Selector::stream(s));
+        let subscriber = thread::spawn(move || {
+            let envelope = subscription.next().expect("not poisoned");
+            (*envelope.payload(), parks())
+        });
+        let writers: Vec<_> = [(other, 1), (s, 2)]
+            .into_iter()
+            .map(|(id, payload)| {
+                let store = store.clone();
+                thread::spawn(move || {
+                    store
+                        .insert(Transaction::single(id, ExpectedVersion::Any, payload))
+                        .unwrap();
+                    fast_commits()
+                })
+            })
+            .collect();
+        let paths: Vec<usize> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+        let (payload, parked) = subscriber.join().unwrap();
+        assert_eq!(payload, 2);
+        if paths[1] == 0 && parked > 0 {
+            record.record("its writer committed on the slow path; the subscriber parked");
+        }
+    });
+    outcomes.require(
+        name,
+        &["its writer committed on the slow path; the subscriber parked"],
+    );
+}
+
+/// (g) Poisoning commits nothing, so no writer wakes the stream a
+/// one-stream subscription parks on: the abandoned reservation wakes every
+/// stream's signal itself (`Reservation::wake_on_poison`). The subscribed
+/// stream does not exist yet (the subscription holds its empty entry).
+#[test]
+fn poisoning_wakes_a_one_stream_subscription_parked_on_its_stream() {
+    let name = "poisoning_wakes_a_one_stream_subscription_parked_on_its_stream";
+    check(name, 2, || {
+        let store = MemoryStore::<u32>::new();
+        let subscriber = {
+            let mut subscription = store.subscribe(Selector::stream(stream(1)));
+            thread::spawn(move || subscription.next().map(|e| *e.payload()))
+        };
+        let abandoner = {
+            let store = store.clone();
+            thread::spawn(move || abandon_a_reservation(&store))
+        };
+        abandoner.join().unwrap();
+        assert_eq!(subscriber.join().unwrap(), Err(SubscriptionError::Poisoned));
+    });
+}

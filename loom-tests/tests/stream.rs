@@ -100,3 +100,31 @@ fn a_subscription_stream_polled_again_after_a_dropped_poll_receives_a_concurrent
     });
     outcomes.require(name, &["first poll ready", "first poll pending"]);
 }
+
+/// (c) Targeted wake-ups in the async stream: a one-stream
+/// `SubscriptionStream` registers its waker on its stream's signal (its
+/// `OwnedSleeper` holds the stream), and an insert into that stream,
+/// committed on the fast path (whose commit fence serves the stream's
+/// wake, `Signal::wake_fenced`), reaches it, whether the insert commits
+/// before the first poll, between the check and `Pending`, or after.
+#[test]
+fn a_one_stream_subscription_stream_receives_a_concurrent_insert_into_its_stream() {
+    let name = "a_one_stream_subscription_stream_receives_a_concurrent_insert_into_its_stream";
+    check(name, 2, || {
+        let store = MemoryStore::<u32>::new();
+        let subscriber = {
+            let mut events = store.subscribe(Selector::stream(stream(2))).into_stream();
+            thread::spawn(move || next(&mut events))
+        };
+        let writer = {
+            let store = store.clone();
+            thread::spawn(move || {
+                store
+                    .insert(Transaction::single(stream(2), ExpectedVersion::Any, 7))
+                    .unwrap()
+            })
+        };
+        writer.join().unwrap();
+        assert_eq!(subscriber.join().unwrap(), (Position(0), 7));
+    });
+}
