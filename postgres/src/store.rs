@@ -245,6 +245,10 @@ where
     /// One round trip to `insert_events` (see the crate docs). An empty
     /// transaction is accepted as a no-op without a round trip; appends of
     /// no events still have their expectations checked.
+    ///
+    /// Dropping the future once the statement was sent leaves the
+    /// transaction committed or not, all or nothing (one statement); read
+    /// the stream to learn which.
     async fn insert(&self, tx: Transaction<E>) -> Result<Committed, StoreError<PgError>> {
         let (writes, correlation_id) = tx.into_writes();
         if writes.is_empty() {
