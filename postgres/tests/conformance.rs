@@ -7,11 +7,11 @@
 //! set, where a missing database is a failure.
 
 use hindsight::testkit::{StoreFactory, TestEvent};
-use hindsight::Uuid;
 use hindsight_postgres::PgStore;
 use sqlx::Connection;
-use std::io::Write;
-use std::sync::{Mutex, Once};
+use std::sync::Mutex;
+
+mod common;
 
 /// Fresh stores in fresh schemas of the database at `url`; remembers them
 /// for the checks after the case.
@@ -21,31 +21,12 @@ struct Pg {
 }
 
 impl Pg {
-    /// The factory for `DATABASE_URL`, or `None` (after one line on
-    /// stderr) if it is not set; panics if it is not set and `CI` is.
+    /// The factory for `DATABASE_URL`, or `None` to skip.
     fn from_env() -> Option<Self> {
-        match std::env::var("DATABASE_URL") {
-            Ok(url) if !url.is_empty() => Some(Pg {
-                url,
-                schemas: Mutex::new(Vec::new()),
-            }),
-            _ => {
-                if std::env::var_os("CI").is_some_and(|ci| !ci.is_empty()) {
-                    panic!(
-                        "DATABASE_URL is not set, but CI is: the PostgreSQL tests must run in CI"
-                    );
-                }
-                static SKIP: Once = Once::new();
-                SKIP.call_once(|| {
-                    // Straight to stderr, past the test harness's capture.
-                    let _ = writeln!(
-                        std::io::stderr(),
-                        "hindsight-postgres: DATABASE_URL is not set; skipping the conformance tests"
-                    );
-                });
-                None
-            }
-        }
+        common::database_url().map(|url| Pg {
+            url,
+            schemas: Mutex::new(Vec::new()),
+        })
     }
 }
 
@@ -53,7 +34,7 @@ impl StoreFactory for Pg {
     type Store = PgStore<TestEvent>;
 
     async fn create(&self) -> PgStore<TestEvent> {
-        let schema = format!("hs_test_{}", Uuid::new_v4().simple());
+        let schema = common::fresh_schema();
         self.schemas
             .lock()
             .unwrap_or_else(|e| e.into_inner())
