@@ -488,9 +488,16 @@ impl<X: Send + Sync + 'static> SubscriptionHandle<X> for PgSubscription<X> {
     }
 
     /// Reads the head when first polled (a query; the memory store reads
-    /// it at the call), then waits for it. A failed head query reports
+    /// it at the call), then waits for it. From the subscription's own
+    /// handler, [`WaitError::OwnHandler`] at once. A failed head query reports
     /// [`WaitError::TimedOut`] at once: `WaitError` has no backend variant.
     async fn wait_caught_up(&self, timeout: Duration) -> Result<(), WaitError> {
+        // From the own handler: the event it handles is committed and not
+        // yet passed, so it is not caught up, and cannot get there while
+        // its handler waits. Answered on the first poll, before any query.
+        if self.shared.own_handler() {
+            return Err(WaitError::OwnHandler);
+        }
         let next = match tokio::time::timeout(timeout, next_position(&self.inner)).await {
             Ok(Ok(next)) => next,
             Ok(Err(_)) | Err(_) => return Err(WaitError::TimedOut),
