@@ -518,6 +518,9 @@ MODELS = {
     "wait_until_parks_again_until_its_condition_holds": "S5",
     "racing_get_or_alloc_share_one_segment_and_free_the_losers": "E1",
     "racing_get_or_alloc_on_atomic_slots_agree_on_the_segment": "E2",
+    "a_one_stream_subscription_receives_an_insert_committed_on_the_slow_path": "W1",
+    "poisoning_wakes_a_one_stream_subscription_parked_on_its_stream": "W2",
+    "a_one_stream_subscription_stream_receives_a_concurrent_insert_into_its_stream": "W3",
 }
 
 
