@@ -120,32 +120,76 @@ pub enum SubscriberError<X> {
     OwnHandler,
 }
 
+/// The one `Display` of a handler's failure, which every error that
+/// carries one ([`SubscriberError`], the trait's
+/// [`SubscriptionFailure`](crate::SubscriptionFailure)) writes through.
+///
+/// ```
+/// use hindsight::{EventContext, EventId, HandlerError, HandlerFailure, Position, StreamId, StreamVersion};
+/// let event = EventContext {
+///     position: Position(3),
+///     event_id: EventId::from_uuid(hindsight::Uuid::nil()),
+///     event_type: Some("Deposited".into()),
+///     stream: StreamId::from_uuid(hindsight::Uuid::nil()),
+///     version: StreamVersion(0),
+///     correlation_id: None,
+///     created_at: std::time::SystemTime::UNIX_EPOCH,
+/// };
+/// let error = HandlerError { failure: HandlerFailure::Error("no such account"), event };
+/// let text = error.to_string();
+/// assert!(text.starts_with("handler failed: no such account (event "));
+/// assert!(text.ends_with("at position 3, stream 00000000-0000-0000-0000-000000000000 version 0, type Deposited)"));
+/// ```
+impl<X: fmt::Display> fmt::Display for HandlerError<X> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let HandlerError { failure, event } = self;
+        match failure {
+            HandlerFailure::Error(error) => write!(f, "handler failed: {error}")?,
+            HandlerFailure::Panic(message) => write!(f, "handler panicked: {message}")?,
+        }
+        write!(
+            f,
+            " (event {} at position {}, stream {} version {}",
+            event.event_id, event.position, event.stream, event.version
+        )?;
+        if let Some(event_type) = &event.event_type {
+            write!(f, ", type {event_type}")?;
+        }
+        write!(f, ")")
+    }
+}
+
+impl<X: std::error::Error + 'static> std::error::Error for HandlerError<X> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.failure {
+            HandlerFailure::Error(error) => Some(error),
+            HandlerFailure::Panic(_) => None,
+        }
+    }
+}
+
+/// What [`SubscriberError::Panicked`] and the trait's
+/// [`SubscriptionFailure::Panicked`](crate::SubscriptionFailure::Panicked) say.
+pub(crate) fn write_panicked(f: &mut fmt::Formatter<'_>, message: &str) -> fmt::Result {
+    write!(f, "a drop run by the subscriber panicked: {message}")
+}
+
+/// What [`SubscriberError::OwnHandler`] and the trait's
+/// [`SubscriptionFailure::OwnHandler`](crate::SubscriptionFailure::OwnHandler) say.
+pub(crate) fn write_own_handler(f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    write!(
+        f,
+        "waited on a subscription from its own handler, which would wait forever"
+    )
+}
+
 impl<X: fmt::Display> fmt::Display for SubscriberError<X> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SubscriberError::Handler(HandlerError { failure, event }) => {
-                match failure {
-                    HandlerFailure::Error(error) => write!(f, "handler failed: {error}")?,
-                    HandlerFailure::Panic(message) => write!(f, "handler panicked: {message}")?,
-                }
-                write!(
-                    f,
-                    " (event {} at position {}, stream {} version {}",
-                    event.event_id, event.position, event.stream, event.version
-                )?;
-                if let Some(event_type) = &event.event_type {
-                    write!(f, ", type {event_type}")?;
-                }
-                write!(f, ")")
-            }
+            SubscriberError::Handler(error) => fmt::Display::fmt(error, f),
             SubscriberError::Poisoned => fmt::Display::fmt(&SubscriptionError::Poisoned, f),
-            SubscriberError::Panicked(message) => {
-                write!(f, "a drop run by the subscriber panicked: {message}")
-            }
-            SubscriberError::OwnHandler => write!(
-                f,
-                "waited on a subscription from its own handler, which would wait forever"
-            ),
+            SubscriberError::Panicked(message) => write_panicked(f, message),
+            SubscriberError::OwnHandler => write_own_handler(f),
         }
     }
 }
@@ -153,17 +197,18 @@ impl<X: fmt::Display> fmt::Display for SubscriberError<X> {
 impl<X: std::error::Error + 'static> std::error::Error for SubscriberError<X> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            SubscriberError::Handler(HandlerError {
-                failure: HandlerFailure::Error(error),
-                ..
-            }) => Some(error),
+            SubscriberError::Handler(error) => std::error::Error::source(error),
             _ => None,
         }
     }
 }
 
 /// Why a wait on a subscriber's progress returned without reaching its goal.
+///
+/// Non-exhaustive: a backend may one day have another reason (match with a
+/// wildcard arm).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WaitError {
     /// The subscriber ended (Stop, cancel, failure) before passing the
     /// position; [`Subscriber::wait`] says how.

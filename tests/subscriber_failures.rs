@@ -677,3 +677,49 @@ fn a_cancelled_subscriber_kept_for_its_outcome_does_not_keep_the_events() {
         assert_eq!(ledger.drops(), [1; 3]);
     }
 }
+
+/// The handler subscriber's outcome and the trait's once wrote a handler's
+/// failure with two `Display`s, and the trait's had drifted (it left out
+/// the event's type). Every failure both can carry now reads the same.
+#[test]
+fn the_handler_subscriber_and_the_trait_describe_a_failure_alike() {
+    use hindsight::{
+        EventContext, EventId, HandlerError, HandlerFailure, Position, StreamId, StreamVersion,
+        SubscriberError, SubscriptionFailure, Uuid,
+    };
+    let event = EventContext {
+        position: Position(3),
+        event_id: EventId::from_uuid(Uuid::from_u128(1)),
+        event_type: Some("Deposited".into()),
+        stream: StreamId::from_uuid(Uuid::from_u128(2)),
+        version: StreamVersion(0),
+        correlation_id: None,
+        created_at: std::time::SystemTime::UNIX_EPOCH,
+    };
+    for failure in [
+        HandlerFailure::Error("no such account"),
+        HandlerFailure::Panic("boom".to_string()),
+    ] {
+        let error = HandlerError {
+            failure,
+            event: event.clone(),
+        };
+        let handler = SubscriberError::Handler(error.clone()).to_string();
+        let backend = SubscriptionFailure::<_, std::io::Error>::Handler(error.clone()).to_string();
+        assert_eq!(handler, backend);
+        assert_eq!(handler, error.to_string());
+        assert!(handler.contains("type Deposited"), "{handler}");
+    }
+    let panicked = |message: &str| {
+        (
+            SubscriberError::<&str>::Panicked(message.into()).to_string(),
+            SubscriptionFailure::<&str, std::io::Error>::Panicked(message.into()).to_string(),
+        )
+    };
+    let (handler, backend) = panicked("drop");
+    assert_eq!(handler, backend);
+    assert_eq!(
+        SubscriberError::<&str>::OwnHandler.to_string(),
+        SubscriptionFailure::<&str, std::io::Error>::OwnHandler.to_string()
+    );
+}

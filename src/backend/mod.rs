@@ -3,7 +3,7 @@
 //! Application code is written once against [`EventStore`] and runs on
 //! [`MemoryStore`](crate::MemoryStore) in tests and on a durable backend
 //! (PostgreSQL, say) in production; the conformance kit (`hindsight::testkit`,
-//! feature `testkit`) checks that a backend keeps rules 1-25 of
+//! feature `testkit`) checks that a backend keeps rules 1-25, 27 and 28 of
 //! [the contract](crate::contract).
 //!
 //! - Every method is async and returns `impl Future + Send`. The trait is
@@ -345,28 +345,11 @@ impl<X, B> SubscriptionFailure<X, B> {
 impl<X: fmt::Display, B: fmt::Display> fmt::Display for SubscriptionFailure<X, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SubscriptionFailure::Handler(error) => {
-                match &error.failure {
-                    crate::HandlerFailure::Error(error) => write!(f, "handler failed: {error}")?,
-                    crate::HandlerFailure::Panic(message) => {
-                        write!(f, "handler panicked: {message}")?
-                    }
-                }
-                let event = &error.event;
-                write!(
-                    f,
-                    " (event {} at position {}, stream {} version {})",
-                    event.event_id, event.position, event.stream, event.version
-                )
-            }
+            // The same text as `SubscriberError`'s, from one place each.
+            SubscriptionFailure::Handler(error) => fmt::Display::fmt(error, f),
             SubscriptionFailure::Backend(error) => write!(f, "backend error: {error}"),
-            SubscriptionFailure::Panicked(message) => {
-                write!(f, "a drop run by the subscriber panicked: {message}")
-            }
-            SubscriptionFailure::OwnHandler => write!(
-                f,
-                "waited on a subscription from its own handler, which would wait forever"
-            ),
+            SubscriptionFailure::Panicked(message) => crate::subscriber::write_panicked(f, message),
+            SubscriptionFailure::OwnHandler => crate::subscriber::write_own_handler(f),
         }
     }
 }
@@ -378,10 +361,7 @@ where
 {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            SubscriptionFailure::Handler(HandlerError {
-                failure: crate::HandlerFailure::Error(error),
-                ..
-            }) => Some(error),
+            SubscriptionFailure::Handler(error) => std::error::Error::source(error),
             SubscriptionFailure::Backend(error) => Some(error),
             _ => None,
         }
@@ -391,7 +371,7 @@ where
 /// An event store, whatever keeps its events: the interface application
 /// code is written against.
 ///
-/// Every implementation keeps rules 1-25 of [the contract](crate::contract)
+/// Every implementation keeps rules 1-25, 27 and 28 of [the contract](crate::contract)
 /// (the conformance kit, `hindsight::testkit`, checks them): dense global
 /// positions, dense stream versions, all-or-nothing transactions under expected
 /// versions reporting every failing stream, read-your-writes, and
