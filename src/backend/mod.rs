@@ -70,7 +70,7 @@ use crate::envelope::Envelope;
 use crate::error::VersionMismatch;
 use crate::ids::{CorrelationId, EventId, Position, StreamId, StreamVersion};
 use crate::selector::Selector;
-use crate::subscriber::{EventContext, Flow, HandlerError, WaitError};
+use crate::subscription::handler::{EventContext, Flow, HandlerError, WaitError};
 use crate::transaction::{Committed, StreamHead, Transaction};
 use std::fmt;
 use std::future::Future;
@@ -348,8 +348,10 @@ impl<X: fmt::Display, B: fmt::Display> fmt::Display for SubscriptionFailure<X, B
             // The same text as `SubscriberError`'s, from one place each.
             SubscriptionFailure::Handler(error) => fmt::Display::fmt(error, f),
             SubscriptionFailure::Backend(error) => write!(f, "backend error: {error}"),
-            SubscriptionFailure::Panicked(message) => crate::subscriber::write_panicked(f, message),
-            SubscriptionFailure::OwnHandler => crate::subscriber::write_own_handler(f),
+            SubscriptionFailure::Panicked(message) => {
+                crate::subscription::handler::write_panicked(f, message)
+            }
+            SubscriptionFailure::OwnHandler => crate::subscription::handler::write_own_handler(f),
         }
     }
 }

@@ -10,6 +10,10 @@
 //! Rules cited by number ("rule 17") are those of the contract
 //! ([`crate::contract`]).
 
+#[cfg(not(loom))]
+pub(crate) mod handler;
+pub(crate) mod stream;
+
 use crate::envelope::Envelope;
 use crate::ids::Position;
 use crate::log::Slot;
