@@ -303,7 +303,7 @@ MUTATIONS = [
      "        let found = inner.streams.with(id, |stream| {\n"
      "            (StreamPtr::new(stream), stream.committed_len(watermark).min(len_hint))\n",
      "ReadStream::new loads the stream length before the watermark"),
-    ("cursor-len-before-watermark", "src/subscription/mod.rs",
+    ("cursor-len-before-watermark", "src/subscription/cursor.rs",
      ["    passed: u64,\n}\n",
       "            passed: first,\n",
       "        let watermark = inner.log.watermark.get();\n        self.loaded = true;\n",

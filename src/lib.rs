@@ -83,11 +83,10 @@ pub use read::{ReadAll, ReadStream, Start};
 pub use selector::{EventType, Selector};
 pub use store::{MemoryStore, MAX_TRANSACTION_EVENTS, STORE_CAPACITY};
 #[cfg(not(loom))]
-pub use subscription::handler::{
+pub use subscription::{
     EventContext, Flow, HandlerError, HandlerFailure, Subscriber, SubscriberError, WaitError,
 };
-pub use subscription::stream::{SubscriptionIter, SubscriptionStream};
-pub use subscription::{Subscription, SubscriptionError};
+pub use subscription::{Subscription, SubscriptionError, SubscriptionIter, SubscriptionStream};
 pub use transaction::{Committed, ExpectedVersion, StreamHead, Transaction};
 
 /// Re-exported so users can build ids without naming the `uuid` crate.

@@ -9,7 +9,7 @@ use crate::ids::{Position, StreamId, StreamVersion};
 use crate::read::Start;
 use crate::selector::Selector;
 use crate::store::MemoryStore;
-use crate::subscription::handler::{Flow, Subscriber, SubscriberError, WaitError};
+use crate::subscription::{Flow, Subscriber, SubscriberError, WaitError};
 use crate::transaction::{Committed, StreamHead, Transaction};
 use std::fmt;
 use std::future::Future;

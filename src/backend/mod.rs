@@ -70,7 +70,7 @@ use crate::envelope::Envelope;
 use crate::error::VersionMismatch;
 use crate::ids::{CorrelationId, EventId, Position, StreamId, StreamVersion};
 use crate::selector::Selector;
-use crate::subscription::handler::{EventContext, Flow, HandlerError, WaitError};
+use crate::subscription::{EventContext, Flow, HandlerError, WaitError};
 use crate::transaction::{Committed, StreamHead, Transaction};
 use std::fmt;
 use std::future::Future;
@@ -349,9 +349,9 @@ impl<X: fmt::Display, B: fmt::Display> fmt::Display for SubscriptionFailure<X, B
             SubscriptionFailure::Handler(error) => fmt::Display::fmt(error, f),
             SubscriptionFailure::Backend(error) => write!(f, "backend error: {error}"),
             SubscriptionFailure::Panicked(message) => {
-                crate::subscription::handler::write_panicked(f, message)
+                crate::subscription::error::write_panicked(f, message)
             }
-            SubscriptionFailure::OwnHandler => crate::subscription::handler::write_own_handler(f),
+            SubscriptionFailure::OwnHandler => crate::subscription::error::write_own_handler(f),
         }
     }
 }

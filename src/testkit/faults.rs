@@ -5,7 +5,7 @@ use crate::backend::{EventRef, EventStore, StoreError};
 use crate::error::VersionMismatch;
 use crate::ids::StreamId;
 use crate::selector::Selector;
-use crate::subscription::handler::Flow;
+use crate::subscription::Flow;
 use crate::transaction::{Committed, ExpectedVersion, StreamHead, Transaction};
 use crate::StreamVersion;
 use std::collections::HashMap;

@@ -6,7 +6,7 @@ use super::written::{Mark, Written};
 use crate::backend::{Cursor, EventStore, StoreError, SubscriptionHandle};
 use crate::error::{InsertError, VersionMismatch};
 use crate::ids::{Position, StreamId};
-use crate::subscription::handler::WaitError;
+use crate::subscription::WaitError;
 use crate::transaction::{ExpectedVersion, Transaction};
 use std::fmt;
 use std::future::Future;
