@@ -71,7 +71,7 @@ pub mod testkit;
 #[cfg(not(loom))]
 pub use backend::{
     Cursor, CursorSerde, EventRef, EventStore, MemoryError, MemorySubscription, StoreError,
-    StreamWrite, SubscriptionFailure, SubscriptionHandle,
+    SubscriptionFailure, SubscriptionHandle,
 };
 pub use builder::MemoryStoreBuilder;
 pub use clock::{Clock, SystemClock, TestClock};
@@ -87,7 +87,7 @@ pub use subscription::{
     EventContext, Flow, HandlerError, HandlerFailure, Subscriber, SubscriberError, WaitError,
 };
 pub use subscription::{Subscription, SubscriptionError, SubscriptionIter, SubscriptionStream};
-pub use transaction::{Committed, ExpectedVersion, StreamHead, Transaction};
+pub use transaction::{Committed, ExpectedVersion, StreamHead, StreamWrite, Transaction};
 
 /// Re-exported so users can build ids without naming the `uuid` crate.
 pub use uuid::Uuid;

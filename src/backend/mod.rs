@@ -61,10 +61,8 @@
 //! ```
 
 mod memory;
-mod parts;
 
 pub use memory::{MemoryError, MemorySubscription};
-pub use parts::StreamWrite;
 
 use crate::envelope::Envelope;
 use crate::error::VersionMismatch;
