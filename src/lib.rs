@@ -70,8 +70,8 @@ pub mod testkit;
 
 #[cfg(not(loom))]
 pub use backend::{
-    Cursor, CursorSerde, EventRef, EventStore, MemoryError, MemorySubscription, StoreError,
-    SubscriptionFailure, SubscriptionHandle,
+    Cursor, CursorSerde, EventRef, EventStore, MemoryError, MemorySubscriber, StoreError,
+    SubscriberHandle,
 };
 pub use builder::MemoryStoreBuilder;
 pub use clock::{Clock, SystemClock, TestClock};

@@ -10,6 +10,8 @@
 //! handler subscriber is.
 
 #[cfg(not(loom))]
+use crate::backend::MemoryError;
+#[cfg(not(loom))]
 use crate::envelope::Envelope;
 #[cfg(not(loom))]
 use crate::ids::{CorrelationId, EventId, Position, StreamId, StreamVersion};
@@ -84,7 +86,7 @@ impl EventContext {
 pub enum HandlerFailure<X> {
     /// It returned this error, unchanged.
     Error(X),
-    /// It panicked with this message. In a handler subscription this is
+    /// It panicked with this message. In a subscriber this is
     /// also how a panic of [`EventType::event_type`](crate::EventType::event_type)
     /// on the event is reported (the selector filters or names types): the
     /// subscription ends exactly as if the handler had panicked.
@@ -101,32 +103,61 @@ pub struct HandlerError<X> {
     pub event: EventContext,
 }
 
-/// Why a handler subscription ended other than by `Stop` or cancel.
+/// Why a handler subscriber ended other than by [`Flow::Stop`](crate::Flow::Stop)
+/// or a cancel: the outcome of the memory store's [`Subscriber`](crate::Subscriber)
+/// (`B` is then [`MemoryError`]) and of every backend's
+/// [`SubscriberHandle::wait`](crate::SubscriberHandle::wait) (`B` is the
+/// backend's [`EventStore::Error`](crate::EventStore::Error)).
+///
+/// ```
+/// use hindsight::{HandlerFailure, MemoryError, SubscriberError};
+/// let poisoned: SubscriberError<&str> = SubscriberError::Backend(MemoryError::Poisoned);
+/// assert!(poisoned.handler_error().is_none());
+/// assert!(poisoned.to_string().starts_with("backend error: the store is poisoned"));
+/// let lost: SubscriberError<&str, std::io::Error> =
+///     SubscriberError::Backend(std::io::Error::other("connection lost"));
+/// assert_eq!(lost.to_string(), "backend error: connection lost");
+/// # let _ = HandlerFailure::<()>::Panic(String::new());
+/// ```
 #[cfg(not(loom))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum SubscriberError<X> {
-    /// The handler returned an error or panicked.
+pub enum SubscriberError<X, B = MemoryError> {
+    /// The handler returned an error (carried unchanged) or panicked, on
+    /// the event in the context.
     Handler(HandlerError<X>),
-    /// The store was poisoned; every committed event was handled.
-    Poisoned,
+    /// The backend failed; every event before the failure was handled. On
+    /// the memory store, [`MemoryError::Poisoned`]: the store was poisoned,
+    /// and every committed event was handled.
+    Backend(B),
     /// User code that the worker ran outside any event panicked with this
     /// message: the handler's `Drop` (the values it captured), or, when the
     /// worker held the store's last handle, an event's `Drop`. The
-    /// subscription had otherwise ended well (by `Stop` or cancel); after a
-    /// handler failure or poisoning, that stays the outcome.
+    /// subscriber had otherwise ended well (by `Stop` or cancel); after a
+    /// handler or backend failure, that stays the outcome.
     Panicked(String),
-    /// Not an outcome: returned by [`Subscriber::wait`](crate::Subscriber::wait) and
-    /// [`Subscriber::into_outcome`](crate::Subscriber::into_outcome) when called from the subscription's own
-    /// handler, which would wait for itself forever. The subscription has
-    /// not ended (it ends when the handler returns and the subscription is
-    /// cancelled, stopped or fails).
+    /// Not an outcome: returned by [`Subscriber::wait`](crate::Subscriber::wait),
+    /// [`Subscriber::into_outcome`](crate::Subscriber::into_outcome) and
+    /// [`SubscriberHandle::wait`](crate::SubscriberHandle::wait) when called
+    /// from the subscriber's own handler, which would wait for itself
+    /// forever. The subscriber has not ended (it ends when the handler
+    /// returns and the subscriber is cancelled, stopped or fails).
     OwnHandler,
 }
 
-/// The one `Display` of a handler's failure, which every error that
-/// carries one ([`SubscriberError`], the trait's
-/// [`SubscriptionFailure`](crate::SubscriptionFailure)) writes through.
+#[cfg(not(loom))]
+impl<X, B> SubscriberError<X, B> {
+    /// The handler's failure and its event, if the handler failed.
+    pub fn handler_error(&self) -> Option<&HandlerError<X>> {
+        match self {
+            SubscriberError::Handler(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// The one `Display` of a handler's failure, which [`SubscriberError`]
+/// writes through.
 ///
 /// ```
 /// use hindsight::{EventContext, EventId, HandlerError, HandlerFailure, Position, StreamId, StreamVersion};
@@ -174,15 +205,13 @@ impl<X: std::error::Error + 'static> std::error::Error for HandlerError<X> {
     }
 }
 
-/// What [`SubscriberError::Panicked`] and the trait's
-/// [`SubscriptionFailure::Panicked`](crate::SubscriptionFailure::Panicked) say.
+/// What [`SubscriberError::Panicked`] says.
 #[cfg(not(loom))]
 pub(crate) fn write_panicked(f: &mut fmt::Formatter<'_>, message: &str) -> fmt::Result {
     write!(f, "a drop run by the subscriber panicked: {message}")
 }
 
-/// What [`SubscriberError::OwnHandler`] and the trait's
-/// [`SubscriptionFailure::OwnHandler`](crate::SubscriptionFailure::OwnHandler) say.
+/// What [`SubscriberError::OwnHandler`] says.
 #[cfg(not(loom))]
 pub(crate) fn write_own_handler(f: &mut fmt::Formatter<'_>) -> fmt::Result {
     write!(
@@ -192,11 +221,13 @@ pub(crate) fn write_own_handler(f: &mut fmt::Formatter<'_>) -> fmt::Result {
 }
 
 #[cfg(not(loom))]
-impl<X: fmt::Display> fmt::Display for SubscriberError<X> {
+impl<X: fmt::Display, B: fmt::Display> fmt::Display for SubscriberError<X, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SubscriberError::Handler(error) => fmt::Display::fmt(error, f),
-            SubscriberError::Poisoned => fmt::Display::fmt(&SubscriptionError::Poisoned, f),
+            // As `StoreError::Backend` says it; the memory store's poisoning
+            // reads "backend error: the store is poisoned: ...".
+            SubscriberError::Backend(error) => write!(f, "backend error: {error}"),
             SubscriberError::Panicked(message) => write_panicked(f, message),
             SubscriberError::OwnHandler => write_own_handler(f),
         }
@@ -204,10 +235,15 @@ impl<X: fmt::Display> fmt::Display for SubscriberError<X> {
 }
 
 #[cfg(not(loom))]
-impl<X: std::error::Error + 'static> std::error::Error for SubscriberError<X> {
+impl<X, B> std::error::Error for SubscriberError<X, B>
+where
+    X: std::error::Error + 'static,
+    B: std::error::Error + 'static,
+{
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             SubscriberError::Handler(error) => std::error::Error::source(error),
+            SubscriberError::Backend(error) => Some(error),
             _ => None,
         }
     }

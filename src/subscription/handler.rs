@@ -1,4 +1,4 @@
-//! Handler subscriptions: a subscription driven by its own thread, calling
+//! Subscribers: a pull subscription driven by a thread of its own, calling
 //! a handler for each event, with cancel, wait, and deterministic waits for
 //! tests ("has it processed position p yet?").
 //!
@@ -17,6 +17,7 @@
 
 use super::error::{EventContext, HandlerError, HandlerFailure, SubscriberError, WaitError};
 use super::{Subscription, SubscriptionError};
+use crate::backend::MemoryError;
 use crate::envelope::Envelope;
 use crate::ids::{Position, StreamId};
 use crate::selector::Selector;
@@ -113,7 +114,7 @@ thread_local! {
     static ON_WORKER: Cell<bool> = const { Cell::new(false) };
 }
 
-/// A running handler subscription; see [`MemoryStore::spawn_subscriber`].
+/// A running subscriber: a handler on a thread of its own; see [`MemoryStore::spawn_subscriber`].
 ///
 /// `Send + Sync`: one thread may cancel while another waits. No call on it
 /// panics or deadlocks, whichever threads (its own worker included) make
@@ -283,7 +284,9 @@ where
             Ok(false) if cancelled() => return Ok(()),
             // A watch started: look again, publish, then wait wide.
             Ok(false) => {}
-            Err(SubscriptionError::Poisoned) => return Err(SubscriberError::Poisoned),
+            Err(SubscriptionError::Poisoned) => {
+                return Err(SubscriberError::Backend(MemoryError::Poisoned))
+            }
         }
     }
 }
@@ -627,7 +630,7 @@ impl<X> Subscriber<X> {
     }
 
     /// [`wait_processed`](Self::wait_processed), awaited: see
-    /// `SubscriptionHandle::wait_processed` on `MemorySubscription`.
+    /// `SubscriberHandle::wait_processed` on `MemorySubscriber`.
     pub(crate) async fn wait_processed_async(
         &self,
         position: Position,

@@ -218,7 +218,7 @@ impl<E> Subscription<E> {
         &self.store
     }
 
-    // Used by handler subscriptions, which loom builds leave out.
+    // Used by subscribers (handler subscriptions), which loom builds leave out.
     #[cfg_attr(loom, allow(dead_code))]
     /// Moves past the next selected committed event and returns it with
     /// the selector (for the event's context); see `Cursor::advance`.

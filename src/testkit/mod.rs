@@ -40,7 +40,7 @@
 //! # No sleeping
 //!
 //! No case sleeps or measures time: every wait for a subscription is
-//! [`SubscriptionHandle::wait_processed`](crate::SubscriptionHandle::wait_processed)
+//! [`SubscriberHandle::wait_processed`](crate::SubscriberHandle::wait_processed)
 //! with a generous timeout that only a hang reaches, and every case runs
 //! under a watchdog that aborts the process (loudly) after two minutes: a
 //! deadlock must not hang CI. The one deliberate timeout is the case that
