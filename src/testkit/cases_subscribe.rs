@@ -4,8 +4,8 @@ use super::support::*;
 use super::{StoreFactory, TestEvent, TestKind};
 use crate::{
     CorrelationId, Cursor, EventStore, ExpectedVersion, Flow, HandlerError, HandlerFailure,
-    Position, Selector, StreamId, StreamVersion, SubscriptionFailure, SubscriptionHandle,
-    Transaction, WaitError,
+    Position, Selector, StreamId, StreamVersion, SubscriberError, SubscriberHandle, Transaction,
+    WaitError,
 };
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -206,7 +206,7 @@ pub fn rule_19_stop_ends_the_subscription_inside_a_transaction<F: StoreFactory>(
             let calls = Arc::new(AtomicU64::new(0));
             let counter = Arc::clone(&calls);
             let subscription = store
-                .subscribe(Selector::all(), move |event| {
+                .spawn_subscriber(Selector::all(), move |event| {
                     let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
                     // The third event of the five-event transaction.
                     Ok::<_, std::convert::Infallible>(if n == 4 {
@@ -259,7 +259,7 @@ pub fn rule_20_a_handler_error_or_panic_ends_it_with_the_event<F: StoreFactory>(
             let calls = Arc::new(AtomicU64::new(0));
             let counter = Arc::clone(&calls);
             let subscription = store
-                .subscribe(Selector::all().with_type_names(), move |_event| {
+                .spawn_subscriber(Selector::all().with_type_names(), move |_event| {
                     if counter.fetch_add(1, Ordering::SeqCst) + 1 == 4 {
                         if panics {
                             panic!("{EXPECTED_PANIC}: boom");
@@ -284,7 +284,7 @@ pub fn rule_20_a_handler_error_or_panic_ends_it_with_the_event<F: StoreFactory>(
             };
             assert!(failed.correlation_id.is_some());
             match subscription.wait().await {
-                Err(SubscriptionFailure::Handler(HandlerError { failure, event })) => {
+                Err(SubscriberError::Handler(HandlerError { failure, event })) => {
                     assert_eq!(event, expected_context, "panics: {panics}");
                     match (failure, panics) {
                         (HandlerFailure::Error(error), false) => assert_eq!(error, Boom(7)),
@@ -334,7 +334,7 @@ pub fn rule_21_cancel_is_idempotent_wakes_and_returns_once_stopped<F: StoreFacto
         let mut entered = Some(entered);
         let (left_in, calls_in) = (Arc::clone(&left), Arc::clone(&calls));
         let busy = store
-            .subscribe(Selector::all(), move |_| {
+            .spawn_subscriber(Selector::all(), move |_| {
                 calls_in.fetch_add(1, Ordering::SeqCst);
                 if let Some(entered) = entered.take() {
                     let _ = entered.send(());
@@ -378,11 +378,11 @@ pub fn rule_21_cancel_is_idempotent_wakes_and_returns_once_stopped<F: StoreFacto
 
         // After Stop, and after a failure: the outcome stays.
         let stopped = store
-            .subscribe(Selector::all(), |_| Ok::<_, Boom>(Flow::Stop))
+            .spawn_subscriber(Selector::all(), |_| Ok::<_, Boom>(Flow::Stop))
             .await
             .unwrap();
         let failed = store
-            .subscribe(Selector::all(), |_| Err::<Flow, _>(Boom(1)))
+            .spawn_subscriber(Selector::all(), |_| Err::<Flow, _>(Boom(1)))
             .await
             .unwrap();
         let first = cursor::<F::Store>(0);
@@ -402,7 +402,7 @@ pub fn rule_21_cancel_is_idempotent_wakes_and_returns_once_stopped<F: StoreFacto
         }
         assert!(stopped.wait().await.is_ok());
         match failed.wait().await {
-            Err(SubscriptionFailure::Handler(error)) => {
+            Err(SubscriberError::Handler(error)) => {
                 assert_eq!(error.failure, HandlerFailure::Error(Boom(1)))
             }
             other => panic!("a cancel after a failure changed the outcome to {other:?}"),
@@ -422,7 +422,7 @@ pub fn rule_22_a_slow_subscriber_loses_nothing_and_slows_no_writer<F: StoreFacto
         let rows: Recorded<<F::Store as EventStore>::Cursor> = Default::default();
         let sink = Arc::clone(&rows);
         let slow = store
-            .subscribe(Selector::all(), move |event| {
+            .spawn_subscriber(Selector::all(), move |event| {
                 if let Some(entered) = entered.take() {
                     let _ = entered.send(());
                     let _ = gate.recv();
@@ -502,13 +502,13 @@ pub fn rule_23_waits_count_passed_events_and_time_out<F: StoreFactory>(factory: 
 pub fn rule_27_waits_from_the_own_handler_answer_at_once<F: StoreFactory>(factory: &F) {
     run("rule_27", async {
         let store = factory.create().await;
-        type Handle<S> = <S as EventStore>::Subscription<std::convert::Infallible>;
+        type Handle<S> = <S as EventStore>::Subscriber<std::convert::Infallible>;
         let own: Arc<std::sync::OnceLock<Handle<F::Store>>> = Arc::default();
         let (answers_in, answers) = mpsc::channel();
         let handle = {
             let own = Arc::clone(&own);
             store
-                .subscribe(Selector::all(), move |event| {
+                .spawn_subscriber(Selector::all(), move |event| {
                     if let Some(own) = own.get() {
                         let next = cursor::<F::Store>(event.position().get() + 1);
                         let earlier = cursor::<F::Store>(event.position().get().saturating_sub(1));
@@ -604,7 +604,7 @@ pub fn rule_28_drops_never_block_and_abandoned_waits_release_everything<F: Store
             let mut entered_in = Some(entered_in);
             let calls = Arc::clone(&calls);
             store
-                .subscribe(Selector::all(), move |_| {
+                .spawn_subscriber(Selector::all(), move |_| {
                     let _captured = &captured;
                     calls.fetch_add(1, Ordering::SeqCst);
                     if let Some(entered) = entered_in.take() {
