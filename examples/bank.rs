@@ -19,7 +19,7 @@
 use hindsight::testkit::Faulty;
 use hindsight::{
     Cursor, EventRef, EventStore, EventType, ExpectedVersion, Flow, MemoryStore, Selector,
-    StoreError, StreamHead, StreamId, StreamVersion, SubscriptionHandle, Transaction,
+    StoreError, StreamHead, StreamId, StreamVersion, SubscriberHandle, Transaction,
 };
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
@@ -217,7 +217,7 @@ async fn run<S: EventStore<Event = AccountEvent>>(
     let projection: Arc<Mutex<Balances<S::Cursor>>> = Arc::default();
     let sink = Arc::clone(&projection);
     let subscription = store
-        .subscribe(Selector::all(), move |event| {
+        .spawn_subscriber(Selector::all(), move |event| {
             let (balances, checkpoint) = &mut *sink.lock().unwrap();
             *balances.entry(event.stream).or_default() += event.payload.delta();
             *checkpoint = Some(event.cursor);

@@ -1,7 +1,7 @@
 //! What a subscriber wait costs: one-event inserts each followed by a wait
 //! until a handler subscriber has handled the event, through the blocking
 //! inherent `Subscriber::wait_processed` and through the async
-//! `SubscriptionHandle::wait_processed` of the `EventStore` trait (on a
+//! `SubscriberHandle::wait_processed` of the `EventStore` trait (on a
 //! current-thread Tokio runtime); then the threads alive after 200 async
 //! waits abandoned by a 1 ms `tokio::time::timeout` (Linux only).
 //!
@@ -15,8 +15,8 @@
 //! move with the load: compare the two rows of one run.
 
 use hindsight::{
-    EventStore, ExpectedVersion, Flow, MemoryStore, Position, Selector, StreamId,
-    SubscriptionHandle, Transaction,
+    EventStore, ExpectedVersion, Flow, MemoryStore, Position, Selector, StreamId, SubscriberHandle,
+    Transaction,
 };
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
@@ -55,7 +55,7 @@ fn main() {
     let awaited = runtime.block_on(async {
         let store = MemoryStore::<u64>::new();
         let stream = StreamId::new();
-        let handle = EventStore::subscribe(&store, Selector::all(), |_| {
+        let handle = EventStore::spawn_subscriber(&store, Selector::all(), |_| {
             Ok::<_, Infallible>(Flow::Continue)
         })
         .await
@@ -84,7 +84,7 @@ fn main() {
     runtime.block_on(async {
         let threads = || std::fs::read_dir("/proc/self/task").unwrap().count();
         let store = MemoryStore::<u64>::new();
-        let handle = EventStore::subscribe(&store, Selector::all(), |_| {
+        let handle = EventStore::spawn_subscriber(&store, Selector::all(), |_| {
             Ok::<_, Infallible>(Flow::Continue)
         })
         .await

@@ -197,12 +197,12 @@ MUTATIONS = [
      "            let mut sleeper = self.prepare();\n            if ready() {\n                return true;\n            }\n",
      "            if ready() {\n                return true;\n            }\n            let mut sleeper = self.prepare();\n",
      "Signal::wait_until_async checks its condition before registering, not after"),
-    # ---- subscription_stream.rs: the Stream's wait ----
-    ("stream-keeps-registration-without-recheck", "src/subscription_stream.rs",
+    # ---- subscription/stream.rs: the Stream's wait ----
+    ("stream-keeps-registration-without-recheck", "src/subscription/stream.rs",
      "                    if watermark.get() <= passed && !watermark.is_poisoned() {\n                        self.sleeper = Some(sleeper);\n                    }",
      "                    let _ = passed;\n                    self.sleeper = Some(sleeper);\n                    return Poll::Pending;",
      "SubscriptionStream's poll registers and returns Pending without checking the watermark again"),
-    ("stream-poll-without-waker", "src/subscription_stream.rs",
+    ("stream-poll-without-waker", "src/subscription/stream.rs",
      "                Some(sleeper) => match sleeper.poll_notified(cx) {",
      "                Some(sleeper) => match sleeper.poll_notified(&mut Context::from_waker(std::task::Waker::noop())) {",
      "a later poll of a registered SubscriptionStream does not register its own task's waker"),
@@ -293,7 +293,7 @@ MUTATIONS = [
      "                index.remove_if_unused(id);\n",
      "",
      "a failed one-stream insert does not remove the entry it may have created"),
-    # ---- read.rs / subscription.rs ----
+    # ---- read.rs / subscription/ ----
     ("read-stream-len-before-watermark", "src/read.rs",
      "        let watermark = inner.log.watermark.get();\n"
      "        let found = inner.streams.with(id, |stream| {\n"
@@ -303,7 +303,7 @@ MUTATIONS = [
      "        let found = inner.streams.with(id, |stream| {\n"
      "            (StreamPtr::new(stream), stream.committed_len(watermark).min(len_hint))\n",
      "ReadStream::new loads the stream length before the watermark"),
-    ("cursor-len-before-watermark", "src/subscription.rs",
+    ("cursor-len-before-watermark", "src/subscription/cursor.rs",
      ["    passed: u64,\n}\n",
       "            passed: first,\n",
       "        let watermark = inner.log.watermark.get();\n        self.loaded = true;\n",
@@ -317,7 +317,7 @@ MUTATIONS = [
       "        let watermark = inner.log.watermark.get();\n        self.loaded = true;\n",
       "let len = stream.committed_len(self.end).min(self.len_hint);"],
      "a one-stream subscription's cursor loads the stream length before the watermark"),
-    ("subscription-ignores-poison", "src/subscription.rs",
+    ("subscription-ignores-poison", "src/subscription/mod.rs",
      ".wait_until(|| moved() || watermark.is_poisoned() || stop(), deadline);",
      ".wait_until(|| moved() || stop(), deadline);",
      "Subscription::wait_more's wait condition ignores the poison flag"),
@@ -518,6 +518,9 @@ MODELS = {
     "wait_until_parks_again_until_its_condition_holds": "S5",
     "racing_get_or_alloc_share_one_segment_and_free_the_losers": "E1",
     "racing_get_or_alloc_on_atomic_slots_agree_on_the_segment": "E2",
+    "a_one_stream_subscription_receives_an_insert_committed_on_the_slow_path": "W1",
+    "poisoning_wakes_a_one_stream_subscription_parked_on_its_stream": "W2",
+    "a_one_stream_subscription_stream_receives_a_concurrent_insert_into_its_stream": "W3",
 }
 
 

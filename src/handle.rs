@@ -41,33 +41,16 @@ pub struct StreamHandle<E> {
     stream: Option<Arc<Stream>>,
 }
 
-impl<E> MemoryStore<E> {
-    /// A handle on `stream`: the stream is looked up (or made ready to be
-    /// created) once, here, and every append or read through the handle
-    /// goes to it directly.
-    ///
-    /// Creates nothing a reader can see: a stream exists once it holds an
-    /// event.
-    ///
-    /// ```
-    /// use hindsight::{ExpectedVersion, MemoryStore, StreamId};
-    /// let store = MemoryStore::new();
-    /// let id = StreamId::new();
-    /// let handle = store.stream(id);
-    /// assert_eq!(handle.id(), id);
-    /// assert_eq!(store.stream_head(id), None);
-    /// handle.append_one(ExpectedVersion::NoStream, 1).unwrap();
-    /// assert!(store.stream_head(id).is_some());
-    /// ```
-    pub fn stream(&self, stream: StreamId) -> StreamHandle<E> {
+impl<E> StreamHandle<E> {
+    /// A handle on `stream` of `store`; see [`MemoryStore::stream`].
+    pub(crate) fn new(store: MemoryStore<E>, stream: StreamId) -> Self {
+        let stream = store.inner.streams.get_or_create(stream);
         StreamHandle {
-            store: self.clone(),
-            stream: Some(self.inner.streams.get_or_create(stream)),
+            store,
+            stream: Some(stream),
         }
     }
-}
 
-impl<E> StreamHandle<E> {
     fn resolved(&self) -> &Stream {
         self.stream
             .as_deref()

@@ -35,10 +35,7 @@ mod selector;
 mod signal;
 mod store;
 mod stream;
-#[cfg(not(loom))]
-mod subscriber;
 mod subscription;
-mod subscription_stream;
 mod sync;
 mod transaction;
 #[cfg(all(test, not(loom)))]
@@ -52,7 +49,7 @@ pub mod loom_api;
 /// The contract: what the store promises, as numbered rules.
 ///
 /// The API docs, the tests and the conformance kit cite these rules by
-/// number ("rule 7"); the kit checks rules 1-25 on any backend.
+/// number ("rule 7"); the kit checks rules 1-25, 27 and 28 on any backend.
 #[doc = include_str!("contract.md")]
 pub mod contract {}
 
@@ -66,15 +63,15 @@ pub mod contract {}
 #[doc = include_str!("../DESIGN.md")]
 pub mod design {}
 
-// The conformance kit: store-agnostic tests of rules 1-25 of the contract.
+// The conformance kit: store-agnostic tests of rules 1-25, 27 and 28 of the contract.
 #[cfg(all(feature = "testkit", not(loom)))]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 
 #[cfg(not(loom))]
 pub use backend::{
-    Cursor, CursorSerde, EventRef, EventStore, MemoryError, MemorySubscription, StoreError,
-    StreamWrite, SubscriptionFailure, SubscriptionHandle,
+    Cursor, CursorSerde, EventRef, EventStore, MemoryError, MemorySubscriber, StoreError,
+    SubscriberHandle,
 };
 pub use builder::MemoryStoreBuilder;
 pub use clock::{Clock, SystemClock, TestClock};
@@ -86,12 +83,11 @@ pub use read::{ReadAll, ReadStream, Start};
 pub use selector::{EventType, Selector};
 pub use store::{MemoryStore, MAX_TRANSACTION_EVENTS, STORE_CAPACITY};
 #[cfg(not(loom))]
-pub use subscriber::{
+pub use subscription::{
     EventContext, Flow, HandlerError, HandlerFailure, Subscriber, SubscriberError, WaitError,
 };
-pub use subscription::{Subscription, SubscriptionError};
-pub use subscription_stream::{SubscriptionIter, SubscriptionStream};
-pub use transaction::{Committed, ExpectedVersion, StreamHead, Transaction};
+pub use subscription::{Subscription, SubscriptionError, SubscriptionIter, SubscriptionStream};
+pub use transaction::{Committed, ExpectedVersion, StreamHead, StreamWrite, Transaction};
 
 /// Re-exported so users can build ids without naming the `uuid` crate.
 pub use uuid::Uuid;

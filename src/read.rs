@@ -24,6 +24,7 @@ use std::iter::FusedIterator;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub enum Start {
     /// From position 0.
     #[default]

@@ -105,6 +105,57 @@ impl<E> Selector<E> {
             _ => true,
         }
     }
+
+    // What a backend outside this crate reads of a selector (and `resume`,
+    // how it restarts one from a checkpoint).
+
+    /// Where the subscription starts.
+    ///
+    /// ```
+    /// use hindsight::{Position, Selector, Start};
+    /// assert_eq!(Selector::<()>::all().after(Position(3)).start_point(), Start::After(Position(3)));
+    /// ```
+    pub fn start_point(&self) -> Start {
+        self.start
+    }
+
+    /// Starts after `checkpoint` (exclusive), or from the beginning for
+    /// `None`: resumes a subscription from a stored cursor.
+    ///
+    /// ```
+    /// use hindsight::{Position, Selector, Start};
+    /// assert_eq!(Selector::<()>::all().resume(Some(Position(9))).start_point(), Start::After(Position(9)));
+    /// assert_eq!(Selector::<()>::all().resume(None::<Position>).start_point(), Start::Beginning);
+    /// ```
+    #[cfg(not(loom))]
+    pub fn resume<C: crate::Cursor>(self, checkpoint: Option<C>) -> Self {
+        self.start(checkpoint.map_or(Start::Beginning, |c| Start::After(c.position())))
+    }
+
+    /// The type names selected, or `None` if every type is selected: what a
+    /// database backend pushes down into its query.
+    ///
+    /// ```
+    /// use hindsight::{EventType, Selector};
+    /// struct Named;
+    /// impl EventType for Named { fn event_type(&self) -> &str { "Named" } }
+    /// let selector = Selector::<Named>::all().only_types(["Named"]);
+    /// assert_eq!(selector.selected_types().unwrap().len(), 1);
+    /// ```
+    pub fn selected_types(&self) -> Option<&[Box<str>]> {
+        self.types.as_deref()
+    }
+
+    /// The type name of `event`, if the selector names types
+    /// ([`Selector::with_type_names`] or [`Selector::only_types`]).
+    pub fn event_type_name<'e>(&self, event: &'e E) -> Option<&'e str> {
+        self.namer.map(|name| name(event))
+    }
+
+    /// Whether the type filter selects `event` (ignoring stream and start).
+    pub fn selects_event(&self, event: &E) -> bool {
+        self.selects_type(event)
+    }
 }
 
 impl<E: EventType> Selector<E> {

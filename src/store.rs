@@ -10,12 +10,19 @@
 //! through the same phases: one stream, one lock, no sorting, no vectors.
 
 use crate::clock::Clock;
+#[cfg(not(loom))]
+use crate::envelope::Envelope;
 use crate::error::{InsertError, VersionMismatch};
+use crate::handle::StreamHandle;
 use crate::ids::{CorrelationId, Position, StreamId, StreamVersion};
 use crate::log::{nanos_since_epoch, now_nanos, Full, Log, OwnedStamp, Reservation};
 use crate::read::{ReadAll, ReadStream, Start};
 use crate::segments::CAPACITY;
+use crate::selector::Selector;
 use crate::stream::{Locked, Stream, StreamIndex, StreamPtr};
+#[cfg(not(loom))]
+use crate::subscription::handler::{Flow, Subscriber};
+use crate::subscription::Subscription;
 use crate::sync::Arc;
 use crate::transaction::{Append, Committed, Events, ExpectedVersion, StreamHead, Transaction};
 use smallvec::SmallVec;
@@ -604,6 +611,104 @@ impl<E> MemoryStore<E> {
     /// ```
     pub fn same_store(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// A handle on `stream`: the stream is looked up (or made ready to be
+    /// created) once, here, and every append or read through the handle
+    /// goes to it directly.
+    ///
+    /// Creates nothing a reader can see: a stream exists once it holds an
+    /// event.
+    ///
+    /// ```
+    /// use hindsight::{ExpectedVersion, MemoryStore, StreamId};
+    /// let store = MemoryStore::new();
+    /// let id = StreamId::new();
+    /// let handle = store.stream(id);
+    /// assert_eq!(handle.id(), id);
+    /// assert_eq!(store.stream_head(id), None);
+    /// handle.append_one(ExpectedVersion::NoStream, 1).unwrap();
+    /// assert!(store.stream_head(id).is_some());
+    /// ```
+    pub fn stream(&self, stream: StreamId) -> StreamHandle<E> {
+        StreamHandle::new(self.clone(), stream)
+    }
+
+    /// Subscribes to the events `selector` selects: history first, then live
+    /// events as they commit, each exactly once and in position order.
+    ///
+    /// The subscription keeps the store alive. Subscriptions started before,
+    /// during or after a burst of writes all see the same sequence.
+    ///
+    /// ```
+    /// use hindsight::{ExpectedVersion, MemoryStore, Selector, StreamId, Transaction};
+    /// use std::time::Duration;
+    ///
+    /// let store = MemoryStore::new();
+    /// let stream = StreamId::new();
+    /// store.insert(Transaction::single(stream, ExpectedVersion::Any, "history")).unwrap();
+    ///
+    /// let mut subscription = store.subscribe(Selector::all());
+    /// assert_eq!(*subscription.next().unwrap().payload(), "history");
+    ///
+    /// let writer = store.clone();
+    /// std::thread::spawn(move || {
+    ///     writer.insert(Transaction::single(stream, ExpectedVersion::Any, "live")).unwrap();
+    /// });
+    /// assert_eq!(*subscription.next().unwrap().payload(), "live"); // blocks until it commits
+    /// assert!(subscription.try_next().unwrap().is_none());
+    /// assert!(subscription.next_timeout(Duration::from_millis(1)).unwrap().is_none());
+    /// ```
+    pub fn subscribe(&self, selector: Selector<E>) -> Subscription<E> {
+        Subscription::new(self.clone(), selector)
+    }
+}
+
+// Handler subscribers run on threads of their own, which loom builds leave out.
+#[cfg(not(loom))]
+impl<E: Send + Sync + 'static> MemoryStore<E> {
+    /// Runs `handler` on every selected event, on a thread of its own, each
+    /// exactly once and in position order (history first, then live).
+    ///
+    /// The handler returns [`Flow::Continue`], [`Flow::Stop`] or an error; a
+    /// panic in it is caught. An error or panic ends the subscription, and
+    /// [`Subscriber::wait`] returns it with the event's context. Handler
+    /// calls never overlap. A panic of [`EventType::event_type`](crate::EventType::event_type)
+    /// (when the selector filters or names types) ends it the same way, as
+    /// [`HandlerFailure::Panic`](crate::HandlerFailure::Panic); a panic in a `Drop` the worker runs once
+    /// the subscription is over (the handler's captures, the events when it
+    /// holds the store's last handle) is [`SubscriberError::Panicked`](crate::SubscriberError::Panicked).
+    ///
+    /// # Panics
+    ///
+    /// If the operating system cannot start a thread.
+    ///
+    /// ```
+    /// use hindsight::{ExpectedVersion, Flow, MemoryStore, Selector, StreamId, Transaction};
+    /// use std::sync::{Arc, Mutex};
+    /// use std::time::Duration;
+    ///
+    /// let store = MemoryStore::new();
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let sink = seen.clone();
+    /// let subscriber = store.spawn_subscriber(Selector::all(), move |event| {
+    ///     sink.lock().unwrap().push(*event.payload());
+    ///     Ok::<_, std::convert::Infallible>(Flow::Continue)
+    /// });
+    ///
+    /// let done = store.insert(Transaction::new().append(StreamId::new(), ExpectedVersion::Any, [1, 2, 3])).unwrap();
+    /// // No sleep: wait until the subscriber has handled the insert.
+    /// subscriber.wait_processed(done.last_position().unwrap(), Duration::from_secs(10)).unwrap();
+    /// assert_eq!(*seen.lock().unwrap(), [1, 2, 3]);
+    /// subscriber.cancel();
+    /// assert!(subscriber.wait().is_ok());
+    /// ```
+    pub fn spawn_subscriber<X, H>(&self, selector: Selector<E>, handler: H) -> Subscriber<X>
+    where
+        X: Send + Sync + 'static,
+        H: FnMut(Envelope<'_, E>) -> Result<Flow, X> + Send + 'static,
+    {
+        Subscriber::spawn(self, selector, handler)
     }
 }
 

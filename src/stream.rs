@@ -32,7 +32,7 @@ pub(crate) struct Stream {
     /// Where one-stream subscriptions of this stream park (targeted
     /// wake-ups): every writer of the stream wakes it once its commit is
     /// visible (`MemoryStore::finish`, `lock_and_write`), a cancel of a
-    /// handler subscription of the stream wakes it, and so does poisoning
+    /// subscriber of the stream wakes it, and so does poisoning
     /// (`StreamIndex::wake_all`). Free for the writer while nobody sleeps.
     pub(crate) signal: Signal,
 }

@@ -352,6 +352,56 @@ impl<E> Transaction<E> {
         });
         (appends, self.correlation_id)
     }
+
+    /// The transaction as a backend applies it: one write per stream, in
+    /// ascending stream id order (the layout of contract rule 9), appends to the same
+    /// stream merged (events concatenated, the first expectation kept: rule
+    /// 10), and the correlation id every event carries.
+    ///
+    /// ```
+    /// use hindsight::{ExpectedVersion, StreamId, Transaction, Uuid};
+    /// let (a, b) = (StreamId::from_uuid(Uuid::from_u128(1)), StreamId::from_uuid(Uuid::from_u128(2)));
+    /// let tx = Transaction::new()
+    ///     .append(b, ExpectedVersion::NoStream, [1])
+    ///     .append(a, ExpectedVersion::Any, [2])
+    ///     .append(b, ExpectedVersion::StreamExists, [3]);
+    /// let (writes, correlation_id) = tx.into_writes();
+    /// assert_eq!(writes.iter().map(|w| w.stream).collect::<Vec<_>>(), [a, b]);
+    /// assert_eq!(writes[1].expected, ExpectedVersion::NoStream);
+    /// assert_eq!(writes[1].events, [1, 3]);
+    /// assert_eq!(correlation_id, None);
+    /// ```
+    pub fn into_writes(self) -> (Vec<StreamWrite<E>>, Option<CorrelationId>) {
+        let (appends, correlation_id) = self.into_normalized();
+        let writes = appends
+            .into_iter()
+            .map(|append| StreamWrite {
+                stream: append.stream,
+                expected: append.expected,
+                events: append.events.into_vec(),
+            })
+            .collect();
+        (writes, correlation_id)
+    }
+}
+
+/// The writes of one stream in a transaction, as a backend applies them.
+///
+/// ```
+/// use hindsight::{ExpectedVersion, StreamId, Transaction};
+/// let stream = StreamId::new();
+/// let (writes, _) = Transaction::single(stream, ExpectedVersion::NoStream, 'a').into_writes();
+/// assert_eq!(writes[0].stream, stream);
+/// assert_eq!(writes[0].events, ['a']);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamWrite<E> {
+    /// The stream.
+    pub stream: StreamId,
+    /// What the transaction expects of it.
+    pub expected: ExpectedVersion,
+    /// Its events, in order (possibly none: a pure check).
+    pub events: Vec<E>,
 }
 
 /// What a successful insert wrote.
@@ -375,6 +425,25 @@ pub struct Committed {
 }
 
 impl Committed {
+    /// What a successful insert reports: the position of its last event
+    /// (`None` if it wrote none) and the new head of every stream it wrote
+    /// events to (in any order; kept sorted by stream id). For backends.
+    ///
+    /// ```
+    /// use hindsight::{Committed, Position, StreamHead, StreamId, StreamVersion};
+    /// let stream = StreamId::new();
+    /// let head = StreamHead { version: StreamVersion(0), position: Position(4) };
+    /// let committed = Committed::new(Some(Position(4)), vec![(stream, head)]);
+    /// assert_eq!(committed.stream(stream), Some(head));
+    /// ```
+    pub fn new(last_position: Option<Position>, mut streams: Vec<(StreamId, StreamHead)>) -> Self {
+        streams.sort_by_key(|(stream, _)| *stream);
+        Committed {
+            last_position,
+            streams: streams.into(),
+        }
+    }
+
     /// What a one-stream transaction reports: `head` if it wrote events.
     pub(crate) fn of_one(stream: StreamId, head: Option<StreamHead>) -> Self {
         match head {

@@ -31,7 +31,7 @@ pub(crate) struct Watermark {
     poisoned: AtomicBool,
     /// Where waiters for any commit park (all-streams subscriptions, the
     /// store's own waits); woken when the watermark moves, on poison, and
-    /// when a handler subscription is cancelled. One-stream subscriptions
+    /// when a subscriber is cancelled. One-stream subscriptions
     /// park on their stream's signal instead (`Stream::signal`).
     pub(crate) signal: CachePadded<Signal>,
 }

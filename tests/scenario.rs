@@ -380,11 +380,11 @@ async fn an_injected_conflict_is_the_commands_and_the_history_still_is_not() {
 /// A projection of every cart's item count, kept by a subscription.
 type Counts = Arc<Mutex<Vec<(StreamId, i64)>>>;
 
-async fn count_items<S: EventStore<Event = Cart>>(store: &S) -> (Counts, S::Subscription<()>) {
+async fn count_items<S: EventStore<Event = Cart>>(store: &S) -> (Counts, S::Subscriber<()>) {
     let counts: Counts = Arc::default();
     let sink = Arc::clone(&counts);
     let subscription = store
-        .subscribe(Selector::all(), move |event| {
+        .spawn_subscriber(Selector::all(), move |event| {
             let delta = match event.payload {
                 Cart::Added(_) => 1,
                 Cart::Removed(_) => -1,
@@ -444,7 +444,7 @@ async fn then_processed_waits_until_the_projection_has_handled_the_last_event() 
     let (gate, turns) = mpsc::channel::<()>();
     let handled = Arc::new(AtomicU64::new(0));
     let count = Arc::clone(&handled);
-    let projection = EventStore::subscribe(&store, Selector::all(), move |_event| {
+    let projection = EventStore::spawn_subscriber(&store, Selector::all(), move |_event| {
         let _ = turns.recv();
         count.fetch_add(1, Ordering::SeqCst);
         Ok::<_, ()>(Flow::Continue)
@@ -483,7 +483,7 @@ async fn then_processed_waits_until_the_projection_has_handled_the_last_event() 
 async fn assert_processed_panics_when_the_projection_ended_first() {
     let store = MemoryStore::new();
     let projection =
-        EventStore::subscribe(&store, Selector::all(), |_event| Ok::<_, ()>(Flow::Stop))
+        EventStore::spawn_subscriber(&store, Selector::all(), |_event| Ok::<_, ()>(Flow::Stop))
             .await
             .unwrap();
     let tx = Transaction::new().append(StreamId::new(), ExpectedVersion::Any, [1, 2]);

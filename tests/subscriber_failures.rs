@@ -1,7 +1,7 @@
 //! Handler subscribers that never hang, never panic on drop, and wait
 //! asynchronously without a thread per wait: the failures of issue 11 that
 //! concern `spawn_subscriber`'s `Subscriber` and the trait's
-//! `MemorySubscription`, each as a regression test (contract rules 20, 21,
+//! `MemorySubscriber`, each as a regression test (contract rules 20, 21,
 //! 24, 27 and 28).
 //!
 //! Nothing sleeps: tests wait with `wait_processed`, channels, barriers and
@@ -12,7 +12,7 @@
 
 use hindsight::{
     EventStore, EventType, ExpectedVersion, Flow, HandlerError, HandlerFailure, MemoryStore,
-    Position, Selector, StreamId, Subscriber, SubscriberError, SubscriptionHandle, Transaction,
+    Position, Selector, StreamId, Subscriber, SubscriberError, SubscriberHandle, Transaction,
     WaitError,
 };
 use std::convert::Infallible;
@@ -143,7 +143,7 @@ fn abandoned_async_waits_leave_no_thread_behind() {
     let _guards = start("abandoned_async_waits_leave_no_thread_behind");
     current_thread_runtime().block_on(async {
         let store = MemoryStore::<u64>::new();
-        let handle = EventStore::subscribe(&store, Selector::all(), |_| {
+        let handle = EventStore::spawn_subscriber(&store, Selector::all(), |_| {
             Ok::<_, Infallible>(Flow::Continue)
         })
         .await
@@ -189,7 +189,7 @@ fn a_dropped_handle_with_abandoned_waits_stops_its_handler_and_releases_the_stor
         let (released, gone) = mpsc::channel::<()>();
         let handle = {
             let handled = Arc::clone(&handled);
-            EventStore::subscribe(&store, Selector::all(), move |_| {
+            EventStore::spawn_subscriber(&store, Selector::all(), move |_| {
                 let _ = &released;
                 handled.fetch_add(1, Ordering::SeqCst);
                 Ok::<_, Infallible>(Flow::Continue)
@@ -241,7 +241,7 @@ fn dropping_a_handle_on_a_current_thread_runtime_does_not_wait_for_the_handler()
         let store = MemoryStore::<u64>::new();
         numbers(&store, 10);
         let (feed, mut drain) = tokio::sync::mpsc::channel::<u64>(1);
-        let handle = EventStore::subscribe(&store, Selector::all(), move |event| {
+        let handle = EventStore::spawn_subscriber(&store, Selector::all(), move |event| {
             // Blocks while the channel is full.
             match feed.blocking_send(*event.payload) {
                 Ok(()) => Ok::<_, Infallible>(Flow::Continue),
@@ -276,11 +276,11 @@ fn cancel_awaited_on_a_current_thread_runtime_lets_another_task_drain_the_handle
         let store = MemoryStore::<u64>::new();
         numbers(&store, 10);
         let (feed, mut drain) = tokio::sync::mpsc::channel::<u64>(1);
-        let handle = EventStore::subscribe(&store, Selector::all(), move |event| {
-            match feed.blocking_send(*event.payload) {
-                Ok(()) => Ok::<_, Infallible>(Flow::Continue),
-                Err(_) => Ok(Flow::Stop),
-            }
+        let handle = EventStore::spawn_subscriber(&store, Selector::all(), move |event| match feed
+            .blocking_send(*event.payload)
+        {
+            Ok(()) => Ok::<_, Infallible>(Flow::Continue),
+            Err(_) => Ok(Flow::Stop),
         })
         .await
         .unwrap();
@@ -676,4 +676,57 @@ fn a_cancelled_subscriber_kept_for_its_outcome_does_not_keep_the_events() {
         drop(subscriber);
         assert_eq!(ledger.drops(), [1; 3]);
     }
+}
+
+/// The handler subscriber's outcome and the trait's once were two types
+/// that wrote a handler's failure with two `Display`s, and the trait's had
+/// drifted (it left out the event's type). They are one type now,
+/// `SubscriberError<X, B>`, whatever the backend's error `B`: every failure
+/// reads the same on every backend, and the memory store's poisoning is its
+/// backend error.
+#[test]
+fn the_handler_subscriber_and_the_trait_describe_a_failure_alike() {
+    use hindsight::{
+        EventContext, EventId, HandlerError, HandlerFailure, MemoryError, Position, StreamId,
+        StreamVersion, SubscriberError, Uuid,
+    };
+    let event = EventContext {
+        position: Position(3),
+        event_id: EventId::from_uuid(Uuid::from_u128(1)),
+        event_type: Some("Deposited".into()),
+        stream: StreamId::from_uuid(Uuid::from_u128(2)),
+        version: StreamVersion(0),
+        correlation_id: None,
+        created_at: std::time::SystemTime::UNIX_EPOCH,
+    };
+    for failure in [
+        HandlerFailure::Error("no such account"),
+        HandlerFailure::Panic("boom".to_string()),
+    ] {
+        let error = HandlerError {
+            failure,
+            event: event.clone(),
+        };
+        let memory = SubscriberError::<_, MemoryError>::Handler(error.clone()).to_string();
+        let other = SubscriberError::<_, std::io::Error>::Handler(error.clone()).to_string();
+        assert_eq!(memory, other);
+        assert_eq!(memory, error.to_string());
+        assert!(memory.contains("type Deposited"), "{memory}");
+    }
+    assert_eq!(
+        SubscriberError::<&str>::Panicked("drop".into()).to_string(),
+        SubscriberError::<&str, std::io::Error>::Panicked("drop".into()).to_string()
+    );
+    assert_eq!(
+        SubscriberError::<&str>::OwnHandler.to_string(),
+        SubscriberError::<&str, std::io::Error>::OwnHandler.to_string()
+    );
+    let poisoned = SubscriberError::<&str>::Backend(MemoryError::Poisoned);
+    assert_eq!(
+        poisoned.to_string(),
+        format!("backend error: {}", hindsight::InsertError::Poisoned)
+    );
+    assert!(poisoned.to_string().contains("the store is poisoned"));
+    let lost = SubscriberError::<std::io::Error, _>::Backend(std::io::Error::other("lost"));
+    assert!(std::error::Error::source(&lost).is_some());
 }

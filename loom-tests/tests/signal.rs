@@ -192,7 +192,7 @@ fn wait_until_parks_again_until_its_condition_holds() {
 }
 
 /// `Signal::wait_until_async`, the loop of the async subscription waits
-/// (`SubscriptionHandle::wait_processed`, `wait_caught_up`, `cancel` on the
+/// (`SubscriberHandle::wait_processed`, `wait_caught_up`, `cancel` on the
 /// memory store), polled by loom's `block_on`: it registers its listener
 /// (`prepare`), checks again, and awaits the listener as a future. The
 /// condition takes two state changes, each followed by a `wake`, so a

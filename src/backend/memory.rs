@@ -1,15 +1,15 @@
 //! [`EventStore`] for [`MemoryStore`]: the synchronous inherent API inside
-//! futures that are ready on their first poll, and a subscription handle
+//! futures that are ready on their first poll, and a subscriber handle
 //! whose waits await the subscriber's progress signal (waker-based: no
 //! thread per wait, cancel-safe).
 
-use super::{EventRef, EventStore, StoreError, SubscriptionFailure, SubscriptionHandle};
+use super::{EventRef, EventStore, StoreError, SubscriberHandle};
 use crate::error::InsertError;
 use crate::ids::{Position, StreamId, StreamVersion};
 use crate::read::Start;
 use crate::selector::Selector;
 use crate::store::MemoryStore;
-use crate::subscriber::{Flow, Subscriber, SubscriberError, WaitError};
+use crate::subscription::{Flow, Subscriber, SubscriberError, WaitError};
 use crate::transaction::{Committed, StreamHead, Transaction};
 use std::fmt;
 use std::future::Future;
@@ -90,7 +90,7 @@ impl<E: Send + Sync + 'static> EventStore for MemoryStore<E> {
     type Event = E;
     type Cursor = Position;
     type Error = MemoryError;
-    type Subscription<X: Send + Sync + 'static> = MemorySubscription<X>;
+    type Subscriber<X: Send + Sync + 'static> = MemorySubscriber<X>;
 
     async fn insert(&self, tx: Transaction<E>) -> Result<Committed, StoreError<MemoryError>> {
         MemoryStore::insert(self, tx).map_err(StoreError::from)
@@ -134,23 +134,28 @@ impl<E: Send + Sync + 'static> EventStore for MemoryStore<E> {
         Ok(())
     }
 
-    async fn subscribe<X, H>(
+    async fn spawn_subscriber<X, H>(
         &self,
         selector: Selector<E>,
         mut handler: H,
-    ) -> Result<MemorySubscription<X>, MemoryError>
+    ) -> Result<MemorySubscriber<X>, MemoryError>
     where
         X: Send + Sync + 'static,
         H: FnMut(EventRef<'_, E, Position>) -> Result<Flow, X> + Send + 'static,
     {
-        let subscriber =
-            self.spawn_subscriber(selector, move |envelope| handler(EventRef::from(envelope)));
-        Ok(MemorySubscription { subscriber })
+        let subscriber = MemoryStore::spawn_subscriber(self, selector, move |envelope| {
+            handler(EventRef::from(envelope))
+        });
+        Ok(MemorySubscriber { subscriber })
     }
 }
 
-/// The handle of a memory store subscription behind
-/// [`EventStore::subscribe`]: a [`Subscriber`] whose waits are async.
+/// The handle of a memory store subscriber behind
+/// [`EventStore::spawn_subscriber`]: a [`Subscriber`] whose waits are async.
+///
+/// A type of its own rather than the trait implemented on [`Subscriber`]:
+/// the trait's by-value `wait(self)` would win method resolution over the
+/// inherent `wait(&self)`, and silently turn synchronous calls into futures.
 ///
 /// Every wait is waker-based: it answers at once when it can, and otherwise
 /// awaits the subscriber's progress signal (and, for its timeout, a
@@ -166,53 +171,53 @@ impl<E: Send + Sync + 'static> EventStore for MemoryStore<E> {
 ///
 /// ```
 /// use hindsight::{EventStore, ExpectedVersion, Flow, MemoryStore, Selector, StreamId,
-///     SubscriptionHandle, Transaction};
+///     SubscriberHandle, Transaction};
 /// use std::sync::{Arc, Mutex};
 /// use std::time::Duration;
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let store = MemoryStore::new();
 /// let total = Arc::new(Mutex::new(0));
 /// let sink = total.clone();
-/// // `EventStore::subscribe`: the inherent `subscribe` is the pull subscription.
-/// let subscription = EventStore::subscribe(&store, Selector::all(), move |event| {
+/// // By path: the inherent `spawn_subscriber` (blocking waits) wins method resolution.
+/// let subscriber = EventStore::spawn_subscriber(&store, Selector::all(), move |event| {
 ///     *sink.lock().unwrap() += *event.payload;
 ///     Ok::<_, std::convert::Infallible>(Flow::Continue)
 /// }).await.unwrap();
 ///
 /// let done = store.insert(Transaction::new().append(StreamId::new(), ExpectedVersion::Any, [1, 2, 3])).unwrap();
-/// subscription.wait_processed(done.last_position().unwrap(), Duration::from_secs(10)).await.unwrap();
+/// subscriber.wait_processed(done.last_position().unwrap(), Duration::from_secs(10)).await.unwrap();
 /// assert_eq!(*total.lock().unwrap(), 6);
-/// subscription.cancel().await;
-/// assert!(subscription.wait().await.is_ok());
+/// subscriber.cancel().await;
+/// assert!(subscriber.wait().await.is_ok());
 /// # }
 /// ```
-pub struct MemorySubscription<X> {
+pub struct MemorySubscriber<X> {
     subscriber: Subscriber<X>,
 }
 
-impl<X> MemorySubscription<X> {
+impl<X> MemorySubscriber<X> {
     /// The memory store's subscriber inside, with its blocking waits.
     pub fn subscriber(&self) -> &Subscriber<X> {
         &self.subscriber
     }
 }
 
-impl<X> fmt::Debug for MemorySubscription<X> {
+impl<X> fmt::Debug for MemorySubscriber<X> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MemorySubscription")
+        f.debug_struct("MemorySubscriber")
             .field("subscriber", &self.subscriber)
             .finish_non_exhaustive()
     }
 }
 
-impl<X: Send + Sync + 'static> SubscriptionHandle<X> for MemorySubscription<X> {
+impl<X: Send + Sync + 'static> SubscriberHandle<X> for MemorySubscriber<X> {
     type Cursor = Position;
     type Error = MemoryError;
 
     /// Requests cancellation, then waits (without blocking the thread) until
     /// the worker has ended: the handler's current call has returned and
     /// the handler and the store are released. Cancel-safe: dropping the
-    /// future leaves the request in place (the subscription still stops).
+    /// future leaves the request in place (the subscriber still stops).
     ///
     /// It completes once the handler's current call returns, so a handler
     /// blocked on the awaiting task itself (a full channel that only this
@@ -223,17 +228,10 @@ impl<X: Send + Sync + 'static> SubscriptionHandle<X> for MemorySubscription<X> {
         self.subscriber.cancel_async()
     }
 
-    #[allow(clippy::result_large_err)] // once per subscription, as `Subscriber::into_outcome`
-    async fn wait(self) -> Result<(), SubscriptionFailure<X, MemoryError>> {
-        self.subscriber
-            .into_outcome_async()
-            .await
-            .map_err(|error| match error {
-                SubscriberError::Handler(error) => SubscriptionFailure::Handler(error),
-                SubscriberError::Poisoned => SubscriptionFailure::Backend(MemoryError::Poisoned),
-                SubscriberError::Panicked(message) => SubscriptionFailure::Panicked(message),
-                SubscriberError::OwnHandler => SubscriptionFailure::OwnHandler,
-            })
+    #[allow(clippy::result_large_err)] // once per subscriber, as `Subscriber::into_outcome`
+    async fn wait(self) -> Result<(), SubscriberError<X, MemoryError>> {
+        // The inherent outcome is the trait's: one error type for both.
+        self.subscriber.into_outcome_async().await
     }
 
     fn wait_processed(

@@ -3,15 +3,17 @@
 //! Application code is written once against [`EventStore`] and runs on
 //! [`MemoryStore`](crate::MemoryStore) in tests and on a durable backend
 //! (PostgreSQL, say) in production; the conformance kit (`hindsight::testkit`,
-//! feature `testkit`) checks that a backend keeps rules 1-25 of
+//! feature `testkit`) checks that a backend keeps rules 1-25, 27 and 28 of
 //! [the contract](crate::contract).
 //!
 //! - Every method is async and returns `impl Future + Send`. The trait is
 //!   not object safe: application code is generic over `S: EventStore`.
 //! - On a concrete `MemoryStore` its synchronous inherent methods (`insert`,
-//!   `read_all`, ...) win method resolution; call the trait's by path
-//!   (`EventStore::insert(&store, tx)`). The inherent `subscribe` is the
-//!   pull subscription; the trait's is `spawn_subscriber`'s.
+//!   `read_all`, `spawn_subscriber`, ...) win method resolution; call the
+//!   trait's by path (`EventStore::insert(&store, tx)`). One name, one
+//!   concept, in the inherent API and the trait alike: a *subscription*
+//!   pulls events (`MemoryStore::subscribe`), a *subscriber* runs a handler
+//!   on each ([`EventStore::spawn_subscriber`], `MemoryStore::spawn_subscriber`).
 //! - A read calls a closure with each event as an [`EventRef`] (metadata by
 //!   value, payload borrowed) until it returns [`ControlFlow::Break`].
 //! - [`EventStore::Cursor`] is where a reader or a subscription is in the
@@ -21,10 +23,10 @@
 //!   positions.
 //! - The trait asks of `Event` only `Send + Sync + 'static`; a backend that
 //!   must serialise or name events bounds its own implementation.
-//! - A subscription runs a synchronous handler on each event (an
-//!   [`EventRef`]) and returns a [`SubscriptionHandle`] to cancel it, wait
-//!   for its outcome and wait, with a timeout, until it has processed a
-//!   cursor.
+//! - A subscriber runs a synchronous handler on each event (an
+//!   [`EventRef`]) and returns a [`SubscriberHandle`] to cancel it, wait
+//!   for its outcome (a [`SubscriberError`] with the backend's error) and
+//!   wait, with a timeout, until it has processed a cursor.
 //!
 //! Why it has this shape (async without boxing, visitor reads, cursors,
 //! events without bounds, synchronous handlers) and how a PostgreSQL backend
@@ -61,16 +63,14 @@
 //! ```
 
 mod memory;
-mod parts;
 
-pub use memory::{MemoryError, MemorySubscription};
-pub use parts::StreamWrite;
+pub use memory::{MemoryError, MemorySubscriber};
 
 use crate::envelope::Envelope;
 use crate::error::VersionMismatch;
 use crate::ids::{CorrelationId, EventId, Position, StreamId, StreamVersion};
 use crate::selector::Selector;
-use crate::subscriber::{EventContext, Flow, HandlerError, WaitError};
+use crate::subscription::{EventContext, Flow, SubscriberError, WaitError};
 use crate::transaction::{Committed, StreamHead, Transaction};
 use std::fmt;
 use std::future::Future;
@@ -176,7 +176,7 @@ impl<E, C: Cursor> EventRef<'_, E, C> {
         self.cursor.position()
     }
 
-    /// The event's context for a [`HandlerError`], with its type name if the
+    /// The event's context for a [`HandlerError`](crate::HandlerError), with its type name if the
     /// backend knows it (see [`Selector::event_type_name`]).
     ///
     /// ```
@@ -304,94 +304,10 @@ impl<B: std::error::Error + 'static> std::error::Error for StoreError<B> {
     }
 }
 
-/// Why a subscription ended other than by [`Flow::Stop`] or a cancel.
-///
-/// ```
-/// use hindsight::{HandlerFailure, SubscriptionFailure};
-/// let failure: SubscriptionFailure<&str, std::io::Error> =
-///     SubscriptionFailure::Backend(std::io::Error::other("connection lost"));
-/// assert!(failure.handler_error().is_none());
-/// # let _ = HandlerFailure::<()>::Panic(String::new());
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SubscriptionFailure<X, B> {
-    /// The handler returned an error (carried unchanged) or panicked, on
-    /// the event in the context.
-    Handler(HandlerError<X>),
-    /// The backend failed; every event before the failure was handled.
-    Backend(B),
-    /// User code run outside any event panicked with this message: the
-    /// handler's `Drop` (the values it captured) once the subscription was
-    /// over, or an event's `Drop` when the subscription held the store's
-    /// last handle. The subscription had otherwise ended well (`Stop` or
-    /// cancel).
-    Panicked(String),
-    /// Not an outcome: [`SubscriptionHandle::wait`] was called from the
-    /// subscription's own handler, which would wait for itself forever.
-    OwnHandler,
-}
-
-impl<X, B> SubscriptionFailure<X, B> {
-    /// The handler's failure and its event, if the handler failed.
-    pub fn handler_error(&self) -> Option<&HandlerError<X>> {
-        match self {
-            SubscriptionFailure::Handler(error) => Some(error),
-            _ => None,
-        }
-    }
-}
-
-impl<X: fmt::Display, B: fmt::Display> fmt::Display for SubscriptionFailure<X, B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SubscriptionFailure::Handler(error) => {
-                match &error.failure {
-                    crate::HandlerFailure::Error(error) => write!(f, "handler failed: {error}")?,
-                    crate::HandlerFailure::Panic(message) => {
-                        write!(f, "handler panicked: {message}")?
-                    }
-                }
-                let event = &error.event;
-                write!(
-                    f,
-                    " (event {} at position {}, stream {} version {})",
-                    event.event_id, event.position, event.stream, event.version
-                )
-            }
-            SubscriptionFailure::Backend(error) => write!(f, "backend error: {error}"),
-            SubscriptionFailure::Panicked(message) => {
-                write!(f, "a drop run by the subscriber panicked: {message}")
-            }
-            SubscriptionFailure::OwnHandler => write!(
-                f,
-                "waited on a subscription from its own handler, which would wait forever"
-            ),
-        }
-    }
-}
-
-impl<X, B> std::error::Error for SubscriptionFailure<X, B>
-where
-    X: std::error::Error + 'static,
-    B: std::error::Error + 'static,
-{
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            SubscriptionFailure::Handler(HandlerError {
-                failure: crate::HandlerFailure::Error(error),
-                ..
-            }) => Some(error),
-            SubscriptionFailure::Backend(error) => Some(error),
-            _ => None,
-        }
-    }
-}
-
 /// An event store, whatever keeps its events: the interface application
 /// code is written against.
 ///
-/// Every implementation keeps rules 1-25 of [the contract](crate::contract)
+/// Every implementation keeps rules 1-25, 27 and 28 of [the contract](crate::contract)
 /// (the conformance kit, `hindsight::testkit`, checks them): dense global
 /// positions, dense stream versions, all-or-nothing transactions under expected
 /// versions reporting every failing stream, read-your-writes, and
@@ -428,8 +344,8 @@ pub trait EventStore: Clone + Send + Sync + 'static {
     /// The backend's own failures (I/O, a poisoned store, ...).
     type Error: std::error::Error + Send + Sync + 'static;
 
-    /// The handle of a running subscription whose handler fails with `X`.
-    type Subscription<X: Send + Sync + 'static>: SubscriptionHandle<
+    /// The handle of a running subscriber whose handler fails with `X`.
+    type Subscriber<X: Send + Sync + 'static>: SubscriberHandle<
         X,
         Cursor = Self::Cursor,
         Error = Self::Error,
@@ -481,28 +397,33 @@ pub trait EventStore: Clone + Send + Sync + 'static {
     where
         F: FnMut(EventRef<'_, Self::Event, Self::Cursor>) -> ControlFlow<()> + Send;
 
-    /// Runs `handler` on every event `selector` selects, each exactly once,
-    /// in position order, history first and then live (rules 16-23 of
-    /// [the contract](crate::contract)).
+    /// Starts a subscriber: runs `handler` on every event `selector`
+    /// selects, each exactly once, in position order, history first and then
+    /// live (rules 16-23 of [the contract](crate::contract)). Hindsight (the
+    /// Haskell library) calls this `subscribe`; here `subscribe` is the
+    /// memory store's pull subscription, and this is named like the memory
+    /// store's inherent [`MemoryStore::spawn_subscriber`](crate::MemoryStore::spawn_subscriber).
     ///
     /// The handler is synchronous: it gets the event borrowed (the memory
     /// store copies nothing), its calls never overlap, and it returns
     /// [`Flow::Continue`], [`Flow::Stop`] or an error, which ends the
-    /// subscription with the event's context (so does a panic). A backend
+    /// subscriber with the event's context (so does a panic). A backend
     /// runs it where blocking is allowed (the memory store: a thread of its
     /// own; an async backend: `spawn_blocking` or a dedicated thread). Work
     /// that must `.await` belongs behind a channel the handler feeds.
-    fn subscribe<X, H>(
+    #[doc(alias = "subscribe")]
+    fn spawn_subscriber<X, H>(
         &self,
         selector: Selector<Self::Event>,
         handler: H,
-    ) -> impl Future<Output = Result<Self::Subscription<X>, Self::Error>> + Send
+    ) -> impl Future<Output = Result<Self::Subscriber<X>, Self::Error>> + Send
     where
         X: Send + Sync + 'static,
         H: FnMut(EventRef<'_, Self::Event, Self::Cursor>) -> Result<Flow, X> + Send + 'static;
 }
 
-/// A running handler subscription of an [`EventStore`].
+/// A running handler subscriber of an [`EventStore`], as
+/// [`EventStore::spawn_subscriber`] returns it.
 ///
 /// Every wait here is async and never blocks the caller's thread, and
 /// dropping a wait's future releases everything it held (the waits are
@@ -510,19 +431,19 @@ pub trait EventStore: Clone + Send + Sync + 'static {
 ///
 /// Dropping the handle requests cancellation and returns at once: it never
 /// blocks (an executor thread, say) on the handler's current call; the
-/// subscription stops before its next event and ends on its own
+/// subscriber stops before its next event and ends on its own
 /// ([contract](crate::contract) rule 28). `cancel().await` is for those who
 /// want to wait for that end.
-pub trait SubscriptionHandle<X>: Send + Sync + 'static {
+pub trait SubscriberHandle<X>: Send + Sync + 'static {
     /// The store's cursor.
     type Cursor: Cursor;
     /// The store's own failures.
     type Error: std::error::Error + Send + Sync + 'static;
 
-    /// Stops the subscription; completes once its handler will never be
+    /// Stops the subscriber; completes once its handler will never be
     /// called again ([contract](crate::contract) rule 21). Idempotent,
-    /// harmless after the subscription ended on its own (the outcome stays
-    /// what it was), wakes a subscription waiting for events.
+    /// harmless after the subscriber ended on its own (the outcome stays
+    /// what it was), wakes a subscriber waiting for events.
     ///
     /// The request is made when the future is first polled; dropping the
     /// future after that leaves it in place. The future completes once the
@@ -531,26 +452,26 @@ pub trait SubscriptionHandle<X>: Send + Sync + 'static {
     /// pending, so drain from another task or drop the handle instead.
     fn cancel(&self) -> impl Future<Output = ()> + Send;
 
-    /// Waits until the subscription ends and returns how: `Ok` after
+    /// Waits until the subscriber ends and returns how: `Ok` after
     /// [`Flow::Stop`] or a cancel, the handler's error (unchanged, with the
     /// event's context) or the backend's error otherwise.
-    /// [`SubscriptionFailure::OwnHandler`] at once if called from the
-    /// subscription's own handler. Dropping the future drops the handle,
+    /// [`SubscriberError::OwnHandler`] at once if called from the
+    /// subscriber's own handler. Dropping the future drops the handle,
     /// which requests cancellation.
-    fn wait(self) -> impl Future<Output = Result<(), SubscriptionFailure<X, Self::Error>>> + Send;
+    fn wait(self) -> impl Future<Output = Result<(), SubscriberError<X, Self::Error>>> + Send;
 
-    /// Waits until the subscription has handled or passed over `cursor`
+    /// Waits until the subscriber has handled or passed over `cursor`
     /// (events it does not select count as passed), for at most `timeout`
     /// ([contract](crate::contract) rule 23). [`WaitError::Ended`] if it
     /// ended before; [`WaitError::OwnHandler`] at once if called from the
-    /// subscription's own handler for a cursor it has not passed.
+    /// subscriber's own handler for a cursor it has not passed.
     fn wait_processed(
         &self,
         cursor: Self::Cursor,
         timeout: Duration,
     ) -> impl Future<Output = Result<(), WaitError>> + Send;
 
-    /// Waits until the subscription has handled everything committed when
+    /// Waits until the subscriber has handled everything committed when
     /// this is called, for at most `timeout`.
     fn wait_caught_up(
         &self,
@@ -560,6 +481,6 @@ pub trait SubscriptionHandle<X>: Send + Sync + 'static {
     /// The last cursor handled or passed over, `None` before the first.
     fn processed(&self) -> Option<Self::Cursor>;
 
-    /// Whether the subscription has ended.
+    /// Whether the subscriber has ended.
     fn is_finished(&self) -> bool;
 }

@@ -4,7 +4,7 @@
 use super::support::*;
 use super::{Ledger, StoreFactory, TestEvent, TestKind};
 use crate::{
-    ExpectedVersion, Position, Selector, StreamId, StreamVersion, SubscriptionHandle, Transaction,
+    ExpectedVersion, Position, Selector, StreamId, StreamVersion, SubscriberHandle, Transaction,
 };
 use std::sync::Arc;
 

@@ -1,11 +1,11 @@
-//! Subscriptions: contract rules 16-23.
+//! Subscriptions: contract rules 16-23, 27 and 28.
 
 use super::support::*;
 use super::{StoreFactory, TestEvent, TestKind};
 use crate::{
     CorrelationId, Cursor, EventStore, ExpectedVersion, Flow, HandlerError, HandlerFailure,
-    Position, Selector, StreamId, StreamVersion, SubscriptionFailure, SubscriptionHandle,
-    Transaction, WaitError,
+    Position, Selector, StreamId, StreamVersion, SubscriberError, SubscriberHandle, Transaction,
+    WaitError,
 };
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -206,7 +206,7 @@ pub fn rule_19_stop_ends_the_subscription_inside_a_transaction<F: StoreFactory>(
             let calls = Arc::new(AtomicU64::new(0));
             let counter = Arc::clone(&calls);
             let subscription = store
-                .subscribe(Selector::all(), move |event| {
+                .spawn_subscriber(Selector::all(), move |event| {
                     let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
                     // The third event of the five-event transaction.
                     Ok::<_, std::convert::Infallible>(if n == 4 {
@@ -259,7 +259,7 @@ pub fn rule_20_a_handler_error_or_panic_ends_it_with_the_event<F: StoreFactory>(
             let calls = Arc::new(AtomicU64::new(0));
             let counter = Arc::clone(&calls);
             let subscription = store
-                .subscribe(Selector::all().with_type_names(), move |_event| {
+                .spawn_subscriber(Selector::all().with_type_names(), move |_event| {
                     if counter.fetch_add(1, Ordering::SeqCst) + 1 == 4 {
                         if panics {
                             panic!("{EXPECTED_PANIC}: boom");
@@ -284,7 +284,7 @@ pub fn rule_20_a_handler_error_or_panic_ends_it_with_the_event<F: StoreFactory>(
             };
             assert!(failed.correlation_id.is_some());
             match subscription.wait().await {
-                Err(SubscriptionFailure::Handler(HandlerError { failure, event })) => {
+                Err(SubscriberError::Handler(HandlerError { failure, event })) => {
                     assert_eq!(event, expected_context, "panics: {panics}");
                     match (failure, panics) {
                         (HandlerFailure::Error(error), false) => assert_eq!(error, Boom(7)),
@@ -334,7 +334,7 @@ pub fn rule_21_cancel_is_idempotent_wakes_and_returns_once_stopped<F: StoreFacto
         let mut entered = Some(entered);
         let (left_in, calls_in) = (Arc::clone(&left), Arc::clone(&calls));
         let busy = store
-            .subscribe(Selector::all(), move |_| {
+            .spawn_subscriber(Selector::all(), move |_| {
                 calls_in.fetch_add(1, Ordering::SeqCst);
                 if let Some(entered) = entered.take() {
                     let _ = entered.send(());
@@ -378,11 +378,11 @@ pub fn rule_21_cancel_is_idempotent_wakes_and_returns_once_stopped<F: StoreFacto
 
         // After Stop, and after a failure: the outcome stays.
         let stopped = store
-            .subscribe(Selector::all(), |_| Ok::<_, Boom>(Flow::Stop))
+            .spawn_subscriber(Selector::all(), |_| Ok::<_, Boom>(Flow::Stop))
             .await
             .unwrap();
         let failed = store
-            .subscribe(Selector::all(), |_| Err::<Flow, _>(Boom(1)))
+            .spawn_subscriber(Selector::all(), |_| Err::<Flow, _>(Boom(1)))
             .await
             .unwrap();
         let first = cursor::<F::Store>(0);
@@ -402,7 +402,7 @@ pub fn rule_21_cancel_is_idempotent_wakes_and_returns_once_stopped<F: StoreFacto
         }
         assert!(stopped.wait().await.is_ok());
         match failed.wait().await {
-            Err(SubscriptionFailure::Handler(error)) => {
+            Err(SubscriberError::Handler(error)) => {
                 assert_eq!(error.failure, HandlerFailure::Error(Boom(1)))
             }
             other => panic!("a cancel after a failure changed the outcome to {other:?}"),
@@ -422,7 +422,7 @@ pub fn rule_22_a_slow_subscriber_loses_nothing_and_slows_no_writer<F: StoreFacto
         let rows: Recorded<<F::Store as EventStore>::Cursor> = Default::default();
         let sink = Arc::clone(&rows);
         let slow = store
-            .subscribe(Selector::all(), move |event| {
+            .spawn_subscriber(Selector::all(), move |event| {
                 if let Some(entered) = entered.take() {
                     let _ = entered.send(());
                     let _ = gate.recv();
@@ -492,4 +492,157 @@ pub fn rule_23_waits_count_passed_events_and_time_out<F: StoreFactory>(factory: 
         );
         assert!(only_a.wait().await.is_ok());
     });
+}
+
+/// Rule 27: a wait made from a subscription's own handler answers at once
+/// (`OwnHandler`) instead of waiting for the handler it runs in, for a
+/// position the subscription has not passed; a position it has passed is
+/// answered `Ok`. Each wait's future is polled once from inside the
+/// handler: it must be ready on that first poll.
+pub fn rule_27_waits_from_the_own_handler_answer_at_once<F: StoreFactory>(factory: &F) {
+    run("rule_27", async {
+        let store = factory.create().await;
+        type Handle<S> = <S as EventStore>::Subscriber<std::convert::Infallible>;
+        let own: Arc<std::sync::OnceLock<Handle<F::Store>>> = Arc::default();
+        let (answers_in, answers) = mpsc::channel();
+        let handle = {
+            let own = Arc::clone(&own);
+            store
+                .spawn_subscriber(Selector::all(), move |event| {
+                    if let Some(own) = own.get() {
+                        let next = cursor::<F::Store>(event.position().get() + 1);
+                        let earlier = cursor::<F::Store>(event.position().get().saturating_sub(1));
+                        let _ = answers_in.send((
+                            poll_once(own.wait_processed(next, PATIENCE)),
+                            poll_once(own.wait_caught_up(PATIENCE)),
+                            poll_once(own.wait_processed(earlier, Duration::ZERO)),
+                        ));
+                    }
+                    Ok(Flow::Continue)
+                })
+                .await
+                .unwrap()
+        };
+        insert(&store, Transaction::single(StreamId::new(), Any, ev(0))).await;
+        insert(&store, Transaction::single(StreamId::new(), Any, ev(1))).await;
+        let first = cursor::<F::Store>(0);
+        handle.wait_processed(first, PATIENCE).await.unwrap();
+        assert!(own.set(handle).is_ok());
+        let last = insert(&store, Transaction::single(StreamId::new(), Any, ev(2))).await;
+        let answered = tokio::task::spawn_blocking(move || answers.recv_timeout(PATIENCE))
+            .await
+            .unwrap()
+            .expect("the handler never ran on the event after the handle was set");
+        assert_eq!(
+            answered,
+            (
+                Some(Err(WaitError::OwnHandler)),
+                Some(Err(WaitError::OwnHandler)),
+                Some(Ok(())),
+            ),
+            "(a later position, caught up, an earlier position) asked from the handler"
+        );
+        let handle = own.get().expect("set above");
+        handle
+            .wait_processed(
+                cursor::<F::Store>(last.last_position().unwrap().get()),
+                PATIENCE,
+            )
+            .await
+            .unwrap();
+        handle.cancel().await;
+        assert!(handle.is_finished());
+    });
+}
+
+/// Rule 28: dropping a subscription's handle never waits, even while its
+/// handler is blocked (here on a gate only this test opens): the drop
+/// returns at once, and once the handler returns the subscription stops and
+/// drops the handler's captures on its own. Waits dropped before they
+/// answer release what they held: the subscription still answers the next
+/// wait and cancels as usual.
+pub fn rule_28_drops_never_block_and_abandoned_waits_release_everything<F: StoreFactory>(
+    factory: &F,
+) {
+    run("rule_28", async {
+        let store = factory.create().await;
+
+        // Abandoned waits, then a real one.
+        let (waited, rows) = record(&store, Selector::all()).await;
+        let never = cursor::<F::Store>(1_000_000);
+        for _ in 0..100 {
+            let abandoned = tokio::time::timeout(
+                Duration::from_millis(1),
+                waited.wait_processed(never, PATIENCE),
+            );
+            assert!(
+                abandoned.await.is_err(),
+                "a position never written was reached"
+            );
+        }
+        let done = insert(&store, Transaction::single(StreamId::new(), Any, ev(0))).await;
+        reach(&waited, done.last_position().unwrap()).await;
+        assert_eq!(snapshot(&rows).len(), 1);
+        waited.cancel().await;
+        assert!(waited.wait().await.is_ok());
+
+        // A drop while the handler is blocked.
+        struct Captured(Option<tokio::sync::oneshot::Sender<()>>);
+        impl Drop for Captured {
+            fn drop(&mut self) {
+                if let Some(dropped) = self.0.take() {
+                    let _ = dropped.send(());
+                }
+            }
+        }
+        let (dropped_in, dropped) = tokio::sync::oneshot::channel();
+        let (entered_in, entered) = tokio::sync::oneshot::channel::<()>();
+        let (open, gate) = mpsc::channel::<()>();
+        let calls = Arc::new(AtomicU64::new(0));
+        let handle = {
+            let captured = Captured(Some(dropped_in));
+            let mut entered_in = Some(entered_in);
+            let calls = Arc::clone(&calls);
+            store
+                .spawn_subscriber(Selector::all(), move |_| {
+                    let _captured = &captured;
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    if let Some(entered) = entered_in.take() {
+                        let _ = entered.send(());
+                        let _ = gate.recv();
+                    }
+                    Ok::<_, std::convert::Infallible>(Flow::Continue)
+                })
+                .await
+                .unwrap()
+        };
+        insert(&store, Transaction::single(StreamId::new(), Any, ev(1))).await;
+        entered.await.expect("the handler never ran");
+        // The handler is blocked on `gate`: a drop that waited for it would
+        // hang here (the watchdog would end the run).
+        drop(handle);
+        open.send(()).unwrap();
+        tokio::time::timeout(PATIENCE, dropped)
+            .await
+            .expect("the subscription never dropped its handler after the handle was dropped")
+            .expect("the handler's captures were leaked");
+        let calls_then = calls.load(Ordering::SeqCst);
+        insert(&store, Transaction::single(StreamId::new(), Any, ev(2))).await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            calls_then,
+            "called after its end"
+        );
+    });
+}
+
+/// Polls `future` once with a waker that does nothing: its output if it is
+/// ready at once.
+fn poll_once<T>(future: impl std::future::Future<Output = T>) -> Option<T> {
+    let mut future = std::pin::pin!(future);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut context) {
+        std::task::Poll::Ready(output) => Some(output),
+        std::task::Poll::Pending => None,
+    }
 }

@@ -4,7 +4,7 @@ use super::support::*;
 use super::{StoreFactory, TestEvent, TestKind};
 use crate::{
     Committed, EventStore, ExpectedVersion, Flow, Selector, StoreError, StreamHead, StreamId,
-    StreamVersion, SubscriptionHandle, Transaction,
+    StreamVersion, SubscriberHandle, Transaction,
 };
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -356,10 +356,10 @@ struct Followers<H> {
     subscriptions: Vec<(Option<StreamId>, H, Arc<Mutex<Digest>>)>,
 }
 
-impl<H: SubscriptionHandle<Infallible>> Followers<H> {
+impl<H: SubscriberHandle<Infallible>> Followers<H> {
     async fn start<S>(phase: &'static str, store: &S, followed: StreamId) -> Self
     where
-        S: EventStore<Event = TestEvent, Subscription<Infallible> = H>,
+        S: EventStore<Event = TestEvent, Subscriber<Infallible> = H>,
     {
         let mut subscriptions = Vec::new();
         for scope in [None, None, Some(followed)] {
@@ -371,7 +371,7 @@ impl<H: SubscriptionHandle<Infallible>> Followers<H> {
                 Some(stream) => Selector::stream(stream),
             };
             let subscription = store
-                .subscribe(selector, move |event| {
+                .spawn_subscriber(selector, move |event| {
                     let overlapping = busy.swap(true, Ordering::SeqCst);
                     let mut digest = sink.lock().unwrap();
                     if overlapping && digest.problem.is_none() {
@@ -382,7 +382,7 @@ impl<H: SubscriptionHandle<Infallible>> Followers<H> {
                     Ok::<_, Infallible>(Flow::Continue)
                 })
                 .await
-                .unwrap_or_else(|error| panic!("subscribe failed: {error}"));
+                .unwrap_or_else(|error| panic!("spawn_subscriber failed: {error}"));
             subscriptions.push((scope, subscription, digest));
         }
         Followers {

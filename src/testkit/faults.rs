@@ -5,7 +5,7 @@ use crate::backend::{EventRef, EventStore, StoreError};
 use crate::error::VersionMismatch;
 use crate::ids::StreamId;
 use crate::selector::Selector;
-use crate::subscriber::Flow;
+use crate::subscription::Flow;
 use crate::transaction::{Committed, ExpectedVersion, StreamHead, Transaction};
 use crate::StreamVersion;
 use std::collections::HashMap;
@@ -203,7 +203,7 @@ impl<S: EventStore> EventStore for Faulty<S> {
     type Event = S::Event;
     type Cursor = S::Cursor;
     type Error = S::Error;
-    type Subscription<X: Send + Sync + 'static> = S::Subscription<X>;
+    type Subscriber<X: Send + Sync + 'static> = S::Subscriber<X>;
 
     async fn insert(
         &self,
@@ -262,16 +262,16 @@ impl<S: EventStore> EventStore for Faulty<S> {
         self.inner.read_stream(stream, from, visit)
     }
 
-    fn subscribe<X, H>(
+    fn spawn_subscriber<X, H>(
         &self,
         selector: Selector<Self::Event>,
         handler: H,
-    ) -> impl Future<Output = Result<Self::Subscription<X>, Self::Error>> + Send
+    ) -> impl Future<Output = Result<Self::Subscriber<X>, Self::Error>> + Send
     where
         X: Send + Sync + 'static,
         H: FnMut(EventRef<'_, Self::Event, Self::Cursor>) -> Result<Flow, X> + Send + 'static,
     {
-        self.inner.subscribe(selector, handler)
+        self.inner.spawn_subscriber(selector, handler)
     }
 }
 

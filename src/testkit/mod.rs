@@ -14,7 +14,7 @@
 //! ```
 //!
 //! or all of them in one test with [`run_all`]. Together the cases check
-//! rules 1-25 of [the contract](crate::contract); each is named after the
+//! rules 1-25, 27 and 28 of [the contract](crate::contract); each is named after the
 //! first rule it checks, and [`CASES`] lists each with all of its rules.
 //!
 //! # Events
@@ -40,7 +40,7 @@
 //! # No sleeping
 //!
 //! No case sleeps or measures time: every wait for a subscription is
-//! [`SubscriptionHandle::wait_processed`](crate::SubscriptionHandle::wait_processed)
+//! [`SubscriberHandle::wait_processed`](crate::SubscriberHandle::wait_processed)
 //! with a generous timeout that only a hang reaches, and every case runs
 //! under a watchdog that aborts the process (loudly) after two minutes: a
 //! deadlock must not hang CI. The one deliberate timeout is the case that
@@ -395,7 +395,7 @@ macro_rules! case_table {
         /// ```
         /// let covered: std::collections::BTreeSet<u8> = hindsight::testkit::CASES
         ///     .iter().flat_map(|case| case.rules.iter().copied()).collect();
-        /// assert_eq!(covered, (1..=25).collect());
+        /// assert_eq!(covered, (1..=25).chain([27, 28]).collect());
         /// ```
         pub const CASES: &[Case] = &[$(Case { name: stringify!($name), rules: &[$($rule),*] }),*];
 
@@ -469,5 +469,7 @@ case_table! {
     rule_23_waits_count_passed_events_and_time_out => [23],
     rule_24_every_event_is_dropped_once_when_the_last_handle_goes => [24],
     rule_25_every_handle_sees_one_order => [25, 13, 17],
+    rule_27_waits_from_the_own_handler_answer_at_once => [27, 23],
+    rule_28_drops_never_block_and_abandoned_waits_release_everything => [28, 21, 24],
     model_random_operations_match_a_reference_model => [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 25],
 }

@@ -3,10 +3,10 @@
 //! the projections that read them.
 
 use super::written::{Mark, Written};
-use crate::backend::{Cursor, EventStore, StoreError, SubscriptionHandle};
+use crate::backend::{Cursor, EventStore, StoreError, SubscriberHandle};
 use crate::error::{InsertError, VersionMismatch};
 use crate::ids::{Position, StreamId};
-use crate::subscriber::WaitError;
+use crate::subscription::WaitError;
 use crate::transaction::{ExpectedVersion, Transaction};
 use std::fmt;
 use std::future::Future;
@@ -407,7 +407,7 @@ impl<E, T, X> Outcome<E, T, X> {
     /// let store = MemoryStore::new();
     /// let total = Arc::new(Mutex::new(0));
     /// let sink = Arc::clone(&total);
-    /// let projection = EventStore::subscribe(&store, Selector::all(), move |event| {
+    /// let projection = EventStore::spawn_subscriber(&store, Selector::all(), move |event| {
     ///     *sink.lock().unwrap() += *event.payload;
     ///     Ok::<_, std::convert::Infallible>(Flow::Continue)
     /// }).await?;
@@ -425,7 +425,7 @@ impl<E, T, X> Outcome<E, T, X> {
     /// ```
     pub async fn then_processed<Y, H>(&self, subscription: &H) -> &Self
     where
-        H: SubscriptionHandle<Y>,
+        H: SubscriberHandle<Y>,
     {
         if let Some(head) = self.written.head() {
             assert_processed(subscription, head).await;
@@ -437,7 +437,7 @@ impl<E, T, X> Outcome<E, T, X> {
 /// Waits until `subscription` has processed (handled or passed over)
 /// `position`, for at most [`PROCESSED_TIMEOUT`] (30 seconds): the wait
 /// before reading a projection in a test. Nothing sleeps: it is the
-/// subscription's own [`wait_processed`](SubscriptionHandle::wait_processed),
+/// subscription's own [`wait_processed`](SubscriberHandle::wait_processed),
 /// which returns as soon as the position is passed.
 ///
 /// # Panics
@@ -456,7 +456,7 @@ impl<E, T, X> Outcome<E, T, X> {
 /// let store = MemoryStore::new();
 /// let seen = Arc::new(AtomicU64::new(0));
 /// let counter = Arc::clone(&seen);
-/// let projection = EventStore::subscribe(&store, Selector::all(), move |_event| {
+/// let projection = EventStore::spawn_subscriber(&store, Selector::all(), move |_event| {
 ///     counter.fetch_add(1, Ordering::Relaxed);
 ///     Ok::<_, std::convert::Infallible>(Flow::Continue)
 /// }).await?;
@@ -469,7 +469,7 @@ impl<E, T, X> Outcome<E, T, X> {
 /// ```
 pub async fn assert_processed<Y, H>(subscription: &H, position: Position)
 where
-    H: SubscriptionHandle<Y>,
+    H: SubscriberHandle<Y>,
 {
     let cursor = H::Cursor::from_position(position);
     let Err(error) = subscription.wait_processed(cursor, PROCESSED_TIMEOUT).await else {

@@ -4,7 +4,7 @@
 use super::{StoreFactory, TestEvent, TestKind};
 use crate::{
     Committed, CorrelationId, Cursor, EventId, EventRef, EventStore, ExpectedVersion, Position,
-    StoreError, StreamHead, StreamId, StreamVersion, SubscriptionHandle, Transaction, Uuid,
+    StoreError, StreamHead, StreamId, StreamVersion, SubscriberHandle, Transaction, Uuid,
     VersionMismatch,
 };
 use std::collections::{HashMap, HashSet};
@@ -353,26 +353,23 @@ pub(crate) async fn assert_well_formed<S: EventStore<Event = TestEvent>>(store: 
     rows
 }
 
-/// What a handler subscription recorded: every event it got, in order.
+/// What a subscriber recorded: every event it got, in order.
 pub(crate) type Recorded<C> = Arc<Mutex<Vec<Row<C>>>>;
 
 /// Starts a subscription that records every event it gets.
 pub(crate) async fn record<S: EventStore<Event = TestEvent>>(
     store: &S,
     selector: crate::Selector<TestEvent>,
-) -> (
-    S::Subscription<std::convert::Infallible>,
-    Recorded<S::Cursor>,
-) {
+) -> (S::Subscriber<std::convert::Infallible>, Recorded<S::Cursor>) {
     let rows: Recorded<S::Cursor> = Arc::default();
     let sink = Arc::clone(&rows);
     let subscription = store
-        .subscribe(selector, move |event| {
+        .spawn_subscriber(selector, move |event| {
             sink.lock().unwrap().push(Row::of(event));
             Ok::<_, std::convert::Infallible>(crate::Flow::Continue)
         })
         .await
-        .unwrap_or_else(|error| panic!("subscribe failed: {error}"));
+        .unwrap_or_else(|error| panic!("spawn_subscriber failed: {error}"));
     (subscription, rows)
 }
 
@@ -383,7 +380,7 @@ pub(crate) fn reach<'a, X, H>(
     position: Position,
 ) -> impl Future<Output = ()> + 'a
 where
-    H: SubscriptionHandle<X>,
+    H: SubscriberHandle<X>,
 {
     let caller = std::panic::Location::caller();
     async move {

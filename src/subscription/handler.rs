@@ -1,4 +1,4 @@
-//! Handler subscriptions: a subscription driven by its own thread, calling
+//! Subscribers: a pull subscription driven by a thread of its own, calling
 //! a handler for each event, with cancel, wait, and deterministic waits for
 //! tests ("has it processed position p yet?").
 //!
@@ -15,12 +15,14 @@
 // is made and moved once per subscription, never on a hot path.
 #![allow(clippy::result_large_err)]
 
+use super::error::{EventContext, HandlerError, HandlerFailure, SubscriberError, WaitError};
+use super::{Subscription, SubscriptionError};
+use crate::backend::MemoryError;
 use crate::envelope::Envelope;
-use crate::ids::{CorrelationId, EventId, Position, StreamId, StreamVersion};
+use crate::ids::{Position, StreamId};
 use crate::selector::Selector;
 use crate::signal::Signal;
 use crate::store::{Inner, MemoryStore};
-use crate::subscription::{Subscription, SubscriptionError};
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
 use std::any::Any;
 use std::cell::Cell;
@@ -28,7 +30,7 @@ use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, OnceLock, Weak};
 use std::thread::ThreadId;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// What a handler tells its subscription to do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,157 +41,6 @@ pub enum Flow {
     /// [`Subscriber::wait`] then returns `Ok`.
     Stop,
 }
-
-/// The event a handler failed on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventContext {
-    /// Its global position.
-    pub position: Position,
-    /// Its id.
-    pub event_id: EventId,
-    /// Its type name, if the selector names types (see
-    /// [`Selector::with_type_names`]); `None` too when naming it panicked
-    /// (the failure is then that panic).
-    pub event_type: Option<String>,
-    /// Its stream.
-    pub stream: StreamId,
-    /// Its stream version.
-    pub version: StreamVersion,
-    /// Its transaction's correlation id.
-    pub correlation_id: Option<CorrelationId>,
-    /// Its transaction's creation time.
-    pub created_at: SystemTime,
-}
-
-impl EventContext {
-    /// The context of `envelope`, named with `event_type` (see
-    /// [`failure`] for how it is computed, under the panic guard).
-    fn of<E>(envelope: Envelope<'_, E>, event_type: Option<String>) -> Self {
-        Self {
-            position: envelope.position(),
-            event_id: envelope.event_id(),
-            event_type,
-            stream: envelope.stream_id(),
-            version: envelope.version(),
-            correlation_id: envelope.correlation_id(),
-            created_at: envelope.created_at(),
-        }
-    }
-}
-
-/// How a handler failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HandlerFailure<X> {
-    /// It returned this error, unchanged.
-    Error(X),
-    /// It panicked with this message. In a handler subscription this is
-    /// also how a panic of [`EventType::event_type`](crate::EventType::event_type)
-    /// on the event is reported (the selector filters or names types): the
-    /// subscription ends exactly as if the handler had panicked.
-    Panic(String),
-}
-
-/// A handler's failure together with the event it failed on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HandlerError<X> {
-    /// What went wrong.
-    pub failure: HandlerFailure<X>,
-    /// The event the handler was given.
-    pub event: EventContext,
-}
-
-/// Why a handler subscription ended other than by `Stop` or cancel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SubscriberError<X> {
-    /// The handler returned an error or panicked.
-    Handler(HandlerError<X>),
-    /// The store was poisoned; every committed event was handled.
-    Poisoned,
-    /// User code that the worker ran outside any event panicked with this
-    /// message: the handler's `Drop` (the values it captured), or, when the
-    /// worker held the store's last handle, an event's `Drop`. The
-    /// subscription had otherwise ended well (by `Stop` or cancel); after a
-    /// handler failure or poisoning, that stays the outcome.
-    Panicked(String),
-    /// Not an outcome: returned by [`Subscriber::wait`] and
-    /// [`Subscriber::into_outcome`] when called from the subscription's own
-    /// handler, which would wait for itself forever. The subscription has
-    /// not ended (it ends when the handler returns and the subscription is
-    /// cancelled, stopped or fails).
-    OwnHandler,
-}
-
-impl<X: fmt::Display> fmt::Display for SubscriberError<X> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SubscriberError::Handler(HandlerError { failure, event }) => {
-                match failure {
-                    HandlerFailure::Error(error) => write!(f, "handler failed: {error}")?,
-                    HandlerFailure::Panic(message) => write!(f, "handler panicked: {message}")?,
-                }
-                write!(
-                    f,
-                    " (event {} at position {}, stream {} version {}",
-                    event.event_id, event.position, event.stream, event.version
-                )?;
-                if let Some(event_type) = &event.event_type {
-                    write!(f, ", type {event_type}")?;
-                }
-                write!(f, ")")
-            }
-            SubscriberError::Poisoned => fmt::Display::fmt(&SubscriptionError::Poisoned, f),
-            SubscriberError::Panicked(message) => {
-                write!(f, "a drop run by the subscriber panicked: {message}")
-            }
-            SubscriberError::OwnHandler => write!(
-                f,
-                "waited on a subscription from its own handler, which would wait forever"
-            ),
-        }
-    }
-}
-
-impl<X: std::error::Error + 'static> std::error::Error for SubscriberError<X> {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            SubscriberError::Handler(HandlerError {
-                failure: HandlerFailure::Error(error),
-                ..
-            }) => Some(error),
-            _ => None,
-        }
-    }
-}
-
-/// Why a wait on a subscriber's progress returned without reaching its goal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WaitError {
-    /// The subscriber ended (Stop, cancel, failure) before passing the
-    /// position; [`Subscriber::wait`] says how.
-    Ended,
-    /// The timeout passed first.
-    TimedOut,
-    /// Called from the subscription's own handler for a position it has not
-    /// passed: it cannot pass it while its handler waits, so the wait
-    /// answers at once instead of waiting for its timeout.
-    OwnHandler,
-}
-
-impl fmt::Display for WaitError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            WaitError::Ended => write!(f, "the subscriber ended before reaching the position"),
-            WaitError::TimedOut => write!(f, "timed out waiting for the subscriber"),
-            WaitError::OwnHandler => write!(
-                f,
-                "waited on a subscriber from its own handler for a position it has not passed"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for WaitError {}
 
 /// What the worker and the handle share.
 struct Shared<X> {
@@ -263,7 +114,7 @@ thread_local! {
     static ON_WORKER: Cell<bool> = const { Cell::new(false) };
 }
 
-/// A running handler subscription; see [`MemoryStore::spawn_subscriber`].
+/// A running subscriber: a handler on a thread of its own; see [`MemoryStore::spawn_subscriber`].
 ///
 /// `Send + Sync`: one thread may cancel while another waits. No call on it
 /// panics or deadlocks, whichever threads (its own worker included) make
@@ -291,46 +142,12 @@ pub struct Subscriber<X> {
     own_handler: SubscriberError<X>,
 }
 
-impl<E: Send + Sync + 'static> MemoryStore<E> {
-    /// Runs `handler` on every selected event, on a thread of its own, each
-    /// exactly once and in position order (history first, then live).
-    ///
-    /// The handler returns [`Flow::Continue`], [`Flow::Stop`] or an error; a
-    /// panic in it is caught. An error or panic ends the subscription, and
-    /// [`Subscriber::wait`] returns it with the event's context. Handler
-    /// calls never overlap. A panic of [`EventType::event_type`](crate::EventType::event_type)
-    /// (when the selector filters or names types) ends it the same way, as
-    /// [`HandlerFailure::Panic`]; a panic in a `Drop` the worker runs once
-    /// the subscription is over (the handler's captures, the events when it
-    /// holds the store's last handle) is [`SubscriberError::Panicked`].
-    ///
-    /// # Panics
-    ///
-    /// If the operating system cannot start a thread.
-    ///
-    /// ```
-    /// use hindsight::{ExpectedVersion, Flow, MemoryStore, Selector, StreamId, Transaction};
-    /// use std::sync::{Arc, Mutex};
-    /// use std::time::Duration;
-    ///
-    /// let store = MemoryStore::new();
-    /// let seen = Arc::new(Mutex::new(Vec::new()));
-    /// let sink = seen.clone();
-    /// let subscriber = store.spawn_subscriber(Selector::all(), move |event| {
-    ///     sink.lock().unwrap().push(*event.payload());
-    ///     Ok::<_, std::convert::Infallible>(Flow::Continue)
-    /// });
-    ///
-    /// let done = store.insert(Transaction::new().append(StreamId::new(), ExpectedVersion::Any, [1, 2, 3])).unwrap();
-    /// // No sleep: wait until the subscriber has handled the insert.
-    /// subscriber.wait_processed(done.last_position().unwrap(), Duration::from_secs(10)).unwrap();
-    /// assert_eq!(*seen.lock().unwrap(), [1, 2, 3]);
-    /// subscriber.cancel();
-    /// assert!(subscriber.wait().is_ok());
-    /// ```
-    pub fn spawn_subscriber<X, H>(&self, selector: Selector<E>, handler: H) -> Subscriber<X>
+impl<X: Send + Sync + 'static> Subscriber<X> {
+    /// Starts a worker thread running `handler` on what `selector` selects
+    /// in `store`; see [`MemoryStore::spawn_subscriber`].
+    pub(crate) fn spawn<E, H>(store: &MemoryStore<E>, selector: Selector<E>, handler: H) -> Self
     where
-        X: Send + Sync + 'static,
+        E: Send + Sync + 'static,
         H: FnMut(Envelope<'_, E>) -> Result<Flow, X> + Send + 'static,
     {
         // The worker filters by type itself, under the panic guard, with the
@@ -342,7 +159,7 @@ impl<E: Send + Sync + 'static> MemoryStore<E> {
             ..selector.clone()
         };
         let stream = selector.stream;
-        let subscription = self.subscribe(every_type);
+        let subscription = store.subscribe(every_type);
         let shared = Arc::new(Shared {
             cancelled: AtomicBool::new(false),
             processed: AtomicU64::new(subscription.cursor().passed()),
@@ -359,7 +176,7 @@ impl<E: Send + Sync + 'static> MemoryStore<E> {
                 .spawn(move || run(subscription, selector, handler, &shared))
                 .expect("failed to spawn a subscriber thread")
         };
-        let store: Arc<dyn StoreLink> = self.inner.clone();
+        let store: Arc<dyn StoreLink> = store.inner.clone();
         Subscriber {
             shared,
             store: Arc::downgrade(&store),
@@ -467,7 +284,9 @@ where
             Ok(false) if cancelled() => return Ok(()),
             // A watch started: look again, publish, then wait wide.
             Ok(false) => {}
-            Err(SubscriptionError::Poisoned) => return Err(SubscriberError::Poisoned),
+            Err(SubscriptionError::Poisoned) => {
+                return Err(SubscriberError::Backend(MemoryError::Poisoned))
+            }
         }
     }
 }
@@ -811,7 +630,7 @@ impl<X> Subscriber<X> {
     }
 
     /// [`wait_processed`](Self::wait_processed), awaited: see
-    /// `SubscriptionHandle::wait_processed` on `MemorySubscription`.
+    /// `SubscriberHandle::wait_processed` on `MemorySubscriber`.
     pub(crate) async fn wait_processed_async(
         &self,
         position: Position,
