@@ -6,7 +6,7 @@
 //!
 //! ```no_run
 //! use hindsight::{EventStore, EventType, ExpectedVersion, Flow, Selector, StreamId,
-//!     SubscriptionHandle, Transaction};
+//!     SubscriberHandle, Transaction};
 //! use hindsight_postgres::PgStore;
 //! use std::time::Duration;
 //!
@@ -22,7 +22,7 @@
 //! let store = PgStore::<Account>::connect("postgres://localhost/app", "bank").await?;
 //! let account = StreamId::new();
 //! let deposits = store
-//!     .subscribe(Selector::all().only_types(["Deposited"]), |event| {
+//!     .spawn_subscriber(Selector::all().only_types(["Deposited"]), |event| {
 //!         println!("{:?} at {}", event.payload, event.position());
 //!         Ok::<_, std::convert::Infallible>(Flow::Continue)
 //!     })
@@ -63,7 +63,7 @@
 //!   mismatches (no stream has such a version or position).
 //! - **Reads** page by position or by (stream, version), 500 rows a query,
 //!   bounded by the head read once at the start.
-//! - **Subscriptions** ([`PgSubscription`]) page by position, one snapshot
+//! - **Subscriptions** ([`PgSubscriber`]) page by position, one snapshot
 //!   per page, run the synchronous handler on a blocking thread with no
 //!   connection held, and wait on `LISTEN`/`NOTIFY` as a hint (one
 //!   listener connection per handle) with a 500 ms poll as the safety net.
@@ -88,4 +88,4 @@ mod subscription;
 
 pub use error::PgError;
 pub use store::PgStore;
-pub use subscription::PgSubscription;
+pub use subscription::PgSubscriber;

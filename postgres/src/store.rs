@@ -4,7 +4,7 @@ use crate::error::PgError;
 use crate::listener::Listener;
 use crate::row::{self, Stored};
 use crate::schema::{Sql, CONFLICT_SQLSTATE};
-use crate::subscription::{self, PgSubscription};
+use crate::subscription::{self, PgSubscriber};
 use hindsight::{
     Committed, EventRef, EventStore, EventType, ExpectedVersion, Flow, Position, Selector,
     StoreError, StreamHead, StreamId, StreamVersion, Transaction, Uuid, VersionMismatch,
@@ -240,7 +240,7 @@ where
     type Event = E;
     type Cursor = Position;
     type Error = PgError;
-    type Subscription<X: Send + Sync + 'static> = PgSubscription<X>;
+    type Subscriber<X: Send + Sync + 'static> = PgSubscriber<X>;
 
     /// One round trip to `insert_events` (see the crate docs). An empty
     /// transaction is accepted as a no-op without a round trip; appends of
@@ -431,13 +431,13 @@ where
         }
     }
 
-    /// Starts a subscription task (see [`PgSubscription`]); `Start::End`
+    /// Starts a subscription task (see [`PgSubscriber`]); `Start::End`
     /// resolves to the head when this is awaited.
-    async fn subscribe<X, H>(
+    async fn spawn_subscriber<X, H>(
         &self,
         selector: Selector<E>,
         handler: H,
-    ) -> Result<PgSubscription<X>, PgError>
+    ) -> Result<PgSubscriber<X>, PgError>
     where
         X: Send + Sync + 'static,
         H: FnMut(EventRef<'_, E, Position>) -> Result<Flow, X> + Send + 'static,

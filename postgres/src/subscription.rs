@@ -18,15 +18,15 @@
 //!
 //! Progress and the outcome are published in a `tokio::sync::watch`, so
 //! every wait is waker-based and cancel-safe. A query or decode error ends
-//! the subscription with [`SubscriptionFailure::Backend`] naming the
+//! the subscription with [`SubscriberError::Backend`] naming the
 //! position; every event before it was handled.
 
 use crate::error::PgError;
 use crate::row::{self, Stored};
 use crate::store::{next_position, Inner, PAGE};
 use hindsight::{
-    EventRef, Flow, HandlerError, HandlerFailure, Position, Selector, Start, SubscriptionFailure,
-    SubscriptionHandle, WaitError,
+    EventRef, Flow, HandlerError, HandlerFailure, Position, Selector, Start, SubscriberError,
+    SubscriberHandle, WaitError,
 };
 use serde::de::DeserializeOwned;
 use sqlx::Row;
@@ -61,7 +61,7 @@ struct Progress {
     ended: bool,
 }
 
-type Outcome<X> = Result<(), SubscriptionFailure<X, PgError>>;
+type Outcome<X> = Result<(), SubscriberError<X, PgError>>;
 
 /// What the task and the handle share.
 struct Shared<X> {
@@ -102,7 +102,7 @@ impl<X> Shared<X> {
 }
 
 /// The handle of a PostgreSQL subscription, from
-/// [`EventStore::subscribe`](hindsight::EventStore::subscribe).
+/// [`EventStore::spawn_subscriber`](hindsight::EventStore::spawn_subscriber).
 ///
 /// Dropping it requests cancellation and returns at once; the task stops
 /// before the handler's next event. Every wait is waker-based (a
@@ -110,13 +110,13 @@ impl<X> Shared<X> {
 /// with its timer.
 ///
 /// ```no_run
-/// use hindsight::{EventStore, Flow, Selector, SubscriptionHandle};
+/// use hindsight::{EventStore, Flow, Selector, SubscriberHandle};
 /// use std::time::Duration;
 /// # #[derive(serde::Serialize, serde::Deserialize)] struct Event;
 /// # impl hindsight::EventType for Event { fn event_type(&self) -> &str { "Event" } }
 /// # async fn demo(store: hindsight_postgres::PgStore<Event>) -> Result<(), Box<dyn std::error::Error>> {
 /// let subscription = store
-///     .subscribe(Selector::all(), |event| {
+///     .spawn_subscriber(Selector::all(), |event| {
 ///         println!("{} at {}", event.stream, event.position());
 ///         Ok::<_, std::convert::Infallible>(Flow::Continue)
 ///     })
@@ -125,20 +125,20 @@ impl<X> Shared<X> {
 /// subscription.cancel().await;
 /// # Ok(()) }
 /// ```
-pub struct PgSubscription<X> {
+pub struct PgSubscriber<X> {
     shared: Arc<Shared<X>>,
     inner: Arc<Inner>,
 }
 
-impl<X> fmt::Debug for PgSubscription<X> {
+impl<X> fmt::Debug for PgSubscriber<X> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PgSubscription")
+        f.debug_struct("PgSubscriber")
             .field("progress", &*self.shared.progress.borrow())
             .finish_non_exhaustive()
     }
 }
 
-impl<X> Drop for PgSubscription<X> {
+impl<X> Drop for PgSubscriber<X> {
     fn drop(&mut self) {
         self.shared.request_cancel();
     }
@@ -149,7 +149,7 @@ pub(crate) async fn start<E, X, H>(
     inner: Arc<Inner>,
     selector: Selector<E>,
     handler: H,
-) -> Result<PgSubscription<X>, PgError>
+) -> Result<PgSubscriber<X>, PgError>
 where
     E: DeserializeOwned + Send + Sync + 'static,
     X: Send + Sync + 'static,
@@ -180,7 +180,7 @@ where
         first,
     };
     tokio::spawn(task.run(Delivery { selector, handler }));
-    Ok(PgSubscription { shared, inner })
+    Ok(PgSubscriber { shared, inner })
 }
 
 /// What the blocking thread needs for a page, passed there and back.
@@ -223,7 +223,7 @@ impl<X: Send + Sync + 'static> Task<X> {
         if let Some(delivery) = delivery.take() {
             if let Err(panic) = catch_unwind(AssertUnwindSafe(move || drop(delivery))) {
                 if outcome.is_ok() {
-                    outcome = Err(SubscriptionFailure::Panicked(panic_message(panic)));
+                    outcome = Err(SubscriberError::Panicked(panic_message(panic)));
                 }
             }
         }
@@ -266,23 +266,23 @@ impl<X: Send + Sync + 'static> Task<X> {
                     }
                     Ok((back, Delivered::Failed(error))) => {
                         *delivery = Some(back);
-                        return Err(SubscriptionFailure::Handler(error));
+                        return Err(SubscriberError::Handler(error));
                     }
                     Ok((back, Delivered::Panicked(message))) => {
                         *delivery = Some(back);
-                        return Err(SubscriptionFailure::Panicked(message));
+                        return Err(SubscriberError::Panicked(message));
                     }
                     // `deliver` catches every panic of user code; this is
                     // one of its own, or the runtime shutting down.
                     Err(error) => {
-                        return Err(SubscriptionFailure::Panicked(format!(
+                        return Err(SubscriberError::Panicked(format!(
                             "the subscription's delivery thread failed: {error}"
                         )))
                     }
                 }
             }
             if let Some(failure) = failure {
-                return Err(SubscriptionFailure::Backend(failure));
+                return Err(SubscriberError::Backend(failure));
             }
             if let Some(end) = end {
                 self.shared.publish(end);
@@ -418,7 +418,7 @@ fn panic_message(panic: Box<dyn Any + Send>) -> String {
     message
 }
 
-impl<X: Send + Sync + 'static> PgSubscription<X> {
+impl<X: Send + Sync + 'static> PgSubscriber<X> {
     /// Waits until `done` holds of the progress (or the subscription ends),
     /// for at most `timeout`; returns the progress then.
     async fn wait_until(
@@ -440,7 +440,7 @@ impl<X: Send + Sync + 'static> PgSubscription<X> {
     }
 }
 
-impl<X: Send + Sync + 'static> SubscriptionHandle<X> for PgSubscription<X> {
+impl<X: Send + Sync + 'static> SubscriberHandle<X> for PgSubscriber<X> {
     type Cursor = Position;
     type Error = PgError;
 
@@ -462,7 +462,7 @@ impl<X: Send + Sync + 'static> SubscriptionHandle<X> for PgSubscription<X> {
     #[allow(clippy::result_large_err)] // once per subscription, as the memory store's
     async fn wait(self) -> Outcome<X> {
         if self.shared.own_handler() {
-            return Err(SubscriptionFailure::OwnHandler);
+            return Err(SubscriberError::OwnHandler);
         }
         let mut progress = self.shared.progress.subscribe();
         let _ = progress.wait_for(|p| p.ended).await;

@@ -5,8 +5,8 @@
 
 use hindsight::testkit::{TestEvent, TestKind};
 use hindsight::{
-    EventStore, ExpectedVersion, Flow, Position, Selector, StreamId, SubscriptionFailure,
-    SubscriptionHandle, Transaction, WaitError,
+    EventStore, ExpectedVersion, Flow, Position, Selector, StreamId, SubscriberError,
+    SubscriberHandle, Transaction, WaitError,
 };
 use hindsight_postgres::{PgError, PgStore};
 use sqlx::Connection;
@@ -46,13 +46,13 @@ type Seen = Arc<Mutex<Vec<(Position, u64)>>>;
 async fn record(
     store: &PgStore<TestEvent>,
 ) -> (
-    impl SubscriptionHandle<std::convert::Infallible, Cursor = Position, Error = PgError>,
+    impl SubscriberHandle<std::convert::Infallible, Cursor = Position, Error = PgError>,
     Seen,
 ) {
     let seen: Seen = Arc::default();
     let sink = Arc::clone(&seen);
     let subscription = store
-        .subscribe(Selector::all(), move |event| {
+        .spawn_subscriber(Selector::all(), move |event| {
             sink.lock()
                 .unwrap()
                 .push((event.position(), event.payload.value()));
@@ -188,7 +188,7 @@ async fn a_malformed_payload_fails_reads_and_subscriptions_with_its_position() {
 
     let (subscription, seen) = record(&store).await;
     match subscription.wait().await {
-        Err(SubscriptionFailure::Backend(PgError::Decode { position, .. })) => {
+        Err(SubscriberError::Backend(PgError::Decode { position, .. })) => {
             assert_eq!(position, Position(1))
         }
         other => panic!("expected a decode failure at position 1, got {other:?}"),
