@@ -1,0 +1,82 @@
+//! Decoding an event row: every number checked, the payload deserialised.
+
+use crate::error::PgError;
+use hindsight::{CorrelationId, EventId, EventRef, Position, StreamId, StreamVersion, Uuid};
+use serde::de::DeserializeOwned;
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// An event decoded from a row: what an [`EventRef`] borrows.
+#[derive(Debug)]
+pub(crate) struct Stored<E> {
+    pub(crate) position: Position,
+    pub(crate) stream: StreamId,
+    pub(crate) version: StreamVersion,
+    pub(crate) event_id: EventId,
+    pub(crate) correlation_id: Option<hindsight::CorrelationId>,
+    pub(crate) created_at: SystemTime,
+    pub(crate) payload: E,
+}
+
+impl<E> Stored<E> {
+    /// The event as readers and handlers see it.
+    pub(crate) fn as_ref(&self) -> EventRef<'_, E, Position> {
+        EventRef {
+            cursor: self.position,
+            stream: self.stream,
+            version: self.version,
+            event_id: self.event_id,
+            correlation_id: self.correlation_id,
+            created_at: self.created_at,
+            payload: &self.payload,
+        }
+    }
+}
+
+/// A `BIGINT` that must not be negative.
+pub(crate) fn unsigned(value: i64, what: &str, position: Option<Position>) -> Result<u64, PgError> {
+    u64::try_from(value).map_err(|_| PgError::Corrupt {
+        position,
+        detail: format!("negative {what}: {value}"),
+    })
+}
+
+/// The position of a row (the `position` column).
+pub(crate) fn position(row: &PgRow) -> Result<Position, PgError> {
+    let raw: i64 = row.try_get("position")?;
+    Ok(Position(unsigned(raw, "position", None)?))
+}
+
+/// Decodes a row of [`crate::schema`]'s event columns.
+pub(crate) fn decode<E: DeserializeOwned>(row: &PgRow) -> Result<Stored<E>, PgError> {
+    let position = position(row)?;
+    let at = Some(position);
+    let version: i64 = row.try_get("version")?;
+    let stream: Uuid = row.try_get("stream_id")?;
+    let event_id: Uuid = row.try_get("event_id")?;
+    let correlation_id: Option<Uuid> = row.try_get("correlation_id")?;
+    let created_us: i64 = row.try_get("created_us")?;
+    let payload: String = row.try_get("payload")?;
+    let created_at = UNIX_EPOCH
+        .checked_add(Duration::from_micros(unsigned(
+            created_us,
+            "created_at",
+            at,
+        )?))
+        .ok_or_else(|| PgError::Corrupt {
+            position: at,
+            detail: format!("created_at out of range: {created_us} us"),
+        })?;
+    let payload =
+        serde_json::from_str(&payload).map_err(|source| PgError::Decode { position, source })?;
+    Ok(Stored {
+        position,
+        stream: StreamId::from_uuid(stream),
+        version: StreamVersion(unsigned(version, "version", at)?),
+        event_id: EventId::from_uuid(event_id),
+        correlation_id: correlation_id.map(CorrelationId::from_uuid),
+        created_at,
+        payload,
+    })
+}

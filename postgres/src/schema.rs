@@ -1,0 +1,271 @@
+//! The schema of one store and the SQL that reads and writes it.
+//!
+//! Every store lives in a schema of its own (named at connect), so tests
+//! run in parallel on one server. Its tables:
+//!
+//! - `log_head(next_position, last_created_at)`: one row; `next_position`
+//!   is the position the next event gets. An insert bumps it inside its
+//!   transaction and holds its row lock until `COMMIT`, so positions are
+//!   dense and commit in position order: a snapshot always sees a prefix of
+//!   the log (see the crate docs).
+//! - `streams(stream_id, last_version, last_position)`: one row per stream
+//!   an insert named; both numbers `NULL` for a placeholder (a stream
+//!   checked or locked but never written: it does not exist, rule 4).
+//! - `events(position, stream_id, version, event_id, correlation_id,
+//!   created_at, event_type, payload)`, `UNIQUE (stream_id, version)`.
+//!
+//! `insert_events` is the whole write, one round trip: see [`INSERT_FN`].
+
+use crate::error::PgError;
+
+/// The SQLSTATE `insert_events` raises on a version conflict; its DETAIL
+/// is a JSON array of the failing streams with what was found.
+pub(crate) const CONFLICT_SQLSTATE: &str = "HS409";
+
+/// The migrations, in order: `(version, SQL)`; `{s}` is the quoted schema,
+/// `{channel}` the notification channel. Each runs once per schema, under
+/// an advisory lock, in one transaction with its `migrations` row.
+const MIGRATIONS: &[(i32, &str)] = &[(1, TABLES), (2, INSERT_FN)];
+
+const TABLES: &str = r#"
+CREATE TABLE {s}.log_head (
+    one BOOLEAN PRIMARY KEY DEFAULT true CHECK (one),
+    next_position BIGINT NOT NULL CHECK (next_position >= 0),
+    last_created_at TIMESTAMPTZ NOT NULL
+);
+INSERT INTO {s}.log_head (next_position, last_created_at) VALUES (0, '-infinity');
+CREATE TABLE {s}.streams (
+    stream_id UUID PRIMARY KEY,
+    last_version BIGINT CHECK (last_version >= 0),
+    last_position BIGINT CHECK (last_position >= 0),
+    CHECK ((last_version IS NULL) = (last_position IS NULL))
+);
+CREATE TABLE {s}.events (
+    position BIGINT PRIMARY KEY CHECK (position >= 0),
+    stream_id UUID NOT NULL,
+    version BIGINT NOT NULL CHECK (version >= 0),
+    event_id UUID NOT NULL UNIQUE,
+    correlation_id UUID,
+    created_at TIMESTAMPTZ NOT NULL,
+    event_type TEXT NOT NULL,
+    payload JSONB NOT NULL,
+    UNIQUE (stream_id, version)
+);
+"#;
+
+/// The insert, one round trip, READ COMMITTED:
+///
+/// 1. create a placeholder row for every named stream that has none
+///    (ascending id order, `ON CONFLICT DO NOTHING`), then lock every named
+///    row in ascending id order: two inserts naming the same streams in any
+///    order never deadlock (rule 13);
+/// 2. check every expectation against the locked rows; on any mismatch raise
+///    one error naming every failing stream (rule 7), which rolls back
+///    everything, placeholders included: no position is used;
+/// 3. take the positions from `log_head` (its row lock held to `COMMIT`),
+///    with one timestamp that never goes back (rules 11 and 26);
+/// 4. write the events and the new stream heads, return the heads, notify.
+///
+/// Expectation kinds: 0 Any, 1 NoStream, 2 StreamExists, 3 exact version,
+/// 4 exact position, 5 never (an exact value above `i64::MAX`, which no
+/// stream can have).
+const INSERT_FN: &str = r#"
+CREATE FUNCTION {s}.insert_events(
+    p_streams UUID[], p_kinds SMALLINT[], p_values BIGINT[], p_counts INT[],
+    p_types TEXT[], p_payloads TEXT[], p_correlation UUID
+) RETURNS TABLE (out_stream UUID, out_version BIGINT, out_position BIGINT)
+LANGUAGE plpgsql SET lock_timeout = '10s' AS $fn$
+DECLARE
+    n INT := coalesce(array_length(p_streams, 1), 0);
+    v_versions BIGINT[] := '{}';
+    v_version BIGINT;
+    v_position BIGINT;
+    v_ok BOOLEAN;
+    v_failed JSONB := '[]';
+    v_message TEXT := '';
+    v_total BIGINT := 0;
+    v_next BIGINT;
+    v_index INT := 0;
+    v_created TIMESTAMPTZ;
+BEGIN
+    INSERT INTO {s}.streams (stream_id)
+        SELECT id FROM unnest(p_streams) AS id ORDER BY id
+        ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM {s}.streams WHERE stream_id = ANY (p_streams)
+        ORDER BY stream_id FOR UPDATE;
+
+    FOR i IN 1 .. n LOOP
+        SELECT last_version, last_position INTO v_version, v_position
+            FROM {s}.streams WHERE stream_id = p_streams[i];
+        v_ok := CASE p_kinds[i]
+            WHEN 0 THEN true
+            WHEN 1 THEN v_version IS NULL
+            WHEN 2 THEN v_version IS NOT NULL
+            WHEN 3 THEN v_version IS NOT DISTINCT FROM p_values[i] AND v_version IS NOT NULL
+            WHEN 4 THEN v_position IS NOT DISTINCT FROM p_values[i] AND v_position IS NOT NULL
+            ELSE false
+        END;
+        IF NOT v_ok THEN
+            v_failed := v_failed || jsonb_build_object(
+                'stream', p_streams[i], 'version', v_version, 'position', v_position);
+            v_message := v_message || CASE WHEN v_message = '' THEN '' ELSE '; ' END
+                || 'stream ' || p_streams[i] || ': found '
+                || CASE WHEN v_version IS NULL THEN 'no stream'
+                        ELSE 'version ' || v_version || ' at position ' || v_position END;
+        END IF;
+        v_versions := v_versions || v_version;
+        v_total := v_total + p_counts[i];
+    END LOOP;
+
+    IF v_failed <> '[]' THEN
+        RAISE EXCEPTION USING ERRCODE = 'HS409',
+            MESSAGE = 'wrong expected version: ' || v_message,
+            DETAIL = v_failed::text;
+    END IF;
+    IF v_total = 0 THEN
+        RETURN;
+    END IF;
+
+    UPDATE {s}.log_head
+        SET next_position = next_position + v_total,
+            last_created_at = greatest(clock_timestamp(), last_created_at)
+        RETURNING next_position - v_total, last_created_at INTO v_next, v_created;
+
+    FOR i IN 1 .. n LOOP
+        CONTINUE WHEN p_counts[i] = 0;
+        v_version := coalesce(v_versions[i], -1);
+        INSERT INTO {s}.events (position, stream_id, version, event_id, correlation_id,
+                                created_at, event_type, payload)
+            SELECT v_next + k - 1, p_streams[i], v_version + k, gen_random_uuid(),
+                   p_correlation, v_created, p_types[v_index + k], p_payloads[v_index + k]::jsonb
+            FROM generate_series(1, p_counts[i]) AS k;
+        v_next := v_next + p_counts[i];
+        v_index := v_index + p_counts[i];
+        UPDATE {s}.streams SET last_version = v_version + p_counts[i], last_position = v_next - 1
+            WHERE stream_id = p_streams[i];
+        out_stream := p_streams[i];
+        out_version := v_version + p_counts[i];
+        out_position := v_next - 1;
+        RETURN NEXT;
+    END LOOP;
+    PERFORM pg_notify('{channel}', (v_next - 1)::text);
+END
+$fn$;
+"#;
+
+/// The columns every event read selects, in [`crate::row`]'s order.
+const EVENT_COLUMNS: &str = "e.position, e.stream_id, e.version, e.event_id, e.correlation_id, \
+     (extract(epoch FROM e.created_at) * 1000000)::BIGINT AS created_us, e.payload::text AS payload";
+
+/// The SQL of one store, built once at connect.
+#[derive(Debug)]
+pub(crate) struct Sql {
+    /// The schema name as given.
+    pub(crate) name: String,
+    /// The quoted schema name.
+    pub(crate) quoted: String,
+    /// The notification channel: `hindsight_<schema>`.
+    pub(crate) channel: String,
+    pub(crate) insert: String,
+    pub(crate) head: String,
+    pub(crate) stream_head: String,
+    /// `$1` first position, `$2` end (exclusive), `$3` limit.
+    pub(crate) read_all: String,
+    /// `$1` stream, `$2` first version, `$3` end position (exclusive), `$4` limit.
+    pub(crate) read_stream: String,
+}
+
+impl Sql {
+    /// The SQL of the store in `schema`, which must be a plain identifier.
+    pub(crate) fn new(schema: &str) -> Result<Self, PgError> {
+        let valid = (1..=48).contains(&schema.len())
+            && schema
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            && !schema.as_bytes()[0].is_ascii_digit();
+        if !valid {
+            return Err(PgError::InvalidSchema(schema.to_owned()));
+        }
+        let s = format!("\"{schema}\"");
+        Ok(Sql {
+            insert: format!(
+                "SELECT out_stream, out_version, out_position FROM {s}.insert_events(\
+                 $1, $2, $3, $4, $5, $6, $7)"
+            ),
+            head: format!("SELECT next_position FROM {s}.log_head"),
+            stream_head: format!(
+                "SELECT last_version, last_position FROM {s}.streams WHERE stream_id = $1"
+            ),
+            read_all: format!(
+                "SELECT {EVENT_COLUMNS} FROM {s}.events e \
+                 WHERE e.position >= $1 AND e.position < $2 ORDER BY e.position LIMIT $3"
+            ),
+            read_stream: format!(
+                "SELECT {EVENT_COLUMNS} FROM {s}.events e \
+                 WHERE e.stream_id = $1 AND e.version >= $2 AND e.position < $3 \
+                 ORDER BY e.version LIMIT $4"
+            ),
+            channel: format!("hindsight_{schema}"),
+            name: schema.to_owned(),
+            quoted: s,
+        })
+    }
+
+    /// One page of a subscription, from one snapshot: the head
+    /// (`next_position`) and up to `$2` selected events from position `$1`
+    /// below it. `$3` is the stream, `$4` the type names, when selected.
+    pub(crate) fn subscription_page(&self, one_stream: bool, by_type: bool) -> String {
+        let s = &self.quoted;
+        let stream = if one_stream {
+            " AND e.stream_id = $3"
+        } else {
+            ""
+        };
+        let types = match (by_type, one_stream) {
+            (false, _) => "",
+            (true, true) => " AND e.event_type = ANY ($4)",
+            (true, false) => " AND e.event_type = ANY ($3)",
+        };
+        format!(
+            "SELECT h.next_position AS head_next, page.* FROM {s}.log_head h \
+             LEFT JOIN LATERAL (SELECT {EVENT_COLUMNS} FROM {s}.events e \
+             WHERE e.position >= $1 AND e.position < h.next_position{stream}{types} \
+             ORDER BY e.position LIMIT $2) page ON true ORDER BY page.position"
+        )
+    }
+
+    /// Creates the schema and brings it to the latest migration; idempotent,
+    /// and safe when several processes connect at once (an advisory lock
+    /// per schema).
+    pub(crate) async fn migrate(&self, pool: &sqlx::PgPool) -> Result<(), PgError> {
+        let mut tx = pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("hindsight-postgres:{}", self.quoted))
+            .execute(&mut *tx)
+            .await?;
+        let s = &self.quoted;
+        sqlx::raw_sql(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {s}; \
+             CREATE TABLE IF NOT EXISTS {s}.migrations (version INT PRIMARY KEY, \
+             applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        ))
+        .execute(&mut *tx)
+        .await?;
+        let applied: Vec<i32> = sqlx::query_scalar(&format!("SELECT version FROM {s}.migrations"))
+            .fetch_all(&mut *tx)
+            .await?;
+        for (version, sql) in MIGRATIONS {
+            if applied.contains(version) {
+                continue;
+            }
+            let sql = sql.replace("{s}", s).replace("{channel}", &self.channel);
+            sqlx::raw_sql(&sql).execute(&mut *tx).await?;
+            sqlx::query(&format!("INSERT INTO {s}.migrations (version) VALUES ($1)"))
+                .bind(version)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,447 @@
+//! [`PgStore`]: connecting, inserting and reading.
+
+use crate::error::PgError;
+use crate::listener::Listener;
+use crate::row::{self, Stored};
+use crate::schema::{Sql, CONFLICT_SQLSTATE};
+use crate::subscription::{self, PgSubscriber};
+use hindsight::{
+    Committed, EventRef, EventStore, EventType, ExpectedVersion, Flow, Position, Selector,
+    StoreError, StreamHead, StreamId, StreamVersion, Transaction, Uuid, VersionMismatch,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sqlx::postgres::{PgDatabaseError, PgPoolOptions};
+use sqlx::{PgPool, Row};
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+/// How many rows one query of a read or a subscription fetches.
+pub(crate) const PAGE: i64 = 500;
+
+/// How many connections [`PgStore::connect`] opens at most (one of them is
+/// the handle's listener).
+const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+
+/// What every clone of one handle shares: the pool, the SQL, the listener.
+pub(crate) struct Inner {
+    pub(crate) pool: PgPool,
+    pub(crate) sql: Sql,
+    /// Bumped on every notification of the schema's channel (and after the
+    /// listener reconnects, and after each insert through this handle):
+    /// subscriptions waiting for events wake on it.
+    pub(crate) listener: Listener,
+}
+
+/// An event store in one schema of a PostgreSQL database.
+///
+/// Implements [`EventStore`] for events that serde can write
+/// (as JSONB) and that name their type ([`EventType`]; the name is stored
+/// for type filters, which run in SQL). Clones are cheap and share one
+/// connection pool and one listener; [`PgStore::connect`] again (another
+/// process, say) gives an independent handle onto the same store.
+///
+/// ```no_run
+/// use hindsight::{EventStore, EventType, ExpectedVersion, StreamId, Transaction};
+/// use hindsight_postgres::PgStore;
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Opened { owner: String }
+/// impl EventType for Opened { fn event_type(&self) -> &str { "Opened" } }
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = PgStore::<Opened>::connect("postgres://localhost/app", "accounts").await?;
+/// let account = StreamId::new();
+/// let event = Opened { owner: "ada".into() };
+/// let done = store.insert(Transaction::single(account, ExpectedVersion::NoStream, event)).await?;
+/// assert_eq!(store.head().await?, done.last_position());
+/// # Ok(()) }
+/// ```
+pub struct PgStore<E> {
+    inner: Arc<Inner>,
+    _events: PhantomData<fn() -> E>,
+}
+
+impl<E> Clone for PgStore<E> {
+    fn clone(&self) -> Self {
+        PgStore {
+            inner: Arc::clone(&self.inner),
+            _events: PhantomData,
+        }
+    }
+}
+
+impl<E> fmt::Debug for PgStore<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgStore")
+            .field("schema", &self.inner.sql.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E> PgStore<E> {
+    /// Connects to the database at `url` (a pool of up to 10 connections)
+    /// and opens the store in `schema`, creating or migrating it if needed.
+    ///
+    /// `schema` is 1 to 48 characters of `[a-z0-9_]`, not starting with a
+    /// digit. Must be called inside a Tokio runtime: the handle's listener
+    /// is a task of it.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), hindsight_postgres::PgError> {
+    /// let store = hindsight_postgres::PgStore::<()>::connect("postgres://localhost/app", "events").await?;
+    /// # drop(store); Ok(()) }
+    /// ```
+    pub async fn connect(url: &str, schema: &str) -> Result<Self, PgError> {
+        let sql = Sql::new(schema)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(DEFAULT_MAX_CONNECTIONS)
+            .connect(url)
+            .await?;
+        Self::open(pool, sql).await
+    }
+
+    /// Opens the store in `schema` on an existing pool (creating or
+    /// migrating it if needed); the handle's listener takes one of the
+    /// pool's connections for as long as the handle lives.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), hindsight_postgres::PgError> {
+    /// let pool = sqlx::PgPool::connect("postgres://localhost/app").await?;
+    /// let store = hindsight_postgres::PgStore::<()>::with_pool(pool, "events").await?;
+    /// # drop(store); Ok(()) }
+    /// ```
+    pub async fn with_pool(pool: PgPool, schema: &str) -> Result<Self, PgError> {
+        Self::open(pool, Sql::new(schema)?).await
+    }
+
+    async fn open(pool: PgPool, sql: Sql) -> Result<Self, PgError> {
+        sql.migrate(&pool).await?;
+        let listener = Listener::start(&pool, &sql.channel).await?;
+        Ok(PgStore {
+            inner: Arc::new(Inner {
+                pool,
+                sql,
+                listener,
+            }),
+            _events: PhantomData,
+        })
+    }
+
+    /// The connection pool this handle uses.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: hindsight_postgres::PgStore<()>) -> Result<(), sqlx::Error> {
+    /// let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(store.pool()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// The schema this store lives in, as given at connect.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: hindsight_postgres::PgStore<()>) {
+    /// assert_eq!(store.schema(), "events");
+    /// # }
+    /// ```
+    pub fn schema(&self) -> &str {
+        &self.inner.sql.name
+    }
+}
+
+/// The next position to be written (`log_head.next_position`).
+pub(crate) async fn next_position(inner: &Inner) -> Result<u64, PgError> {
+    let next: i64 = sqlx::query_scalar(&inner.sql.head)
+        .fetch_one(&inner.pool)
+        .await?;
+    row::unsigned(next, "next position", None)
+}
+
+/// An expectation as `insert_events` takes it: a kind and a value.
+fn expectation(expected: ExpectedVersion) -> (i16, i64) {
+    let exact = |kind: i16, value: u64| match i64::try_from(value) {
+        Ok(value) => (kind, value),
+        // No stream has a version or position above i64::MAX: never met.
+        Err(_) => (5, 0),
+    };
+    match expected {
+        ExpectedVersion::Any => (0, 0),
+        ExpectedVersion::NoStream => (1, 0),
+        ExpectedVersion::StreamExists => (2, 0),
+        ExpectedVersion::Exact(version) => exact(3, version.0),
+        ExpectedVersion::ExactPosition(position) => exact(4, position.0),
+    }
+}
+
+/// One failing stream as `insert_events` reports it in its DETAIL.
+#[derive(serde::Deserialize)]
+struct Found {
+    stream: Uuid,
+    version: Option<i64>,
+    position: Option<i64>,
+}
+
+/// The version conflict in `error`, if it is one, with the expectations
+/// the transaction held.
+fn conflict(
+    error: &sqlx::Error,
+    expected: &[(StreamId, ExpectedVersion)],
+) -> Option<Result<Vec<VersionMismatch>, PgError>> {
+    let database = error.as_database_error()?;
+    if database.code().as_deref() != Some(CONFLICT_SQLSTATE) {
+        return None;
+    }
+    let corrupt = |detail: String| PgError::Corrupt {
+        position: None,
+        detail,
+    };
+    let detail = database
+        .try_downcast_ref::<PgDatabaseError>()
+        .and_then(PgDatabaseError::detail)
+        .unwrap_or("");
+    let parsed = serde_json::from_str::<Vec<Found>>(detail)
+        .map_err(|error| corrupt(format!("a conflict's detail {detail:?}: {error}")))
+        .and_then(|found| {
+            found
+                .into_iter()
+                .map(|found| {
+                    let stream = StreamId::from_uuid(found.stream);
+                    let expected = expected
+                        .iter()
+                        .find(|(s, _)| *s == stream)
+                        .map(|(_, e)| *e)
+                        .ok_or_else(|| corrupt(format!("a conflict on unnamed stream {stream}")))?;
+                    let found = match (found.version, found.position) {
+                        (Some(version), Some(position)) => Some(StreamHead {
+                            version: StreamVersion(row::unsigned(version, "version", None)?),
+                            position: Position(row::unsigned(position, "position", None)?),
+                        }),
+                        _ => None,
+                    };
+                    Ok(VersionMismatch {
+                        stream,
+                        expected,
+                        found,
+                    })
+                })
+                .collect()
+        });
+    Some(parsed)
+}
+
+impl<E> EventStore for PgStore<E>
+where
+    E: Serialize + DeserializeOwned + EventType + Send + Sync + 'static,
+{
+    type Event = E;
+    type Cursor = Position;
+    type Error = PgError;
+    type Subscriber<X: Send + Sync + 'static> = PgSubscriber<X>;
+
+    /// One round trip to `insert_events` (see the crate docs). An empty
+    /// transaction is accepted as a no-op without a round trip; appends of
+    /// no events still have their expectations checked.
+    ///
+    /// Dropping the future once the statement was sent leaves the
+    /// transaction committed or not, all or nothing (one statement); read
+    /// the stream to learn which.
+    async fn insert(&self, tx: Transaction<E>) -> Result<Committed, StoreError<PgError>> {
+        let (writes, correlation_id) = tx.into_writes();
+        if writes.is_empty() {
+            return Ok(Committed::new(None, Vec::new()));
+        }
+        let mut streams = Vec::with_capacity(writes.len());
+        let mut kinds = Vec::with_capacity(writes.len());
+        let mut values = Vec::with_capacity(writes.len());
+        let mut counts = Vec::with_capacity(writes.len());
+        let mut expected = Vec::with_capacity(writes.len());
+        let mut types = Vec::new();
+        let mut payloads = Vec::new();
+        for write in writes {
+            let (kind, value) = expectation(write.expected);
+            let count = i32::try_from(write.events.len()).map_err(|_| {
+                StoreError::Backend(PgError::TooLarge {
+                    events: write.events.len(),
+                })
+            })?;
+            streams.push(*write.stream.as_uuid());
+            kinds.push(kind);
+            values.push(value);
+            counts.push(count);
+            expected.push((write.stream, write.expected));
+            for event in write.events {
+                types.push(event.event_type().to_owned());
+                let payload = serde_json::to_string(&event)
+                    .map_err(|error| StoreError::Backend(PgError::Encode(error)))?;
+                payloads.push(payload);
+            }
+        }
+        let rows = sqlx::query(&self.inner.sql.insert)
+            .bind(streams)
+            .bind(kinds)
+            .bind(values)
+            .bind(counts)
+            .bind(types)
+            .bind(payloads)
+            .bind(correlation_id.map(|id| *id.as_uuid()))
+            .fetch_all(&self.inner.pool)
+            .await;
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(error) => {
+                return Err(match conflict(&error, &expected) {
+                    Some(Ok(mismatches)) => StoreError::VersionConflict(mismatches),
+                    Some(Err(corrupt)) => StoreError::Backend(corrupt),
+                    None => StoreError::Backend(PgError::Database(error)),
+                })
+            }
+        };
+        let mut heads = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let stream: Uuid = row.try_get("out_stream").map_err(PgError::from)?;
+            let version: i64 = row.try_get("out_version").map_err(PgError::from)?;
+            let position: i64 = row.try_get("out_position").map_err(PgError::from)?;
+            heads.push((
+                StreamId::from_uuid(stream),
+                StreamHead {
+                    version: StreamVersion(row::unsigned(version, "version", None)?),
+                    position: Position(row::unsigned(position, "position", None)?),
+                },
+            ));
+        }
+        let last = heads.iter().map(|(_, head)| head.position).max();
+        if last.is_some() {
+            // This handle's own subscriptions need not wait for the NOTIFY.
+            self.inner.listener.wake();
+        }
+        Ok(Committed::new(last, heads))
+    }
+
+    async fn head(&self) -> Result<Option<Position>, PgError> {
+        let next = next_position(&self.inner).await?;
+        Ok(next.checked_sub(1).map(Position))
+    }
+
+    async fn stream_head(&self, stream: StreamId) -> Result<Option<StreamHead>, PgError> {
+        let row: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(&self.inner.sql.stream_head)
+            .bind(stream.as_uuid())
+            .fetch_optional(&self.inner.pool)
+            .await?;
+        match row {
+            // A placeholder row (checked, never written): no stream.
+            Some((Some(version), Some(position))) => Ok(Some(StreamHead {
+                version: StreamVersion(row::unsigned(version, "version", None)?),
+                position: Position(row::unsigned(position, "position", None)?),
+            })),
+            _ => Ok(None),
+        }
+    }
+
+    /// Pages by position (500 rows a query), bounded by the head read once
+    /// at the start: the read sees the store as it was then.
+    async fn read_all<F>(&self, after: Option<Position>, mut visit: F) -> Result<(), PgError>
+    where
+        F: FnMut(EventRef<'_, E, Position>) -> ControlFlow<()> + Send,
+    {
+        let first = match after {
+            None => 0,
+            Some(after) => match after.0.checked_add(1).map(i64::try_from) {
+                Some(Ok(first)) => first,
+                // After a position no event can have: nothing.
+                _ => return Ok(()),
+            },
+        };
+        let end = next_position(&self.inner).await?;
+        let end = i64::try_from(end).map_err(|_| PgError::Corrupt {
+            position: None,
+            detail: format!("next position {end} above i64::MAX"),
+        })?;
+        let mut from = first;
+        while from < end {
+            let rows = sqlx::query(&self.inner.sql.read_all)
+                .bind(from)
+                .bind(end)
+                .bind(PAGE)
+                .fetch_all(&self.inner.pool)
+                .await
+                .map_err(|source| PgError::Query {
+                    after: from.checked_sub(1).map(|p| Position(p as u64)),
+                    source,
+                })?;
+            for row in &rows {
+                let event: Stored<E> = row::decode(row)?;
+                if visit(event.as_ref()).is_break() {
+                    return Ok(());
+                }
+                from = event.position.0 as i64 + 1;
+            }
+            if (rows.len() as i64) < PAGE {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Pages by (stream, version), 500 rows a query, bounded by the head
+    /// read once at the start.
+    async fn read_stream<F>(
+        &self,
+        stream: StreamId,
+        from: StreamVersion,
+        mut visit: F,
+    ) -> Result<(), PgError>
+    where
+        F: FnMut(EventRef<'_, E, Position>) -> ControlFlow<()> + Send,
+    {
+        let Ok(mut from) = i64::try_from(from.0) else {
+            // No stream has a version above i64::MAX: nothing.
+            return Ok(());
+        };
+        let end = next_position(&self.inner).await?;
+        let end = i64::try_from(end).map_err(|_| PgError::Corrupt {
+            position: None,
+            detail: format!("next position {end} above i64::MAX"),
+        })?;
+        loop {
+            let rows = sqlx::query(&self.inner.sql.read_stream)
+                .bind(stream.as_uuid())
+                .bind(from)
+                .bind(end)
+                .bind(PAGE)
+                .fetch_all(&self.inner.pool)
+                .await
+                .map_err(|source| PgError::Query {
+                    after: None,
+                    source,
+                })?;
+            for row in &rows {
+                let event: Stored<E> = row::decode(row)?;
+                if visit(event.as_ref()).is_break() {
+                    return Ok(());
+                }
+                from = event.version.0 as i64 + 1;
+            }
+            if (rows.len() as i64) < PAGE {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Starts a subscription task (see [`PgSubscriber`]); `Start::End`
+    /// resolves to the head when this is awaited.
+    async fn spawn_subscriber<X, H>(
+        &self,
+        selector: Selector<E>,
+        handler: H,
+    ) -> Result<PgSubscriber<X>, PgError>
+    where
+        X: Send + Sync + 'static,
+        H: FnMut(EventRef<'_, E, Position>) -> Result<Flow, X> + Send + 'static,
+    {
+        subscription::start(Arc::clone(&self.inner), selector, handler).await
+    }
+}

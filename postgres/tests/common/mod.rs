@@ -1,0 +1,31 @@
+//! What the PostgreSQL tests share: where the database is, or why not.
+
+use std::io::Write;
+use std::sync::Once;
+
+/// `DATABASE_URL`, or `None` (after one line on stderr) if it is not set;
+/// panics if it is not set and `CI` is: in CI the tests must run.
+pub fn database_url() -> Option<String> {
+    match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            if std::env::var_os("CI").is_some_and(|ci| !ci.is_empty()) {
+                panic!("DATABASE_URL is not set, but CI is: the PostgreSQL tests must run in CI");
+            }
+            static SKIP: Once = Once::new();
+            SKIP.call_once(|| {
+                // Straight to stderr, past the test harness's capture.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "hindsight-postgres: DATABASE_URL is not set; skipping the PostgreSQL tests"
+                );
+            });
+            None
+        }
+    }
+}
+
+/// A fresh schema name.
+pub fn fresh_schema() -> String {
+    format!("hs_test_{}", hindsight::Uuid::new_v4().simple())
+}
