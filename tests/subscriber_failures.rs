@@ -525,10 +525,12 @@ fn a_handler_cancelling_itself_while_another_thread_waits_on_it_does_not_deadloc
         let store = MemoryStore::<u64>::new();
         let own: Arc<OnceLock<Subscriber<Infallible>>> = Arc::new(OnceLock::new());
         let (go, gate) = mpsc::channel::<()>();
+        let (entering, entered) = mpsc::channel::<()>();
         let subscriber = {
             let own = Arc::clone(&own);
             let gate = Mutex::new(gate);
             store.spawn_subscriber(Selector::all(), move |_| {
+                entering.send(()).unwrap();
                 gate.lock().unwrap().recv().unwrap();
                 own.get().unwrap().cancel();
                 Ok(Flow::Continue)
@@ -537,6 +539,9 @@ fn a_handler_cancelling_itself_while_another_thread_waits_on_it_does_not_deadloc
         assert!(own.set(subscriber).is_ok());
         numbers(&store, 3);
         let subscriber = own.get().unwrap();
+        // The handler runs (before this, an outside cancel could stop the
+        // subscriber before its first event, and the handler never run).
+        entered.recv().unwrap();
         thread::scope(|scope| {
             let (tid_out, tid_in) = mpsc::channel();
             let outside = scope.spawn(move || {

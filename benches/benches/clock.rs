@@ -1,7 +1,7 @@
 //! What the source of `created_at` costs an insert (issue 15): the default
 //! (the system clock read inline, one `clock_gettime`), the same clock
 //! through the builder (`SystemClock` behind `dyn Clock`), and a
-//! `TestClock` (a mutex-free atomic read). Every row keeps rule 26 (times
+//! `TestClock` (a mutex-free atomic read). Every row keeps the contract's rule 26 (times
 //! never decrease along positions), which the commit applies whatever the
 //! clock; its cost is in every row alike (measured on its own when it was
 //! built: 17 instructions per insert, see PERF.md).
