@@ -179,6 +179,18 @@ where
         ),
         first,
     };
+    #[cfg(feature = "tracing")]
+    {
+        use tracing::instrument::{Instrument, WithSubscriber};
+        // A root span that follows from `hindsight.spawn_subscriber` (the
+        // current span): the subscription outlives the call that started
+        // it. The task keeps the spawning task's dispatcher.
+        let worker = tracing::info_span!(parent: None, "hindsight.subscriber", ?selector);
+        worker.follows_from(tracing::Span::current());
+        let run = task.run(Delivery { selector, handler });
+        tokio::spawn(run.instrument(worker).with_current_subscriber());
+    }
+    #[cfg(not(feature = "tracing"))]
     tokio::spawn(task.run(Delivery { selector, handler }));
     Ok(PgSubscriber { shared, inner })
 }
@@ -256,8 +268,25 @@ impl<X: Send + Sync + 'static> Task<X> {
                     return Ok(());
                 };
                 let shared = Arc::clone(&self.shared);
-                let ran =
-                    tokio::task::spawn_blocking(move || deliver(taken, events, &shared)).await;
+                // With `tracing`, the handler runs in the subscription's span
+                // (the task's current one) and with its dispatcher.
+                #[cfg(feature = "tracing")]
+                let trace = (
+                    tracing::Span::current(),
+                    tracing::dispatcher::get_default(tracing::Dispatch::clone),
+                );
+                let ran = tokio::task::spawn_blocking(move || {
+                    #[cfg(feature = "tracing")]
+                    {
+                        let (span, dispatch) = trace;
+                        tracing::dispatcher::with_default(&dispatch, || {
+                            span.in_scope(|| deliver(taken, events, &shared))
+                        })
+                    }
+                    #[cfg(not(feature = "tracing"))]
+                    deliver(taken, events, &shared)
+                })
+                .await;
                 match ran {
                     Ok((back, Delivered::All)) => *delivery = Some(back),
                     Ok((back, Delivered::Over)) => {
