@@ -588,7 +588,7 @@ where
                 ?selector,
                 error = tracing::field::Empty,
             );
-            let start = subscription::start(Arc::clone(&self.inner), selector, handler);
+            let start = subscription::start(Arc::clone(&self.inner), selector, handler, &span);
             let started = start.instrument(span.clone()).await;
             if let Err(error) = &started {
                 span.record("error", tracing::field::display(error));

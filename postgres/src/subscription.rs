@@ -149,6 +149,7 @@ pub(crate) async fn start<E, X, H>(
     inner: Arc<Inner>,
     selector: Selector<E>,
     handler: H,
+    #[cfg(feature = "tracing")] spawn: &tracing::Span,
 ) -> Result<PgSubscriber<X>, PgError>
 where
     E: DeserializeOwned + Send + Sync + 'static,
@@ -170,7 +171,18 @@ where
         cancelled: AtomicBool::new(false),
         cancel: Notify::new(),
     });
+    // With `tracing`: a root span that follows from
+    // `hindsight.spawn_subscriber`, since the subscription outlives the
+    // call that started it.
+    #[cfg(feature = "tracing")]
+    let span = {
+        let span = tracing::info_span!(parent: None, "hindsight.subscriber", ?selector);
+        span.follows_from(spawn);
+        span
+    };
     let task = Task {
+        #[cfg(feature = "tracing")]
+        span: span.clone(),
         inner: Arc::clone(&inner),
         shared: Arc::clone(&shared),
         page_sql: inner.sql.subscription_page(
@@ -179,16 +191,13 @@ where
         ),
         first,
     };
+    // With `tracing`, the task runs in its span, with the spawning task's
+    // dispatcher.
     #[cfg(feature = "tracing")]
     {
         use tracing::instrument::{Instrument, WithSubscriber};
-        // A root span that follows from `hindsight.spawn_subscriber` (the
-        // current span): the subscription outlives the call that started
-        // it. The task keeps the spawning task's dispatcher.
-        let worker = tracing::info_span!(parent: None, "hindsight.subscriber", ?selector);
-        worker.follows_from(tracing::Span::current());
         let run = task.run(Delivery { selector, handler });
-        tokio::spawn(run.instrument(worker).with_current_subscriber());
+        tokio::spawn(run.instrument(span).with_current_subscriber());
     }
     #[cfg(not(feature = "tracing"))]
     tokio::spawn(task.run(Delivery { selector, handler }));
@@ -215,6 +224,9 @@ enum Delivered<X> {
 
 /// The subscription's task: its position and what it needs to read.
 struct Task<X> {
+    /// With `tracing`: the subscription's span, `hindsight.subscriber`.
+    #[cfg(feature = "tracing")]
+    span: tracing::Span,
     inner: Arc<Inner>,
     shared: Arc<Shared<X>>,
     page_sql: String,
@@ -269,10 +281,10 @@ impl<X: Send + Sync + 'static> Task<X> {
                 };
                 let shared = Arc::clone(&self.shared);
                 // With `tracing`, the handler runs in the subscription's span
-                // (the task's current one) and with its dispatcher.
+                // and with the task's dispatcher.
                 #[cfg(feature = "tracing")]
                 let trace = (
-                    tracing::Span::current(),
+                    self.span.clone(),
                     tracing::dispatcher::get_default(tracing::Dispatch::clone),
                 );
                 let ran = tokio::task::spawn_blocking(move || {
