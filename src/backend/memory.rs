@@ -76,6 +76,11 @@ impl From<InsertError> for StoreError<MemoryError> {
 /// when first polled (so, like any future, nothing happens until it is
 /// awaited) and is then ready.
 ///
+/// With the `tracing` feature each call runs in a span, and a subscriber's
+/// worker thread in one of its own (the README's "Tracing" lists them); the
+/// inherent API is never instrumented: it is the hot path, measured in
+/// nanoseconds, and the trait is what application code calls.
+///
 /// ```
 /// use hindsight::{EventStore, ExpectedVersion, MemoryStore, Position, StreamId, Transaction};
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
