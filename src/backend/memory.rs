@@ -101,15 +101,15 @@ impl<E: Send + Sync + 'static> EventStore for MemoryStore<E> {
     async fn insert(&self, tx: Transaction<E>) -> Result<Committed, StoreError<MemoryError>> {
         #[cfg(feature = "tracing")]
         {
+            let events = tx.len();
             let span = tracing::debug_span!(
                 "hindsight.insert",
                 streams = super::trace::streams(&tx),
-                events = tx.len(),
+                events,
                 first_position = tracing::field::Empty,
                 last_position = tracing::field::Empty,
                 error = tracing::field::Empty,
             );
-            let events = tx.len();
             let result = span.in_scope(|| MemoryStore::insert(self, tx).map_err(StoreError::from));
             super::trace::record_insert(&span, events, &result);
             result
