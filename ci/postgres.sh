@@ -60,4 +60,7 @@ as_pg "'$pg_ctl' -D '$dir/data' -l '$dir/server.log' -w -o \"-p $port -k $dir \
 
 export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
 cargo test -p hindsight-postgres || { tail -n 50 "$dir/server.log"; exit 1; }
+# The `tracing` feature's spans, on this server too.
+cargo test -p hindsight-postgres --features tracing --test tracing \
+  || { tail -n 50 "$dir/server.log"; exit 1; }
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p hindsight-postgres

@@ -708,7 +708,13 @@ impl<E: Send + Sync + 'static> MemoryStore<E> {
         X: Send + Sync + 'static,
         H: FnMut(Envelope<'_, E>) -> Result<Flow, X> + Send + 'static,
     {
-        Subscriber::spawn(self, selector, handler)
+        Subscriber::spawn(
+            self,
+            selector,
+            handler,
+            #[cfg(feature = "tracing")]
+            None,
+        )
     }
 }
 

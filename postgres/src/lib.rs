@@ -85,6 +85,8 @@ mod row;
 mod schema;
 mod store;
 mod subscription;
+#[cfg(feature = "tracing")]
+mod trace;
 
 pub use error::PgError;
 pub use store::PgStore;

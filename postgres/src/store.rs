@@ -6,8 +6,9 @@ use crate::row::{self, Stored};
 use crate::schema::{Sql, CONFLICT_SQLSTATE};
 use crate::subscription::{self, PgSubscriber};
 use hindsight::{
-    Committed, EventRef, EventStore, EventType, ExpectedVersion, Flow, Position, Selector,
-    StoreError, StreamHead, StreamId, StreamVersion, Transaction, Uuid, VersionMismatch,
+    Committed, CorrelationId, EventRef, EventStore, EventType, ExpectedVersion, Flow, Position,
+    Selector, StoreError, StreamHead, StreamId, StreamVersion, StreamWrite, Transaction, Uuid,
+    VersionMismatch,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -17,6 +18,8 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::ops::ControlFlow;
 use std::sync::Arc;
+#[cfg(feature = "tracing")]
+use {crate::trace, tracing::Instrument};
 
 /// How many rows one query of a read or a subscription fetches.
 pub(crate) const PAGE: i64 = 500;
@@ -233,24 +236,18 @@ fn conflict(
     Some(parsed)
 }
 
-impl<E> EventStore for PgStore<E>
+/// The trait's work, which the `EventStore` implementation below wraps in
+/// a span when the `tracing` feature is on.
+impl<E> PgStore<E>
 where
     E: Serialize + DeserializeOwned + EventType + Send + Sync + 'static,
 {
-    type Event = E;
-    type Cursor = Position;
-    type Error = PgError;
-    type Subscriber<X: Send + Sync + 'static> = PgSubscriber<X>;
-
-    /// One round trip to `insert_events` (see the crate docs). An empty
-    /// transaction is accepted as a no-op without a round trip; appends of
-    /// no events still have their expectations checked.
-    ///
-    /// Dropping the future once the statement was sent leaves the
-    /// transaction committed or not, all or nothing (one statement); read
-    /// the stream to learn which.
-    async fn insert(&self, tx: Transaction<E>) -> Result<Committed, StoreError<PgError>> {
-        let (writes, correlation_id) = tx.into_writes();
+    /// Inserts `tx`'s writes ([`Transaction::into_writes`]).
+    async fn insert_untraced(
+        &self,
+        writes: Vec<StreamWrite<E>>,
+        correlation_id: Option<CorrelationId>,
+    ) -> Result<Committed, StoreError<PgError>> {
         if writes.is_empty() {
             return Ok(Committed::new(None, Vec::new()));
         }
@@ -321,12 +318,12 @@ where
         Ok(Committed::new(last, heads))
     }
 
-    async fn head(&self) -> Result<Option<Position>, PgError> {
+    async fn head_untraced(&self) -> Result<Option<Position>, PgError> {
         let next = next_position(&self.inner).await?;
         Ok(next.checked_sub(1).map(Position))
     }
 
-    async fn stream_head(&self, stream: StreamId) -> Result<Option<StreamHead>, PgError> {
+    async fn stream_head_untraced(&self, stream: StreamId) -> Result<Option<StreamHead>, PgError> {
         let row: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(&self.inner.sql.stream_head)
             .bind(stream.as_uuid())
             .fetch_optional(&self.inner.pool)
@@ -341,9 +338,11 @@ where
         }
     }
 
-    /// Pages by position (500 rows a query), bounded by the head read once
-    /// at the start: the read sees the store as it was then.
-    async fn read_all<F>(&self, after: Option<Position>, mut visit: F) -> Result<(), PgError>
+    async fn read_all_untraced<F>(
+        &self,
+        after: Option<Position>,
+        mut visit: F,
+    ) -> Result<(), PgError>
     where
         F: FnMut(EventRef<'_, E, Position>) -> ControlFlow<()> + Send,
     {
@@ -386,9 +385,7 @@ where
         Ok(())
     }
 
-    /// Pages by (stream, version), 500 rows a query, bounded by the head
-    /// read once at the start.
-    async fn read_stream<F>(
+    async fn read_stream_untraced<F>(
         &self,
         stream: StreamId,
         from: StreamVersion,
@@ -430,6 +427,148 @@ where
             }
         }
     }
+}
+
+/// With the `tracing` feature each call runs in a span, as on the memory
+/// store: `hindsight.insert` (`DEBUG`; `streams`, `events`, then
+/// `first_position` and `last_position`, or `error`), `hindsight.head`,
+/// `hindsight.stream_head`, `hindsight.read_all` and `hindsight.read_stream`
+/// (`DEBUG`; where they start and how many events they `visited`),
+/// `hindsight.spawn_subscriber` (`INFO`, the `selector`); the subscription's
+/// task runs in a root span `hindsight.subscriber` that follows from it, and
+/// so does its handler, on each blocking thread it runs on, with the
+/// dispatcher of the task that spawned it.
+impl<E> EventStore for PgStore<E>
+where
+    E: Serialize + DeserializeOwned + EventType + Send + Sync + 'static,
+{
+    type Event = E;
+    type Cursor = Position;
+    type Error = PgError;
+    type Subscriber<X: Send + Sync + 'static> = PgSubscriber<X>;
+
+    /// One round trip to `insert_events` (see the crate docs). An empty
+    /// transaction is accepted as a no-op without a round trip; appends of
+    /// no events still have their expectations checked.
+    ///
+    /// Dropping the future once the statement was sent leaves the
+    /// transaction committed or not, all or nothing (one statement); read
+    /// the stream to learn which.
+    async fn insert(&self, tx: Transaction<E>) -> Result<Committed, StoreError<PgError>> {
+        let (writes, correlation_id) = tx.into_writes();
+        #[cfg(feature = "tracing")]
+        {
+            let events: usize = writes.iter().map(|write| write.events.len()).sum();
+            let span = tracing::debug_span!(
+                "hindsight.insert",
+                streams = writes.len(),
+                events,
+                first_position = tracing::field::Empty,
+                last_position = tracing::field::Empty,
+                error = tracing::field::Empty,
+            );
+            let insert = self.insert_untraced(writes, correlation_id);
+            let result = insert.instrument(span.clone()).await;
+            trace::record_insert(&span, events, &result);
+            result
+        }
+        #[cfg(not(feature = "tracing"))]
+        self.insert_untraced(writes, correlation_id).await
+    }
+
+    async fn head(&self) -> Result<Option<Position>, PgError> {
+        #[cfg(feature = "tracing")]
+        {
+            let span = tracing::debug_span!(
+                "hindsight.head",
+                head = tracing::field::Empty,
+                error = tracing::field::Empty,
+            );
+            let head = self.head_untraced().instrument(span.clone()).await;
+            match &head {
+                Ok(head) => span.record("head", head.map(|head| head.0)),
+                Err(error) => span.record("error", tracing::field::display(error)),
+            };
+            head
+        }
+        #[cfg(not(feature = "tracing"))]
+        self.head_untraced().await
+    }
+
+    async fn stream_head(&self, stream: StreamId) -> Result<Option<StreamHead>, PgError> {
+        #[cfg(feature = "tracing")]
+        {
+            let span = tracing::debug_span!(
+                "hindsight.stream_head",
+                %stream,
+                version = tracing::field::Empty,
+                position = tracing::field::Empty,
+                error = tracing::field::Empty,
+            );
+            let head = self
+                .stream_head_untraced(stream)
+                .instrument(span.clone())
+                .await;
+            trace::record_head(&span, &head);
+            head
+        }
+        #[cfg(not(feature = "tracing"))]
+        self.stream_head_untraced(stream).await
+    }
+
+    /// Pages by position (500 rows a query), bounded by the head read once
+    /// at the start: the read sees the store as it was then.
+    async fn read_all<F>(&self, after: Option<Position>, visit: F) -> Result<(), PgError>
+    where
+        F: FnMut(EventRef<'_, E, Position>) -> ControlFlow<()> + Send,
+    {
+        #[cfg(feature = "tracing")]
+        {
+            let span = tracing::debug_span!(
+                "hindsight.read_all",
+                after = after.map(|after| after.0),
+                visited = tracing::field::Empty,
+                error = tracing::field::Empty,
+            );
+            let mut visited = 0u64;
+            let read = self.read_all_untraced(after, trace::counted(visit, &mut visited));
+            let result = read.instrument(span.clone()).await;
+            trace::record_read(&span, visited, &result);
+            result
+        }
+        #[cfg(not(feature = "tracing"))]
+        self.read_all_untraced(after, visit).await
+    }
+
+    /// Pages by (stream, version), 500 rows a query, bounded by the head
+    /// read once at the start.
+    async fn read_stream<F>(
+        &self,
+        stream: StreamId,
+        from: StreamVersion,
+        visit: F,
+    ) -> Result<(), PgError>
+    where
+        F: FnMut(EventRef<'_, E, Position>) -> ControlFlow<()> + Send,
+    {
+        #[cfg(feature = "tracing")]
+        {
+            let span = tracing::debug_span!(
+                "hindsight.read_stream",
+                %stream,
+                from = from.0,
+                visited = tracing::field::Empty,
+                error = tracing::field::Empty,
+            );
+            let mut visited = 0u64;
+            let read = self.read_stream_untraced(stream, from, trace::counted(visit, &mut visited));
+            let result = read.instrument(span.clone()).await;
+            trace::record_read(&span, visited, &result);
+            result
+        }
+        #[cfg(not(feature = "tracing"))]
+        self.read_stream_untraced(stream, from, visit).await
+    }
 
     /// Starts a subscription task (see [`PgSubscriber`]); `Start::End`
     /// resolves to the head when this is awaited.
@@ -442,6 +581,21 @@ where
         X: Send + Sync + 'static,
         H: FnMut(EventRef<'_, E, Position>) -> Result<Flow, X> + Send + 'static,
     {
+        #[cfg(feature = "tracing")]
+        {
+            let span = tracing::info_span!(
+                "hindsight.spawn_subscriber",
+                ?selector,
+                error = tracing::field::Empty,
+            );
+            let start = subscription::start(Arc::clone(&self.inner), selector, handler, &span);
+            let started = start.instrument(span.clone()).await;
+            if let Err(error) = &started {
+                span.record("error", tracing::field::display(error));
+            }
+            started
+        }
+        #[cfg(not(feature = "tracing"))]
         subscription::start(Arc::clone(&self.inner), selector, handler).await
     }
 }

@@ -149,6 +149,7 @@ pub(crate) async fn start<E, X, H>(
     inner: Arc<Inner>,
     selector: Selector<E>,
     handler: H,
+    #[cfg(feature = "tracing")] spawn: &tracing::Span,
 ) -> Result<PgSubscriber<X>, PgError>
 where
     E: DeserializeOwned + Send + Sync + 'static,
@@ -170,7 +171,18 @@ where
         cancelled: AtomicBool::new(false),
         cancel: Notify::new(),
     });
+    // With `tracing`: a root span that follows from
+    // `hindsight.spawn_subscriber`, since the subscription outlives the
+    // call that started it.
+    #[cfg(feature = "tracing")]
+    let span = {
+        let span = tracing::info_span!(parent: None, "hindsight.subscriber", ?selector);
+        span.follows_from(spawn);
+        span
+    };
     let task = Task {
+        #[cfg(feature = "tracing")]
+        span: span.clone(),
         inner: Arc::clone(&inner),
         shared: Arc::clone(&shared),
         page_sql: inner.sql.subscription_page(
@@ -179,6 +191,15 @@ where
         ),
         first,
     };
+    // With `tracing`, the task runs in its span, with the spawning task's
+    // dispatcher.
+    #[cfg(feature = "tracing")]
+    {
+        use tracing::instrument::{Instrument, WithSubscriber};
+        let run = task.run(Delivery { selector, handler });
+        tokio::spawn(run.instrument(span).with_current_subscriber());
+    }
+    #[cfg(not(feature = "tracing"))]
     tokio::spawn(task.run(Delivery { selector, handler }));
     Ok(PgSubscriber { shared, inner })
 }
@@ -203,6 +224,9 @@ enum Delivered<X> {
 
 /// The subscription's task: its position and what it needs to read.
 struct Task<X> {
+    /// With `tracing`: the subscription's span, `hindsight.subscriber`.
+    #[cfg(feature = "tracing")]
+    span: tracing::Span,
     inner: Arc<Inner>,
     shared: Arc<Shared<X>>,
     page_sql: String,
@@ -256,8 +280,25 @@ impl<X: Send + Sync + 'static> Task<X> {
                     return Ok(());
                 };
                 let shared = Arc::clone(&self.shared);
-                let ran =
-                    tokio::task::spawn_blocking(move || deliver(taken, events, &shared)).await;
+                // With `tracing`, the handler runs in the subscription's span
+                // and with the task's dispatcher.
+                #[cfg(feature = "tracing")]
+                let trace = (
+                    self.span.clone(),
+                    tracing::dispatcher::get_default(tracing::Dispatch::clone),
+                );
+                let ran = tokio::task::spawn_blocking(move || {
+                    #[cfg(feature = "tracing")]
+                    {
+                        let (span, dispatch) = trace;
+                        tracing::dispatcher::with_default(&dispatch, || {
+                            span.in_scope(|| deliver(taken, events, &shared))
+                        })
+                    }
+                    #[cfg(not(feature = "tracing"))]
+                    deliver(taken, events, &shared)
+                })
+                .await;
                 match ran {
                     Ok((back, Delivered::All)) => *delivery = Some(back),
                     Ok((back, Delivered::Over)) => {

@@ -4,6 +4,7 @@
 //! thread per wait, cancel-safe).
 
 use super::{EventRef, EventStore, StoreError, SubscriberHandle};
+use crate::envelope::Envelope;
 use crate::error::InsertError;
 use crate::ids::{Position, StreamId, StreamVersion};
 use crate::read::Start;
@@ -75,6 +76,11 @@ impl From<InsertError> for StoreError<MemoryError> {
 /// when first polled (so, like any future, nothing happens until it is
 /// awaited) and is then ready.
 ///
+/// With the `tracing` feature each call runs in a span, and a subscriber's
+/// worker thread in one of its own (the README's "Tracing" lists them); the
+/// inherent API is never instrumented: it is the hot path, measured in
+/// nanoseconds, and the trait is what application code calls.
+///
 /// ```
 /// use hindsight::{EventStore, ExpectedVersion, MemoryStore, Position, StreamId, Transaction};
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -93,27 +99,69 @@ impl<E: Send + Sync + 'static> EventStore for MemoryStore<E> {
     type Subscriber<X: Send + Sync + 'static> = MemorySubscriber<X>;
 
     async fn insert(&self, tx: Transaction<E>) -> Result<Committed, StoreError<MemoryError>> {
+        #[cfg(feature = "tracing")]
+        {
+            let events = tx.len();
+            let span = tracing::debug_span!(
+                "hindsight.insert",
+                streams = super::trace::streams(&tx),
+                events,
+                first_position = tracing::field::Empty,
+                last_position = tracing::field::Empty,
+                error = tracing::field::Empty,
+            );
+            let result = span.in_scope(|| MemoryStore::insert(self, tx).map_err(StoreError::from));
+            super::trace::record_insert(&span, events, &result);
+            result
+        }
+        #[cfg(not(feature = "tracing"))]
         MemoryStore::insert(self, tx).map_err(StoreError::from)
     }
 
     async fn head(&self) -> Result<Option<Position>, MemoryError> {
+        #[cfg(feature = "tracing")]
+        {
+            let span = tracing::debug_span!("hindsight.head", head = tracing::field::Empty);
+            let head = span.in_scope(|| MemoryStore::head(self));
+            span.record("head", head.map(|head| head.0));
+            Ok(head)
+        }
+        #[cfg(not(feature = "tracing"))]
         Ok(MemoryStore::head(self))
     }
 
     async fn stream_head(&self, stream: StreamId) -> Result<Option<StreamHead>, MemoryError> {
+        #[cfg(feature = "tracing")]
+        {
+            let span = tracing::debug_span!(
+                "hindsight.stream_head",
+                %stream,
+                version = tracing::field::Empty,
+                position = tracing::field::Empty,
+            );
+            let head = span.in_scope(|| MemoryStore::stream_head(self, stream));
+            super::trace::record_head(&span, head);
+            Ok(head)
+        }
+        #[cfg(not(feature = "tracing"))]
         Ok(MemoryStore::stream_head(self, stream))
     }
 
-    async fn read_all<F>(&self, after: Option<Position>, mut visit: F) -> Result<(), MemoryError>
+    async fn read_all<F>(&self, after: Option<Position>, visit: F) -> Result<(), MemoryError>
     where
         F: FnMut(EventRef<'_, E, Position>) -> ControlFlow<()> + Send,
     {
         let start = after.map_or(Start::Beginning, Start::After);
-        for envelope in MemoryStore::read_all(self, start) {
-            if visit(EventRef::from(envelope)).is_break() {
-                break;
-            }
-        }
+        visit_each(
+            MemoryStore::read_all(self, start),
+            visit,
+            #[cfg(feature = "tracing")]
+            tracing::debug_span!(
+                "hindsight.read_all",
+                after = after.map(|after| after.0),
+                visited = tracing::field::Empty,
+            ),
+        );
         Ok(())
     }
 
@@ -121,16 +169,22 @@ impl<E: Send + Sync + 'static> EventStore for MemoryStore<E> {
         &self,
         stream: StreamId,
         from: StreamVersion,
-        mut visit: F,
+        visit: F,
     ) -> Result<(), MemoryError>
     where
         F: FnMut(EventRef<'_, E, Position>) -> ControlFlow<()> + Send,
     {
-        for envelope in MemoryStore::read_stream(self, stream, from) {
-            if visit(EventRef::from(envelope)).is_break() {
-                break;
-            }
-        }
+        visit_each(
+            MemoryStore::read_stream(self, stream, from),
+            visit,
+            #[cfg(feature = "tracing")]
+            tracing::debug_span!(
+                "hindsight.read_stream",
+                %stream,
+                from = from.0,
+                visited = tracing::field::Empty,
+            ),
+        );
         Ok(())
     }
 
@@ -143,11 +197,48 @@ impl<E: Send + Sync + 'static> EventStore for MemoryStore<E> {
         X: Send + Sync + 'static,
         H: FnMut(EventRef<'_, E, Position>) -> Result<Flow, X> + Send + 'static,
     {
+        #[cfg(feature = "tracing")]
+        let subscriber = {
+            let span = tracing::info_span!("hindsight.spawn_subscriber", ?selector);
+            let _entered = span.enter();
+            let worker = super::trace::worker(&span, &selector);
+            Subscriber::spawn(
+                self,
+                selector,
+                move |envelope| handler(EventRef::from(envelope)),
+                Some(worker),
+            )
+        };
+        #[cfg(not(feature = "tracing"))]
         let subscriber = MemoryStore::spawn_subscriber(self, selector, move |envelope| {
             handler(EventRef::from(envelope))
         });
         Ok(MemorySubscriber { subscriber })
     }
+}
+
+/// Hands `events` to `visit` until it returns [`ControlFlow::Break`]. With
+/// the `tracing` feature, inside `span`, which records how many it handed
+/// over as `visited`.
+#[inline]
+fn visit_each<'a, E: 'a>(
+    events: impl Iterator<Item = Envelope<'a, E>>,
+    mut visit: impl FnMut(EventRef<'_, E, Position>) -> ControlFlow<()>,
+    #[cfg(feature = "tracing")] span: tracing::Span,
+) {
+    #[cfg(feature = "tracing")]
+    let (_entered, mut visited) = (span.enter(), 0u64);
+    for envelope in events {
+        #[cfg(feature = "tracing")]
+        {
+            visited += 1;
+        }
+        if visit(EventRef::from(envelope)).is_break() {
+            break;
+        }
+    }
+    #[cfg(feature = "tracing")]
+    span.record("visited", visited);
 }
 
 /// The handle of a memory store subscriber behind

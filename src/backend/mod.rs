@@ -63,6 +63,8 @@
 //! ```
 
 mod memory;
+#[cfg(feature = "tracing")]
+mod trace;
 
 pub use memory::{MemoryError, MemorySubscriber};
 

@@ -145,7 +145,16 @@ pub struct Subscriber<X> {
 impl<X: Send + Sync + 'static> Subscriber<X> {
     /// Starts a worker thread running `handler` on what `selector` selects
     /// in `store`; see [`MemoryStore::spawn_subscriber`].
-    pub(crate) fn spawn<E, H>(store: &MemoryStore<E>, selector: Selector<E>, handler: H) -> Self
+    ///
+    /// With the `tracing` feature, `trace` (given by the `EventStore`
+    /// implementation, `None` from the inherent API) is the span the worker
+    /// runs in and the dispatcher it sets as its default.
+    pub(crate) fn spawn<E, H>(
+        store: &MemoryStore<E>,
+        selector: Selector<E>,
+        handler: H,
+        #[cfg(feature = "tracing")] trace: Option<WorkerTrace>,
+    ) -> Self
     where
         E: Send + Sync + 'static,
         H: FnMut(Envelope<'_, E>) -> Result<Flow, X> + Send + 'static,
@@ -173,7 +182,13 @@ impl<X: Send + Sync + 'static> Subscriber<X> {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("hindsight-subscriber".into())
-                .spawn(move || run(subscription, selector, handler, &shared))
+                .spawn(move || {
+                    #[cfg(feature = "tracing")]
+                    if let Some(trace) = trace {
+                        return trace.run(|| run(subscription, selector, handler, &shared));
+                    }
+                    run(subscription, selector, handler, &shared)
+                })
                 .expect("failed to spawn a subscriber thread")
         };
         let store: Arc<dyn StoreLink> = store.inner.clone();
@@ -186,6 +201,23 @@ impl<X: Send + Sync + 'static> Subscriber<X> {
             outcome: OnceLock::new(),
             own_handler: SubscriberError::OwnHandler,
         }
+    }
+}
+
+/// With the `tracing` feature: the span a subscriber's worker thread runs
+/// in, and the dispatcher (the spawning thread's default) its handler's
+/// events go to.
+#[cfg(feature = "tracing")]
+pub(crate) struct WorkerTrace {
+    pub(crate) span: tracing::Span,
+    pub(crate) dispatch: tracing::Dispatch,
+}
+
+#[cfg(feature = "tracing")]
+impl WorkerTrace {
+    /// Runs the worker with `dispatch` as the thread's default, inside `span`.
+    fn run(self, worker: impl FnOnce()) {
+        tracing::dispatcher::with_default(&self.dispatch, || self.span.in_scope(worker));
     }
 }
 

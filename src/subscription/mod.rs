@@ -28,6 +28,8 @@ pub(crate) use cursor::Cursor;
 pub use error::SubscriptionError;
 #[cfg(not(loom))]
 pub use error::{EventContext, HandlerError, HandlerFailure, SubscriberError, WaitError};
+#[cfg(feature = "tracing")]
+pub(crate) use handler::WorkerTrace;
 #[cfg(not(loom))]
 pub use handler::{Flow, Subscriber};
 pub use stream::{SubscriptionIter, SubscriptionStream};
