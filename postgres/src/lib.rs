@@ -81,11 +81,13 @@
 
 mod error;
 mod listener;
+mod projection;
 mod row;
 mod schema;
 mod store;
 mod subscription;
 
-pub use error::PgError;
+pub use error::{PgError, ProjectionError};
+pub use projection::{BoxFuture, Projection, ProjectionHandle, ProjectionState};
 pub use store::PgStore;
 pub use subscription::PgSubscriber;
