@@ -80,6 +80,8 @@ struct ProjectionSql {
     ensure: String,
     /// `$1` name: checkpoint (as text), error, error position.
     state: String,
+    /// `$1` name: the checkpoint (as text).
+    read: String,
     /// `$1` name: the checkpoint, row locked to the end of the transaction.
     lock: String,
     /// `$1` name, `$2` checkpoint (JSON text), `$3` position.
@@ -108,14 +110,14 @@ struct Inner {
 /// [`ProjectionError::Conflict`]. A restart resumes after the checkpoint.
 ///
 /// ```no_run
-/// use hindsight::{EventType, ExpectedVersion, MemoryStore, Selector, StreamId, Transaction};
-/// use hindsight_postgres::{Projection, ProjectionError};
+/// use hindsight::{ExpectedVersion, MemoryStore, Selector, StreamId, Transaction};
+/// use hindsight_postgres::Projection;
 ///
 /// #[derive(Clone)]
 /// struct Deposited(i64);
 ///
 /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let store = MemoryStore::new();
+/// let store = MemoryStore::<Deposited>::new();
 /// let pool = sqlx::PgPool::connect("postgres://localhost/app").await?;
 /// sqlx::raw_sql("CREATE TABLE IF NOT EXISTS totals (account UUID PRIMARY KEY, total BIGINT)")
 ///     .execute(&pool)
@@ -193,6 +195,7 @@ impl Projection {
             state: format!(
                 "SELECT checkpoint::text, error, error_position FROM {table} WHERE name = $1"
             ),
+            read: format!("SELECT checkpoint::text FROM {table} WHERE name = $1"),
             lock: format!("SELECT checkpoint::text FROM {table} WHERE name = $1 FOR UPDATE"),
             advance: format!(
                 "UPDATE {table} SET checkpoint = $2::jsonb, position = $3, updated_at = now(), \
@@ -348,7 +351,7 @@ impl Projection {
             .bind(&inner.name)
             .execute(&inner.pool)
             .await?;
-        let stored: Option<Option<String>> = sqlx::query_scalar(&inner.sql.lock)
+        let stored: Option<Option<String>> = sqlx::query_scalar(&inner.sql.read)
             .bind(&inner.name)
             .fetch_optional(&inner.pool)
             .await?;
