@@ -302,6 +302,9 @@ impl Projection {
     /// as the future). It must not end the transaction itself; nested
     /// `begin` on the connection makes a savepoint.
     ///
+    /// `X: Display`: the failure is recorded on the projection's row as
+    /// text, and returned unchanged in [`ProjectionError::Handler`].
+    ///
     /// `S::Event: Clone`: a subscriber lends each event to its synchronous
     /// handler for that call only, and the transaction outlives the call,
     /// so the runner keeps a copy. For large events, store `Arc`s.
@@ -872,4 +875,36 @@ fn panic_message(panic: Box<dyn Any + Send>) -> String {
     // The payload is user code too: its `Drop` may panic.
     let _ = catch_unwind(AssertUnwindSafe(move || drop(panic)));
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resume;
+    use hindsight::{Position, Selector, Start};
+
+    #[test]
+    fn a_checkpoint_wins_over_the_start_unless_the_start_is_later() {
+        let start = |selector: Selector<()>, checkpoint: Option<Position>| {
+            resume(selector, checkpoint).start_point()
+        };
+        let at = Some(Position(5));
+        assert_eq!(start(Selector::all(), None), Start::Beginning);
+        assert_eq!(start(Selector::all(), at), Start::After(Position(5)));
+        assert_eq!(
+            start(Selector::all().start(Start::End), at),
+            Start::After(Position(5))
+        );
+        assert_eq!(
+            start(Selector::all().after(Position(3)), at),
+            Start::After(Position(5))
+        );
+        assert_eq!(
+            start(Selector::all().after(Position(9)), at),
+            Start::After(Position(9))
+        );
+        assert_eq!(
+            start(Selector::all().after(Position(9)), None),
+            Start::After(Position(9))
+        );
+    }
 }
