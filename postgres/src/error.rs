@@ -85,3 +85,98 @@ fn at_text(position: &Option<Position>) -> String {
         None => String::new(),
     }
 }
+
+/// Why a checkpointed projection ([`Projection`](crate::Projection)) did
+/// not start, or how its runner ended (from
+/// [`ProjectionHandle::wait`](crate::ProjectionHandle::wait)).
+///
+/// `X` is the handler's error, carried unchanged; `B` is the event store's
+/// own error ([`EventStore::Error`](hindsight::EventStore::Error): a
+/// [`MemoryError`](hindsight::MemoryError), a [`PgError`], ...). Whatever the
+/// variant, every event up to the projection's checkpoint was applied
+/// exactly once and nothing after it: restarting resumes there.
+///
+/// ```
+/// use hindsight_postgres::ProjectionError;
+/// use hindsight::{MemoryError, Position};
+/// let error: ProjectionError<std::io::Error, MemoryError> =
+///     ProjectionError::Conflict { expected: Some(Position(4)), found: Some(Position(5)) };
+/// assert_eq!(
+///     error.to_string(),
+///     "another runner moved the projection's checkpoint: expected position 4, found position 5",
+/// );
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProjectionError<X, B> {
+    /// The handler returned an error (carried unchanged in
+    /// [`HandlerFailure::Error`](hindsight::HandlerFailure::Error)) or
+    /// panicked, on the event in the context. Its transaction was rolled
+    /// back: the checkpoint stays just before that event. A panic while
+    /// copying the event for the runner (in `Clone`, or naming its type)
+    /// is reported here too, as a panic.
+    #[error("{error}")]
+    Handler {
+        /// The failure and the event it happened on.
+        error: hindsight::HandlerError<X>,
+        /// Whether the failure was written on the projection's row
+        /// (`error`, `error_position`, `error_at`). `false` when that
+        /// statement failed, or when another runner had moved the
+        /// checkpoint meanwhile (the row is then that runner's to report).
+        recorded: bool,
+    },
+    /// The compare-and-set on the checkpoint failed: another runner of the
+    /// same projection applied an event since this runner last committed.
+    /// This runner applied nothing more (its transaction was rolled back).
+    #[error(
+        "another runner moved the projection's checkpoint: expected {}, found {}",
+        checkpoint_text(expected),
+        checkpoint_text(found)
+    )]
+    Conflict {
+        /// The checkpoint this runner last committed (or started from).
+        expected: Option<Position>,
+        /// The checkpoint it found.
+        found: Option<Position>,
+    },
+    /// The projection's row was deleted while it ran.
+    #[error("the projection's row was deleted while it ran")]
+    Missing,
+    /// A statement on the projection's database failed (connection lost,
+    /// lock timeout, ...). The event's transaction wrote all or nothing; if
+    /// its `COMMIT` was lost, the checkpoint says which.
+    #[error("projection database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The stored checkpoint is not a cursor of this event store (the name
+    /// is used by a projection fed by another backend, say).
+    #[error("the stored checkpoint {stored} is not a cursor of this store: {source}")]
+    Checkpoint {
+        /// The stored checkpoint, as JSON text.
+        stored: String,
+        /// What serde said.
+        source: serde_json::Error,
+    },
+    /// The event's cursor could not be serialised as a checkpoint.
+    #[error("a cursor could not be serialised as a checkpoint: {0}")]
+    Encode(serde_json::Error),
+    /// The event store failed: its subscriber could not start, or ended
+    /// with this error. Every event before the failure was applied.
+    #[error("event store error: {0}")]
+    Store(B),
+    /// User code the runner ran outside any event (the handler's `Drop`)
+    /// panicked, or the runner itself did (a bug), with this message.
+    #[error("the projection runner panicked: {0}")]
+    Panicked(String),
+    /// The event store's subscriber ended in a way this version does not
+    /// know of; its message.
+    #[error("the event store's subscriber ended: {0}")]
+    Subscriber(String),
+}
+
+/// "position 4", or "none".
+fn checkpoint_text(checkpoint: &Option<Position>) -> String {
+    match checkpoint {
+        Some(position) => format!("position {position}"),
+        None => "none".to_owned(),
+    }
+}

@@ -157,6 +157,27 @@ $fn$;
 const EVENT_COLUMNS: &str = "e.position, e.stream_id, e.version, e.event_id, e.correlation_id, \
      (extract(epoch FROM e.created_at) * 1000000)::BIGINT AS created_us, e.payload::text AS payload";
 
+/// `schema` quoted (`"name"`), if it is a plain identifier: 1 to 48 of
+/// `[a-z0-9_]`, not starting with a digit.
+pub(crate) fn quote_schema(schema: &str) -> Result<String, PgError> {
+    let valid = (1..=48).contains(&schema.len())
+        && schema
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !schema.as_bytes()[0].is_ascii_digit();
+    if !valid {
+        return Err(PgError::InvalidSchema(schema.to_owned()));
+    }
+    Ok(format!("\"{schema}\""))
+}
+
+/// The advisory lock key under which a schema is created and migrated: one
+/// per schema, shared by the store's and the projections' migrations, so
+/// two of them never race on `CREATE SCHEMA IF NOT EXISTS`.
+pub(crate) fn migration_lock_key(quoted: &str) -> String {
+    format!("hindsight-postgres:{quoted}")
+}
+
 /// The SQL of one store, built once at connect.
 #[derive(Debug)]
 pub(crate) struct Sql {
@@ -178,15 +199,7 @@ pub(crate) struct Sql {
 impl Sql {
     /// The SQL of the store in `schema`, which must be a plain identifier.
     pub(crate) fn new(schema: &str) -> Result<Self, PgError> {
-        let valid = (1..=48).contains(&schema.len())
-            && schema
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-            && !schema.as_bytes()[0].is_ascii_digit();
-        if !valid {
-            return Err(PgError::InvalidSchema(schema.to_owned()));
-        }
-        let s = format!("\"{schema}\"");
+        let s = quote_schema(schema)?;
         Ok(Sql {
             insert: format!(
                 "SELECT out_stream, out_version, out_position FROM {s}.insert_events(\
@@ -240,7 +253,7 @@ impl Sql {
     pub(crate) async fn migrate(&self, pool: &sqlx::PgPool) -> Result<(), PgError> {
         let mut tx = pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(format!("hindsight-postgres:{}", self.quoted))
+            .bind(migration_lock_key(&self.quoted))
             .execute(&mut *tx)
             .await?;
         let s = &self.quoted;
