@@ -169,6 +169,7 @@
 
 mod error;
 mod listener;
+mod panic;
 mod projection;
 mod row;
 mod schema;

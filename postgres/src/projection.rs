@@ -29,6 +29,7 @@
 //! transaction always runs to its `COMMIT` or `ROLLBACK`.
 
 use crate::error::{PgError, ProjectionError};
+use crate::panic::panic_message;
 use crate::schema::{migration_lock_key, quote_schema};
 use hindsight::{
     CorrelationId, Cursor, EventId, EventRef, EventStore, Flow, HandlerError, HandlerFailure,
@@ -864,17 +865,6 @@ impl<F: Future + Unpin> Future for CatchUnwind<F> {
             Err(panic) => Poll::Ready(Err(panic)),
         }
     }
-}
-
-fn panic_message(panic: Box<dyn Any + Send>) -> String {
-    let message = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic with a non-string payload".to_owned());
-    // The payload is user code too: its `Drop` may panic.
-    let _ = catch_unwind(AssertUnwindSafe(move || drop(panic)));
-    message
 }
 
 #[cfg(test)]

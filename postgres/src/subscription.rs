@@ -22,6 +22,7 @@
 //! position; every event before it was handled.
 
 use crate::error::PgError;
+use crate::panic::panic_message;
 use crate::row::{self, Stored};
 use crate::store::{next_position, Inner, PAGE};
 use hindsight::{
@@ -30,7 +31,6 @@ use hindsight::{
 };
 use serde::de::DeserializeOwned;
 use sqlx::Row;
-use std::any::Any;
 use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
@@ -446,17 +446,6 @@ where
         }
     }
     (delivery, delivered)
-}
-
-fn panic_message(panic: Box<dyn Any + Send>) -> String {
-    let message = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic with a non-string payload".to_owned());
-    // The payload is user code too: its `Drop` may panic.
-    let _ = catch_unwind(AssertUnwindSafe(move || drop(panic)));
-    message
 }
 
 impl<X: Send + Sync + 'static> PgSubscriber<X> {
