@@ -155,6 +155,14 @@ pub enum ProjectionError<X, B> {
         /// The checkpoint it found.
         found: Option<Position>,
     },
+    /// Another runner of the same projection (in this process or any
+    /// other) holds the projection's lease, so this one did not start:
+    /// nothing was read or applied. It can start once that runner ends.
+    #[error("projection {name:?} is already running (another runner holds its lease)")]
+    AlreadyRunning {
+        /// The projection's name.
+        name: String,
+    },
     /// The projection's row was deleted while it ran.
     #[error("the projection's row was deleted while it ran")]
     Missing,

@@ -182,13 +182,16 @@
 //! - **One transaction per event**: `BEGIN`; lock the projection's row
 //!   (`SELECT ... FOR UPDATE`); the handler's statements; the checkpoint;
 //!   `COMMIT`. A crash anywhere leaves both or neither.
-//! - **A compare-and-set on the checkpoint**: the locked row must still
-//!   hold the checkpoint this runner last committed. A second runner of
-//!   the same projection waits on the row lock for the first's `COMMIT`,
-//!   then finds the checkpoint moved and stops with
-//!   [`ProjectionError::Conflict`], before its handler runs: no event is
-//!   applied twice. This is a safety net, not leader election: both
-//!   runners stay up until one of them meets an event the other applied.
+//! - **One runner per projection, by a lease**: a runner holds a session
+//!   advisory lock (keyed by schema and name) on a connection of its own
+//!   for as long as it runs; a second runner, in any process, does not
+//!   start ([`ProjectionError::AlreadyRunning`]).
+//! - **A compare-and-set on the checkpoint**, behind the lease (which
+//!   goes if its connection dies): the locked row must still hold the
+//!   checkpoint this runner last committed. A second runner of the same
+//!   projection waits on the row lock for the first's `COMMIT`, then finds
+//!   the checkpoint moved and stops with [`ProjectionError::Conflict`],
+//!   before its handler runs: no event is applied twice.
 //! - **Restart resumes after the checkpoint**: the subscriber starts after
 //!   it (a selector's `After` a later position wins), and events at or
 //!   before it are skipped anyway.
