@@ -71,6 +71,7 @@ pub use memory::{MemoryError, MemorySubscriber};
 use crate::envelope::Envelope;
 use crate::error::VersionMismatch;
 use crate::ids::{CorrelationId, EventId, Position, StreamId, StreamVersion};
+use crate::name::StreamName;
 use crate::selector::Selector;
 use crate::subscription::{EventContext, Flow, SubscriberError, WaitError};
 use crate::transaction::{Committed, StreamHead, Transaction};
@@ -374,6 +375,25 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         &self,
         stream: StreamId,
     ) -> impl Future<Output = Result<Option<StreamHead>, Self::Error>> + Send;
+
+    /// The name the store keeps for `stream` (rule 32): the one given with
+    /// its first event ([`Transaction::append_named`]); `None` for a
+    /// stream that does not exist or whose first event was appended by id.
+    ///
+    /// ```
+    /// use hindsight::{EventStore, ExpectedVersion, MemoryStore, StreamName, Transaction};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let store = MemoryStore::new();
+    /// let order = StreamName::new("order-42").unwrap();
+    /// let tx = Transaction::new().append_named(&order, ExpectedVersion::NoStream, ["placed"]);
+    /// EventStore::insert(&store, tx).await.unwrap();
+    /// assert_eq!(EventStore::stream_name(&store, order.id()).await.unwrap(), Some(order));
+    /// # }
+    /// ```
+    fn stream_name(
+        &self,
+        stream: StreamId,
+    ) -> impl Future<Output = Result<Option<StreamName>, Self::Error>> + Send;
 
     /// Calls `visit` with every committed event, in position order, from the
     /// beginning (`after` is `None`) or after a cursor (exclusive), until it
