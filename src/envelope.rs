@@ -93,7 +93,9 @@ impl<'a, E> Envelope<'a, E> {
     #[doc(alias = "stream name")]
     pub fn stream_name(self) -> Option<&'a str> {
         // SAFETY: as in `stream_id`.
-        unsafe { self.record.stream.get() }.name().map(|name| &**name)
+        unsafe { self.record.stream.get() }
+            .name()
+            .map(|name| &**name)
     }
 
     /// The category of the event's stream (the part of its name before

@@ -8,9 +8,11 @@
 //!   transaction and holds its row lock until `COMMIT`, so positions are
 //!   dense and commit in position order: a snapshot always sees a prefix of
 //!   the log (see the crate docs).
-//! - `streams(stream_id, last_version, last_position)`: one row per stream
-//!   an insert named; both numbers `NULL` for a placeholder (a stream
-//!   checked or locked but never written: it does not exist, rule 4).
+//! - `streams(stream_id, last_version, last_position, name, category)`: one
+//!   row per stream an insert named; both numbers `NULL` for a placeholder
+//!   (a stream checked or locked but never written: it does not exist, rule
+//!   4); `name` and `category` set by the insert of the stream's first
+//!   events if it appended by name (rule 32, migration 3), `NULL` otherwise.
 //! - `events(position, stream_id, version, event_id, correlation_id,
 //!   created_at, event_type, payload)`, `UNIQUE (stream_id, version)`.
 //!
@@ -280,7 +282,9 @@ impl Sql {
             .unwrap_or_default();
         let category = parameter(by_category)
             .map(|n| {
-                format!(" AND e.stream_id IN (SELECT stream_id FROM {s}.streams WHERE category = ${n})")
+                format!(
+                    " AND e.stream_id IN (SELECT stream_id FROM {s}.streams WHERE category = ${n})"
+                )
             })
             .unwrap_or_default();
         format!(

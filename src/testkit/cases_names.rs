@@ -81,7 +81,11 @@ pub fn rule_32_names_give_fixed_ids_and_the_store_keeps_the_first<F: StoreFactor
             Transaction::new().append_named(&late, StreamExists, [ev(7)]),
         )
         .await;
-        assert_eq!(name_of(&store, late.id()).await, None, "first written by id");
+        assert_eq!(
+            name_of(&store, late.id()).await,
+            None,
+            "first written by id"
+        );
 
         // Another store: the same name, the same id, its own names.
         let other = factory.create().await;
@@ -159,7 +163,12 @@ pub fn rule_32_category_subscriptions_deliver_exactly_the_category_in_order<F: S
     run("rule_32", async {
         let store = factory.create().await;
         let in_category = [name("order-1"), name("order-2"), name("order-2-line-1")];
-        let others = [name("orderly-1"), name("order"), name("cart-1"), name("-order")];
+        let others = [
+            name("orderly-1"),
+            name("order"),
+            name("cart-1"),
+            name("-order"),
+        ];
         let by_id = StreamId::from_name("order-3");
         let mut selected_ids: Vec<StreamId> = in_category.iter().map(StreamName::id).collect();
         selected_ids.sort();
