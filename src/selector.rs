@@ -94,7 +94,8 @@ impl<E> Selector<E> {
     /// nothing.
     ///
     /// The subscription reads the whole log and skips the other streams'
-    /// events (which still advance it, rule 18); subscriptions that select
+    /// events (which still advance it, [contract](crate::contract) rule
+    /// 18); subscriptions that select
     /// no category pay nothing for the check.
     ///
     /// ```
