@@ -1,7 +1,8 @@
 //! Every failure of the PostgreSQL backend, in one place: one `Display` per
 //! failure.
 
-use hindsight::Position;
+use crate::codec::BoxError;
+use hindsight::{Position, StreamId};
 
 /// The PostgreSQL backend's own failure, as
 /// [`EventStore::Error`](hindsight::EventStore::Error).
@@ -32,17 +33,32 @@ pub enum PgError {
         /// What the database said.
         source: sqlx::Error,
     },
-    /// An event could not be serialised for writing; nothing was written.
-    #[error("an event could not be serialised: {0}")]
-    Encode(serde_json::Error),
-    /// The stored payload at `position` does not deserialise into the
-    /// store's event type. Every earlier event was delivered.
+    /// The store's [`Codec`](crate::Codec) could not encode an event of
+    /// an insert (or made JSON that is not UTF-8, or panicked); nothing was
+    /// written.
+    #[error(
+        "an event of type {event_type:?} for stream {stream} could not be encoded \
+         (nothing was written): {source}"
+    )]
+    Encode {
+        /// The stream the event was for.
+        stream: StreamId,
+        /// The event's [`EventType`](hindsight::EventType) name.
+        event_type: String,
+        /// What the codec said.
+        source: BoxError,
+    },
+    /// The stored payload at `position` does not decode with the store's
+    /// [`Codec`](crate::Codec): the codec failed (or panicked), or the
+    /// payload is stored in the other [`PayloadForm`](crate::PayloadForm)
+    /// (bytes read by a JSON store, or JSON by a byte store). Every earlier
+    /// event was delivered.
     #[error("the event at position {position} could not be decoded: {source}")]
     Decode {
         /// Where the undecodable event sits.
         position: Position,
-        /// What serde said.
-        source: serde_json::Error,
+        /// What the codec said, or which form the row has.
+        source: BoxError,
     },
     /// A row breaks the schema's invariants (a negative number, say).
     #[error("corrupt row{}: {detail}", at_text(position))]
@@ -138,6 +154,14 @@ pub enum ProjectionError<X, B> {
         expected: Option<Position>,
         /// The checkpoint it found.
         found: Option<Position>,
+    },
+    /// Another runner of the same projection (in this process or any
+    /// other) holds the projection's lease, so this one did not start:
+    /// nothing was read or applied. It can start once that runner ends.
+    #[error("projection {name:?} is already running (another runner holds its lease)")]
+    AlreadyRunning {
+        /// The projection's name.
+        name: String,
     },
     /// The projection's row was deleted while it ran.
     #[error("the projection's row was deleted while it ran")]

@@ -78,6 +78,53 @@
 //! Each store lives in its own schema, named at connect and created (and
 //! migrated, idempotently, under an advisory lock) on first use.
 //!
+//! # Payloads
+//!
+//! A store writes and reads its events' payloads through a [`Codec`]:
+//! serde JSON in the `JSONB` column `payload` by default ([`JsonCodec`];
+//! [`PgStore::connect`], [`PgStore::with_pool`]), readable and queryable
+//! in SQL; or bytes in the `BYTEA` column `payload_bytes`
+//! ([`PgStore::connect_with_codec`], [`PgStore::with_pool_and_codec`]) from
+//! any binary format the application picks: a [`ByteCodec`] made of two
+//! functions, or a `Codec` of its own. This crate depends on no binary
+//! format. Whatever the codec, the event's
+//! [`EventType`](hindsight::EventType) name has a column of its own, so
+//! type filters
+//! ([`Selector::only_types`](hindsight::Selector::only_types)) run in SQL.
+//!
+//! ```no_run
+//! use hindsight_postgres::{ByteCodec, PgStore};
+//!
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! enum Account { Opened, Deposited(u64) }
+//! # impl hindsight::EventType for Account {
+//! #     fn event_type(&self) -> &str { "Account" }
+//! # }
+//!
+//! # async fn demo() -> Result<(), hindsight_postgres::PgError> {
+//! // CBOR with ciborium (the application's dependency).
+//! let cbor = ByteCodec::new(
+//!     |event: &Account| {
+//!         let mut bytes = Vec::new();
+//!         ciborium::into_writer(event, &mut bytes)?;
+//!         Ok(bytes)
+//!     },
+//!     |bytes| Ok(ciborium::from_reader(bytes)?),
+//! );
+//! let store = PgStore::connect_with_codec("postgres://localhost/app", "bank", cbor).await?;
+//! # drop(store); Ok(()) }
+//! ```
+//!
+//! Every row holds exactly one of the two columns (a `CHECK`), so one
+//! schema should have one codec: a store that meets a row in the other
+//! form, or one its codec cannot decode, fails the read with
+//! [`PgError::Decode`] at that row's position, and a subscription ends
+//! with it after every event before. An event that cannot be encoded
+//! fails its insert with [`PgError::Encode`] before anything is sent.
+//! Schemas made before byte payloads existed are upgraded in place on
+//! connect (a new column and a new insert function; constant time), and
+//! their JSON events stay readable by a JSON store.
+//!
 //! # Checkpointed projections
 //!
 //! A [`Projection`] keeps a read model in PostgreSQL from the events of
@@ -140,13 +187,16 @@
 //! - **One transaction per event**: `BEGIN`; lock the projection's row
 //!   (`SELECT ... FOR UPDATE`); the handler's statements; the checkpoint;
 //!   `COMMIT`. A crash anywhere leaves both or neither.
-//! - **A compare-and-set on the checkpoint**: the locked row must still
-//!   hold the checkpoint this runner last committed. A second runner of
-//!   the same projection waits on the row lock for the first's `COMMIT`,
-//!   then finds the checkpoint moved and stops with
-//!   [`ProjectionError::Conflict`], before its handler runs: no event is
-//!   applied twice. This is a safety net, not leader election: both
-//!   runners stay up until one of them meets an event the other applied.
+//! - **One runner per projection, by a lease**: a runner holds a session
+//!   advisory lock (keyed by schema and name) on a connection of its own
+//!   for as long as it runs; a second runner, in any process, does not
+//!   start ([`ProjectionError::AlreadyRunning`]).
+//! - **A compare-and-set on the checkpoint**, behind the lease (which
+//!   goes if its connection dies): the locked row must still hold the
+//!   checkpoint this runner last committed. A second runner of the same
+//!   projection waits on the row lock for the first's `COMMIT`, then finds
+//!   the checkpoint moved and stops with [`ProjectionError::Conflict`],
+//!   before its handler runs: no event is applied twice.
 //! - **Restart resumes after the checkpoint**: the subscriber starts after
 //!   it (a selector's `After` a later position wins), and events at or
 //!   before it are skipped anyway.
@@ -169,9 +219,10 @@
 //!
 //! # Not yet
 //!
-//! A byte codec beside JSONB, idempotent appends and stream deletion
-//! (rules 29-30) are not implemented; see the crate's README.
+//! Idempotent appends and stream deletion (rules 29-30) are not
+//! implemented; see the crate's README.
 
+mod codec;
 mod error;
 mod listener;
 mod panic;
@@ -183,6 +234,7 @@ mod subscription;
 #[cfg(feature = "tracing")]
 mod trace;
 
+pub use codec::{BoxError, ByteCodec, Codec, JsonCodec, PayloadForm};
 pub use error::{PgError, ProjectionError};
 pub use projection::{BoxFuture, Projection, ProjectionHandle, ProjectionState};
 pub use store::PgStore;

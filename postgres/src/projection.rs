@@ -4,7 +4,10 @@
 //!
 //! The runner is a Tokio task:
 //!
-//! 1. At start, it makes sure the projection's row exists, reads its
+//! 1. At start, it takes the projection's lease (a session advisory lock
+//!    on a connection of its own, held until the runner ends; see
+//!    `Lease`), or fails with [`ProjectionError::AlreadyRunning`]. Then it
+//!    makes sure the projection's row exists, reads its
 //!    checkpoint and starts a subscriber of the event store after it (a
 //!    checkpoint wins over the selector's start, unless that start is
 //!    later).
@@ -36,7 +39,7 @@ use hindsight::{
     Position, Selector, Start, StreamId, StreamVersion, SubscriberError, SubscriberHandle,
     WaitError,
 };
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool};
 use std::any::Any;
 use std::convert::Infallible;
 use std::fmt;
@@ -303,6 +306,10 @@ impl Projection {
     /// as the future). It must not end the transaction itself; nested
     /// `begin` on the connection makes a savepoint.
     ///
+    /// One runner per projection: while one runs (in any process), `run`
+    /// fails with [`ProjectionError::AlreadyRunning`]. The runner holds
+    /// one connection of `pool`, detached from it, until it ends.
+    ///
     /// `X: Display`: the failure is recorded on the projection's row as
     /// text, and returned unchanged in [`ProjectionError::Handler`].
     ///
@@ -351,32 +358,14 @@ impl Projection {
             + 'static,
     {
         let inner = &self.inner;
-        sqlx::query(&inner.sql.ensure)
-            .bind(&inner.name)
-            .execute(&inner.pool)
-            .await?;
-        let stored: Option<Option<String>> = sqlx::query_scalar(&inner.sql.read)
-            .bind(&inner.name)
-            .fetch_optional(&inner.pool)
-            .await?;
-        let stored = stored.ok_or(ProjectionError::Missing)?;
-        let checkpoint: Option<S::Cursor> = decode(stored)
-            .map_err(|(stored, source)| ProjectionError::Checkpoint { stored, source })?;
-
-        let (sender, events) = mpsc::channel(CHANNEL);
-        let subscriber = store
-            .spawn_subscriber(
-                resume(selector.clone(), checkpoint),
-                move |event: EventRef<'_, S::Event, S::Cursor>| {
-                    // Fails only once the runner dropped its end: it is over.
-                    match sender.blocking_send(Owned::of(event)) {
-                        Ok(()) => Ok::<_, Infallible>(Flow::Continue),
-                        Err(_) => Ok(Flow::Stop),
-                    }
-                },
-            )
-            .await
-            .map_err(ProjectionError::Store)?;
+        let lease = Lease::take(inner).await?;
+        let (checkpoint, events, subscriber) = match prepare(inner, store, &selector).await {
+            Ok(prepared) => prepared,
+            Err(error) => {
+                lease.release().await;
+                return Err(error);
+            }
+        };
 
         let shared = Arc::new(Shared {
             progress: watch::Sender::new(Progress {
@@ -394,8 +383,105 @@ impl Projection {
             shared: Arc::clone(&shared),
             handler,
         };
-        tokio::spawn(drive(runner, events, subscriber));
+        tokio::spawn(drive(runner, events, subscriber, lease));
         Ok(ProjectionHandle { shared })
+    }
+}
+
+/// The events a runner will get, and how they reach it: the stored
+/// checkpoint, and a subscriber started after it feeding the channel.
+#[allow(clippy::type_complexity)]
+async fn prepare<S, X>(
+    inner: &Inner,
+    store: &S,
+    selector: &Selector<S::Event>,
+) -> Result<
+    (
+        Option<S::Cursor>,
+        mpsc::Receiver<Owned<S::Event, S::Cursor>>,
+        S::Subscriber<Infallible>,
+    ),
+    ProjectionError<X, S::Error>,
+>
+where
+    S: EventStore,
+    S::Event: Clone,
+{
+    sqlx::query(&inner.sql.ensure)
+        .bind(&inner.name)
+        .execute(&inner.pool)
+        .await?;
+    let stored: Option<Option<String>> = sqlx::query_scalar(&inner.sql.read)
+        .bind(&inner.name)
+        .fetch_optional(&inner.pool)
+        .await?;
+    let stored = stored.ok_or(ProjectionError::Missing)?;
+    let checkpoint: Option<S::Cursor> = decode(stored)
+        .map_err(|(stored, source)| ProjectionError::Checkpoint { stored, source })?;
+
+    let (sender, events) = mpsc::channel(CHANNEL);
+    let subscriber = store
+        .spawn_subscriber(
+            resume(selector.clone(), checkpoint),
+            move |event: EventRef<'_, S::Event, S::Cursor>| {
+                // Fails only once the runner dropped its end: it is over.
+                match sender.blocking_send(Owned::of(event)) {
+                    Ok(()) => Ok::<_, Infallible>(Flow::Continue),
+                    Err(_) => Ok(Flow::Stop),
+                }
+            },
+        )
+        .await
+        .map_err(ProjectionError::Store)?;
+    Ok((checkpoint, events, subscriber))
+}
+
+/// A projection's lease: a session advisory lock, keyed by the schema and
+/// the projection's name, on a connection of its own (detached from the
+/// pool) that the runner holds until it ends. A second runner of the same
+/// projection, in any process, fails to take it and does not start
+/// ([`ProjectionError::AlreadyRunning`]). If the lease's connection dies
+/// while the runner runs, the lock goes with it; the compare-and-set on
+/// the checkpoint still stops a second runner before it applies an event
+/// twice.
+struct Lease {
+    connection: PgConnection,
+    key: String,
+}
+
+impl Lease {
+    /// Takes the lease of `inner`'s projection, or says who holds it.
+    async fn take<X, B>(inner: &Inner) -> Result<Lease, ProjectionError<X, B>> {
+        let mut connection = inner.pool.acquire().await?.detach();
+        // The schema is `[a-z0-9_]` only, so the key names one projection.
+        let key = format!(
+            "hindsight-postgres-projection:{}:{}",
+            inner.schema, inner.name
+        );
+        let taken: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+                .bind(&key)
+                .fetch_one(&mut connection)
+                .await?;
+        if !taken {
+            let _ = connection.close().await;
+            return Err(ProjectionError::AlreadyRunning {
+                name: inner.name.clone(),
+            });
+        }
+        Ok(Lease { connection, key })
+    }
+
+    /// Gives the lease back. Unlocks before closing: a closed connection
+    /// drops its locks only once the server notices, some time later, and
+    /// a runner started right after this one ended must find it free.
+    /// Failures are ignored: a broken connection holds no lock.
+    async fn release(mut self) {
+        let _ = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+            .bind(&self.key)
+            .execute(&mut self.connection)
+            .await;
+        let _ = self.connection.close().await;
     }
 }
 
@@ -644,6 +730,7 @@ async fn drive<S, X, H>(
     mut runner: Runner<S, X, H>,
     mut events: mpsc::Receiver<Owned<S::Event, S::Cursor>>,
     subscriber: S::Subscriber<Infallible>,
+    lease: Lease,
 ) where
     S: EventStore,
     S::Event: Clone,
@@ -684,6 +771,9 @@ async fn drive<S, X, H>(
             outcome = Err(ProjectionError::Panicked(panic_message(panic)));
         }
     }
+    // Free before the end is published: whoever waited for it may start
+    // the projection again at once.
+    lease.release().await;
     *shared
         .outcome
         .lock()

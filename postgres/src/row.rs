@@ -1,8 +1,9 @@
-//! Decoding an event row: every number checked, the payload deserialised.
+//! Decoding an event row: every number checked, the payload decoded with
+//! the store's codec.
 
+use crate::codec::{PayloadForm, StoreCodec};
 use crate::error::PgError;
 use hindsight::{CorrelationId, EventId, EventRef, Position, StreamId, StreamVersion, Uuid};
-use serde::de::DeserializeOwned;
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -48,8 +49,9 @@ pub(crate) fn position(row: &PgRow) -> Result<Position, PgError> {
     Ok(Position(unsigned(raw, "position", None)?))
 }
 
-/// Decodes a row of [`crate::schema`]'s event columns.
-pub(crate) fn decode<E: DeserializeOwned>(row: &PgRow) -> Result<Stored<E>, PgError> {
+/// Decodes a row of [`crate::schema`]'s event columns, its payload with
+/// the store's `codec`.
+pub(crate) fn decode<E: 'static>(row: &PgRow, codec: &StoreCodec<E>) -> Result<Stored<E>, PgError> {
     let position = position(row)?;
     let at = Some(position);
     let version: i64 = row.try_get("version")?;
@@ -57,7 +59,8 @@ pub(crate) fn decode<E: DeserializeOwned>(row: &PgRow) -> Result<Stored<E>, PgEr
     let event_id: Uuid = row.try_get("event_id")?;
     let correlation_id: Option<Uuid> = row.try_get("correlation_id")?;
     let created_us: i64 = row.try_get("created_us")?;
-    let payload: String = row.try_get("payload")?;
+    let json: Option<String> = row.try_get("payload")?;
+    let bytes: Option<Vec<u8>> = row.try_get("payload_bytes")?;
     let created_at = UNIX_EPOCH
         .checked_add(Duration::from_micros(unsigned(
             created_us,
@@ -68,8 +71,37 @@ pub(crate) fn decode<E: DeserializeOwned>(row: &PgRow) -> Result<Stored<E>, PgEr
             position: at,
             detail: format!("created_at out of range: {created_us} us"),
         })?;
-    let payload =
-        serde_json::from_str(&payload).map_err(|source| PgError::Decode { position, source })?;
+    let payload = match (json, bytes) {
+        (Some(json), None) => match codec.form() {
+            PayloadForm::Json => codec.decode(json.as_bytes()),
+            PayloadForm::Bytes => Err(
+                "the payload is stored as JSON (`payload`), but this store's codec reads bytes"
+                    .into(),
+            ),
+        },
+        (None, Some(bytes)) => match codec.form() {
+            PayloadForm::Bytes => codec.decode(&bytes),
+            PayloadForm::Json => Err(
+                "the payload is stored as bytes (`payload_bytes`), but this store's codec \
+                 reads JSON"
+                    .into(),
+            ),
+        },
+        (json, bytes) => {
+            return Err(PgError::Corrupt {
+                position: at,
+                detail: format!(
+                    "{} payloads (one of `payload` and `payload_bytes` must be set)",
+                    if json.is_some() && bytes.is_some() {
+                        "two"
+                    } else {
+                        "no"
+                    }
+                ),
+            })
+        }
+    }
+    .map_err(|source| PgError::Decode { position, source })?;
     Ok(Stored {
         position,
         stream: StreamId::from_uuid(stream),

@@ -12,11 +12,15 @@
 //!   row per stream an insert named; both numbers `NULL` for a placeholder
 //!   (a stream checked or locked but never written: it does not exist, rule
 //!   4); `name` and `category` set by the insert of the stream's first
-//!   events if it appended by name (rule 32, migration 3), `NULL` otherwise.
+//!   events if it appended by name (rule 32, migration 5), `NULL` otherwise.
 //! - `events(position, stream_id, version, event_id, correlation_id,
-//!   created_at, event_type, payload)`, `UNIQUE (stream_id, version)`.
+//!   created_at, event_type, payload, payload_bytes)`, `UNIQUE (stream_id,
+//!   version)`; exactly one of `payload` (`JSONB`) and `payload_bytes`
+//!   (`BYTEA`) is set, by the codec of the store that wrote the row (see
+//!   [`crate::codec`]).
 //!
-//! `insert_events` is the whole write, one round trip: see [`INSERT_FN`].
+//! `insert_events` is the whole write, one round trip: see [`INSERT_FN`]
+//! and, since migration 4, [`INSERT_BYTES_FN`].
 
 use crate::error::PgError;
 
@@ -27,7 +31,13 @@ pub(crate) const CONFLICT_SQLSTATE: &str = "HS409";
 /// The migrations, in order: `(version, SQL)`; `{s}` is the quoted schema,
 /// `{channel}` the notification channel. Each runs once per schema, under
 /// an advisory lock, in one transaction with its `migrations` row.
-const MIGRATIONS: &[(i32, &str)] = &[(1, TABLES), (2, INSERT_FN), (3, STREAM_NAMES)];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, TABLES),
+    (2, INSERT_FN),
+    (3, BYTE_PAYLOADS),
+    (4, INSERT_BYTES_FN),
+    (5, STREAM_NAMES),
+];
 
 const TABLES: &str = r#"
 CREATE TABLE {s}.log_head (
@@ -55,7 +65,8 @@ CREATE TABLE {s}.events (
 );
 "#;
 
-/// The insert, one round trip, READ COMMITTED:
+/// The insert, one round trip, READ COMMITTED (until migration 4, which
+/// replaces it with [`INSERT_BYTES_FN`]):
 ///
 /// 1. create a placeholder row for every named stream that has none
 ///    (ascending id order, `ON CONFLICT DO NOTHING`), then lock every named
@@ -155,7 +166,115 @@ END
 $fn$;
 "#;
 
-/// Stream names (rule 32): a stream's name and its category (computed by
+/// Byte payloads (migration 3): `payload_bytes BYTEA` beside `payload`,
+/// exactly one of the two set on every row; migration 4
+/// ([`INSERT_BYTES_FN`]) lets the insert write either. Constant time on
+/// any table: adding a column without a default and dropping a `NOT
+/// NULL` only change the catalog, and the `CHECK` is added `NOT VALID`
+/// (no scan under the table lock) because every older row holds it by
+/// construction (`payload` was `NOT NULL`, `payload_bytes` is new); it
+/// binds every row written from here on.
+const BYTE_PAYLOADS: &str = r#"
+ALTER TABLE {s}.events
+    ADD COLUMN payload_bytes BYTEA,
+    ALTER COLUMN payload DROP NOT NULL,
+    ADD CONSTRAINT events_one_payload
+        CHECK ((payload IS NULL) <> (payload_bytes IS NULL)) NOT VALID;
+"#;
+
+/// The insert since migration 4: [`INSERT_FN`]'s steps unchanged, with
+/// the payloads in one of two arrays, by the store's codec: `p_payloads`
+/// (JSON text, cast to `JSONB`) or `p_bytes` (`BYTEA`). The store sends
+/// the other one empty, so its subscripts read `NULL` and each row gets
+/// exactly one payload (the `CHECK` of [`BYTE_PAYLOADS`] holds it to that).
+const INSERT_BYTES_FN: &str = r#"
+DROP FUNCTION {s}.insert_events(
+    UUID[], SMALLINT[], BIGINT[], INT[], TEXT[], TEXT[], UUID);
+CREATE FUNCTION {s}.insert_events(
+    p_streams UUID[], p_kinds SMALLINT[], p_values BIGINT[], p_counts INT[],
+    p_types TEXT[], p_payloads TEXT[], p_bytes BYTEA[], p_correlation UUID
+) RETURNS TABLE (out_stream UUID, out_version BIGINT, out_position BIGINT)
+LANGUAGE plpgsql SET lock_timeout = '10s' AS $fn$
+DECLARE
+    n INT := coalesce(array_length(p_streams, 1), 0);
+    v_versions BIGINT[] := '{}';
+    v_version BIGINT;
+    v_position BIGINT;
+    v_ok BOOLEAN;
+    v_failed JSONB := '[]';
+    v_message TEXT := '';
+    v_total BIGINT := 0;
+    v_next BIGINT;
+    v_index INT := 0;
+    v_created TIMESTAMPTZ;
+BEGIN
+    INSERT INTO {s}.streams (stream_id)
+        SELECT id FROM unnest(p_streams) AS id ORDER BY id
+        ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM {s}.streams WHERE stream_id = ANY (p_streams)
+        ORDER BY stream_id FOR UPDATE;
+
+    FOR i IN 1 .. n LOOP
+        SELECT last_version, last_position INTO v_version, v_position
+            FROM {s}.streams WHERE stream_id = p_streams[i];
+        v_ok := CASE p_kinds[i]
+            WHEN 0 THEN true
+            WHEN 1 THEN v_version IS NULL
+            WHEN 2 THEN v_version IS NOT NULL
+            WHEN 3 THEN v_version IS NOT DISTINCT FROM p_values[i] AND v_version IS NOT NULL
+            WHEN 4 THEN v_position IS NOT DISTINCT FROM p_values[i] AND v_position IS NOT NULL
+            ELSE false
+        END;
+        IF NOT v_ok THEN
+            v_failed := v_failed || jsonb_build_object(
+                'stream', p_streams[i], 'version', v_version, 'position', v_position);
+            v_message := v_message || CASE WHEN v_message = '' THEN '' ELSE '; ' END
+                || 'stream ' || p_streams[i] || ': found '
+                || CASE WHEN v_version IS NULL THEN 'no stream'
+                        ELSE 'version ' || v_version || ' at position ' || v_position END;
+        END IF;
+        v_versions := v_versions || v_version;
+        v_total := v_total + p_counts[i];
+    END LOOP;
+
+    IF v_failed <> '[]' THEN
+        RAISE EXCEPTION USING ERRCODE = 'HS409',
+            MESSAGE = 'wrong expected version: ' || v_message,
+            DETAIL = v_failed::text;
+    END IF;
+    IF v_total = 0 THEN
+        RETURN;
+    END IF;
+
+    UPDATE {s}.log_head
+        SET next_position = next_position + v_total,
+            last_created_at = greatest(clock_timestamp(), last_created_at)
+        RETURNING next_position - v_total, last_created_at INTO v_next, v_created;
+
+    FOR i IN 1 .. n LOOP
+        CONTINUE WHEN p_counts[i] = 0;
+        v_version := coalesce(v_versions[i], -1);
+        INSERT INTO {s}.events (position, stream_id, version, event_id, correlation_id,
+                                created_at, event_type, payload, payload_bytes)
+            SELECT v_next + k - 1, p_streams[i], v_version + k, gen_random_uuid(),
+                   p_correlation, v_created, p_types[v_index + k],
+                   p_payloads[v_index + k]::jsonb, p_bytes[v_index + k]
+            FROM generate_series(1, p_counts[i]) AS k;
+        v_next := v_next + p_counts[i];
+        v_index := v_index + p_counts[i];
+        UPDATE {s}.streams SET last_version = v_version + p_counts[i], last_position = v_next - 1
+            WHERE stream_id = p_streams[i];
+        out_stream := p_streams[i];
+        out_version := v_version + p_counts[i];
+        out_position := v_next - 1;
+        RETURN NEXT;
+    END LOOP;
+    PERFORM pg_notify('{channel}', (v_next - 1)::text);
+END
+$fn$;
+"#;
+
+/// Stream names (rule 32, migration 5): a stream's name and its category (computed by
 /// `StreamName::category`, so the convention has one definition), set by
 /// the insert that writes the stream's first events, in its transaction,
 /// and never changed; `NULL` for a stream first written by id. Category
@@ -167,7 +286,8 @@ CREATE INDEX streams_category ON {s}.streams (category) WHERE category IS NOT NU
 
 /// The columns every event read selects, in [`crate::row`]'s order.
 const EVENT_COLUMNS: &str = "e.position, e.stream_id, e.version, e.event_id, e.correlation_id, \
-     (extract(epoch FROM e.created_at) * 1000000)::BIGINT AS created_us, e.payload::text AS payload";
+     (extract(epoch FROM e.created_at) * 1000000)::BIGINT AS created_us, e.payload::text AS payload, \
+     e.payload_bytes";
 
 /// `schema` quoted (`"name"`), if it is a plain identifier: 1 to 48 of
 /// `[a-z0-9_]`, not starting with a digit.
@@ -223,7 +343,7 @@ impl Sql {
         Ok(Sql {
             insert: format!(
                 "SELECT out_stream, out_version, out_position FROM {s}.insert_events(\
-                 $1, $2, $3, $4, $5, $6, $7)"
+                 $1, $2, $3, $4, $5, $6, $7, $8)"
             ),
             head: format!("SELECT next_position FROM {s}.log_head"),
             stream_head: format!(

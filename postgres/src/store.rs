@@ -1,5 +1,6 @@
 //! [`PgStore`]: connecting, inserting and reading.
 
+use crate::codec::{Codec, JsonCodec, PayloadForm, StoreCodec};
 use crate::error::PgError;
 use crate::listener::Listener;
 use crate::row::{self, Stored};
@@ -15,7 +16,6 @@ use serde::Serialize;
 use sqlx::postgres::{PgDatabaseError, PgPoolOptions};
 use sqlx::{PgPool, Row};
 use std::fmt;
-use std::marker::PhantomData;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 #[cfg(feature = "tracing")]
@@ -40,9 +40,12 @@ pub(crate) struct Inner {
 
 /// An event store in one schema of a PostgreSQL database.
 ///
-/// Implements [`EventStore`] for events that serde can write
-/// (as JSONB) and that name their type ([`EventType`]; the name is stored
-/// for type filters, which run in SQL). Clones are cheap and share one
+/// Implements [`EventStore`] for events that name their type
+/// ([`EventType`]; the name is stored in a column of its own, so type
+/// filters run in SQL). Payloads are serde JSON in a `JSONB` column
+/// ([`PgStore::connect`], [`PgStore::with_pool`]), or bytes in a `BYTEA`
+/// column from a [`Codec`] of yours ([`PgStore::connect_with_codec`],
+/// [`PgStore::with_pool_and_codec`]). Clones are cheap and share one
 /// connection pool and one listener; [`PgStore::connect`] again (another
 /// process, say) gives an independent handle onto the same store.
 ///
@@ -64,14 +67,14 @@ pub(crate) struct Inner {
 /// ```
 pub struct PgStore<E> {
     inner: Arc<Inner>,
-    _events: PhantomData<fn() -> E>,
+    codec: StoreCodec<E>,
 }
 
 impl<E> Clone for PgStore<E> {
     fn clone(&self) -> Self {
         PgStore {
             inner: Arc::clone(&self.inner),
-            _events: PhantomData,
+            codec: self.codec.clone(),
         }
     }
 }
@@ -80,13 +83,15 @@ impl<E> fmt::Debug for PgStore<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PgStore")
             .field("schema", &self.inner.sql.name)
+            .field("form", &self.codec.form())
             .finish_non_exhaustive()
     }
 }
 
-impl<E> PgStore<E> {
+impl<E: 'static> PgStore<E> {
     /// Connects to the database at `url` (a pool of up to 10 connections)
-    /// and opens the store in `schema`, creating or migrating it if needed.
+    /// and opens the store in `schema`, creating or migrating it if needed;
+    /// payloads are serde JSON in the `JSONB` column ([`JsonCodec`]).
     ///
     /// `schema` is 1 to 48 characters of `[a-z0-9_]`, not starting with a
     /// digit. Must be called inside a Tokio runtime: the handle's listener
@@ -97,18 +102,58 @@ impl<E> PgStore<E> {
     /// let store = hindsight_postgres::PgStore::<()>::connect("postgres://localhost/app", "events").await?;
     /// # drop(store); Ok(()) }
     /// ```
-    pub async fn connect(url: &str, schema: &str) -> Result<Self, PgError> {
+    pub async fn connect(url: &str, schema: &str) -> Result<Self, PgError>
+    where
+        E: Serialize + DeserializeOwned,
+    {
+        Self::connect_with_codec(url, schema, JsonCodec).await
+    }
+
+    /// [`PgStore::connect`], with payloads encoded and decoded by `codec`:
+    /// bytes in the `BYTEA` column for a byte codec ([`ByteCodec`](crate::ByteCodec)).
+    ///
+    /// Every handle onto one schema should use the same codec: an event
+    /// stored in the other [`PayloadForm`], or one `codec` cannot decode,
+    /// fails reads and subscriptions with
+    /// [`PgError::Decode`](crate::PgError::Decode) at its position.
+    ///
+    /// ```no_run
+    /// use hindsight_postgres::{ByteCodec, PgStore};
+    ///
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Opened { owner: String }
+    ///
+    /// # async fn demo() -> Result<(), hindsight_postgres::PgError> {
+    /// // Any binary format; CBOR here, with ciborium (a dependency of yours,
+    /// // not of this crate).
+    /// let cbor = ByteCodec::new(
+    ///     |event: &Opened| {
+    ///         let mut bytes = Vec::new();
+    ///         ciborium::into_writer(event, &mut bytes)?;
+    ///         Ok(bytes)
+    ///     },
+    ///     |bytes| Ok(ciborium::from_reader(bytes)?),
+    /// );
+    /// let store = PgStore::connect_with_codec("postgres://localhost/app", "accounts", cbor).await?;
+    /// # drop(store); Ok(()) }
+    /// ```
+    pub async fn connect_with_codec(
+        url: &str,
+        schema: &str,
+        codec: impl Codec<E>,
+    ) -> Result<Self, PgError> {
         let sql = Sql::new(schema)?;
         let pool = PgPoolOptions::new()
             .max_connections(DEFAULT_MAX_CONNECTIONS)
             .connect(url)
             .await?;
-        Self::open(pool, sql).await
+        Self::open(pool, sql, StoreCodec::new(codec)).await
     }
 
     /// Opens the store in `schema` on an existing pool (creating or
     /// migrating it if needed); the handle's listener takes one of the
-    /// pool's connections for as long as the handle lives.
+    /// pool's connections for as long as the handle lives. Payloads are
+    /// serde JSON in the `JSONB` column ([`JsonCodec`]).
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), hindsight_postgres::PgError> {
@@ -116,11 +161,38 @@ impl<E> PgStore<E> {
     /// let store = hindsight_postgres::PgStore::<()>::with_pool(pool, "events").await?;
     /// # drop(store); Ok(()) }
     /// ```
-    pub async fn with_pool(pool: PgPool, schema: &str) -> Result<Self, PgError> {
-        Self::open(pool, Sql::new(schema)?).await
+    pub async fn with_pool(pool: PgPool, schema: &str) -> Result<Self, PgError>
+    where
+        E: Serialize + DeserializeOwned,
+    {
+        Self::with_pool_and_codec(pool, schema, JsonCodec).await
     }
 
-    async fn open(pool: PgPool, sql: Sql) -> Result<Self, PgError> {
+    /// [`PgStore::with_pool`], with payloads encoded and decoded by `codec`
+    /// (see [`PgStore::connect_with_codec`]).
+    ///
+    /// ```no_run
+    /// use hindsight_postgres::{ByteCodec, PgStore};
+    ///
+    /// # async fn demo() -> Result<(), hindsight_postgres::PgError> {
+    /// // Counters as 8 little-endian bytes.
+    /// let counters = ByteCodec::new(
+    ///     |event: &u64| Ok(event.to_le_bytes().to_vec()),
+    ///     |bytes| Ok(u64::from_le_bytes(bytes.try_into()?)),
+    /// );
+    /// let pool = sqlx::PgPool::connect("postgres://localhost/app").await?;
+    /// let store = PgStore::with_pool_and_codec(pool, "counters", counters).await?;
+    /// # drop(store); Ok(()) }
+    /// ```
+    pub async fn with_pool_and_codec(
+        pool: PgPool,
+        schema: &str,
+        codec: impl Codec<E>,
+    ) -> Result<Self, PgError> {
+        Self::open(pool, Sql::new(schema)?, StoreCodec::new(codec)).await
+    }
+
+    async fn open(pool: PgPool, sql: Sql, codec: StoreCodec<E>) -> Result<Self, PgError> {
         sql.migrate(&pool).await?;
         let listener = Listener::start(&pool, &sql.channel).await?;
         Ok(PgStore {
@@ -129,7 +201,7 @@ impl<E> PgStore<E> {
                 sql,
                 listener,
             }),
-            _events: PhantomData,
+            codec,
         })
     }
 
@@ -246,11 +318,37 @@ fn stored_name(stream: StreamId, name: &str) -> Result<StreamName, PgError> {
     })
 }
 
+/// One encoded payload, for the `insert_events` array of its form.
+enum Payload {
+    Json(String),
+    Bytes(Vec<u8>),
+}
+
+impl<E: 'static> PgStore<E> {
+    /// `event` (of type `event_type`, for `stream`) encoded with the
+    /// store's codec.
+    fn encode(&self, stream: StreamId, event: &E, event_type: &str) -> Result<Payload, PgError> {
+        let failed = |source| PgError::Encode {
+            stream,
+            event_type: event_type.to_owned(),
+            source,
+        };
+        let payload = self.codec.encode(event).map_err(failed)?;
+        Ok(match self.codec.form() {
+            PayloadForm::Json => Payload::Json(
+                String::from_utf8(payload)
+                    .map_err(|error| failed(format!("the JSON is not UTF-8: {error}").into()))?,
+            ),
+            PayloadForm::Bytes => Payload::Bytes(payload),
+        })
+    }
+}
+
 /// The trait's work, which the `EventStore` implementation below wraps in
 /// a span when the `tracing` feature is on.
 impl<E> PgStore<E>
 where
-    E: Serialize + DeserializeOwned + EventType + Send + Sync + 'static,
+    E: EventType + Send + Sync + 'static,
 {
     /// Inserts `tx`'s writes ([`Transaction::into_writes`]).
     async fn insert_untraced(
@@ -267,7 +365,9 @@ where
         let mut counts = Vec::with_capacity(writes.len());
         let mut expected = Vec::with_capacity(writes.len());
         let mut types = Vec::new();
-        let mut payloads = Vec::new();
+        // One of the two stays empty, by the codec's form (see the schema).
+        let mut json = Vec::new();
+        let mut bytes = Vec::new();
         // The names given with events, and how many events each stream gets.
         let mut names: Vec<(StreamName, u64)> = Vec::new();
         for write in writes {
@@ -288,10 +388,12 @@ where
                 }
             }
             for event in write.events {
-                types.push(event.event_type().to_owned());
-                let payload = serde_json::to_string(&event)
-                    .map_err(|error| StoreError::Backend(PgError::Encode(error)))?;
-                payloads.push(payload);
+                let event_type = event.event_type().to_owned();
+                match self.encode(write.stream, &event, &event_type)? {
+                    Payload::Json(payload) => json.push(payload),
+                    Payload::Bytes(payload) => bytes.push(payload),
+                }
+                types.push(event_type);
             }
         }
         let query = sqlx::query(&self.inner.sql.insert)
@@ -300,7 +402,8 @@ where
             .bind(values)
             .bind(counts)
             .bind(types)
-            .bind(payloads)
+            .bind(json)
+            .bind(bytes)
             .bind(correlation_id.map(|id| *id.as_uuid()));
         let rows = if names.is_empty() {
             query.fetch_all(&self.inner.pool).await
@@ -477,7 +580,7 @@ where
                     source,
                 })?;
             for row in &rows {
-                let event: Stored<E> = row::decode(row)?;
+                let event: Stored<E> = row::decode(row, &self.codec)?;
                 if visit(event.as_ref()).is_break() {
                     return Ok(());
                 }
@@ -521,7 +624,7 @@ where
                     source,
                 })?;
             for row in &rows {
-                let event: Stored<E> = row::decode(row)?;
+                let event: Stored<E> = row::decode(row, &self.codec)?;
                 if visit(event.as_ref()).is_break() {
                     return Ok(());
                 }
@@ -545,7 +648,7 @@ where
 /// dispatcher of the task that spawned it.
 impl<E> EventStore for PgStore<E>
 where
-    E: Serialize + DeserializeOwned + EventType + Send + Sync + 'static,
+    E: EventType + Send + Sync + 'static,
 {
     type Event = E;
     type Cursor = Position;
@@ -720,7 +823,13 @@ where
                 ?selector,
                 error = tracing::field::Empty,
             );
-            let start = subscription::start(Arc::clone(&self.inner), selector, handler, &span);
+            let start = subscription::start(
+                Arc::clone(&self.inner),
+                self.codec.clone(),
+                selector,
+                handler,
+                &span,
+            );
             let started = start.instrument(span.clone()).await;
             if let Err(error) = &started {
                 span.record("error", tracing::field::display(error));
@@ -728,6 +837,12 @@ where
             started
         }
         #[cfg(not(feature = "tracing"))]
-        subscription::start(Arc::clone(&self.inner), selector, handler).await
+        subscription::start(
+            Arc::clone(&self.inner),
+            self.codec.clone(),
+            selector,
+            handler,
+        )
+        .await
     }
 }

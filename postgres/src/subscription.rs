@@ -21,6 +21,7 @@
 //! the subscription with [`SubscriberError::Backend`] naming the
 //! position; every event before it was handled.
 
+use crate::codec::StoreCodec;
 use crate::error::PgError;
 use crate::panic::panic_message;
 use crate::row::{self, Stored};
@@ -29,7 +30,6 @@ use hindsight::{
     EventRef, Flow, HandlerError, HandlerFailure, Position, Selector, Start, SubscriberError,
     SubscriberHandle, WaitError,
 };
-use serde::de::DeserializeOwned;
 use sqlx::Row;
 use std::cell::Cell;
 use std::fmt;
@@ -147,12 +147,13 @@ impl<X> Drop for PgSubscriber<X> {
 /// Starts the task of a subscription on the current runtime.
 pub(crate) async fn start<E, X, H>(
     inner: Arc<Inner>,
+    codec: StoreCodec<E>,
     selector: Selector<E>,
     handler: H,
     #[cfg(feature = "tracing")] spawn: &tracing::Span,
 ) -> Result<PgSubscriber<X>, PgError>
 where
-    E: DeserializeOwned + Send + Sync + 'static,
+    E: Send + Sync + 'static,
     X: Send + Sync + 'static,
     H: FnMut(EventRef<'_, E, Position>) -> Result<Flow, X> + Send + 'static,
 {
@@ -197,11 +198,11 @@ where
     #[cfg(feature = "tracing")]
     {
         use tracing::instrument::{Instrument, WithSubscriber};
-        let run = task.run(Delivery { selector, handler });
+        let run = task.run(codec, Delivery { selector, handler });
         tokio::spawn(run.instrument(span).with_current_subscriber());
     }
     #[cfg(not(feature = "tracing"))]
-    tokio::spawn(task.run(Delivery { selector, handler }));
+    tokio::spawn(task.run(codec, Delivery { selector, handler }));
     Ok(PgSubscriber { shared, inner })
 }
 
@@ -236,13 +237,13 @@ struct Task<X> {
 }
 
 impl<X: Send + Sync + 'static> Task<X> {
-    async fn run<E, H>(mut self, delivery: Delivery<E, H>)
+    async fn run<E, H>(mut self, codec: StoreCodec<E>, delivery: Delivery<E, H>)
     where
-        E: DeserializeOwned + Send + Sync + 'static,
+        E: Send + Sync + 'static,
         H: FnMut(EventRef<'_, E, Position>) -> Result<Flow, X> + Send + 'static,
     {
         let mut delivery = Some(delivery);
-        let mut outcome = self.work(&mut delivery).await;
+        let mut outcome = self.work(&codec, &mut delivery).await;
         // The handler (user code) goes before the end is published: once
         // `cancel` returns, nothing of it is left.
         if let Some(delivery) = delivery.take() {
@@ -260,9 +261,13 @@ impl<X: Send + Sync + 'static> Task<X> {
         self.shared.progress.send_modify(|p| p.ended = true);
     }
 
-    async fn work<E, H>(&mut self, delivery: &mut Option<Delivery<E, H>>) -> Outcome<X>
+    async fn work<E, H>(
+        &mut self,
+        codec: &StoreCodec<E>,
+        delivery: &mut Option<Delivery<E, H>>,
+    ) -> Outcome<X>
     where
-        E: DeserializeOwned + Send + Sync + 'static,
+        E: Send + Sync + 'static,
         H: FnMut(EventRef<'_, E, Position>) -> Result<Flow, X> + Send + 'static,
     {
         let mut wake = self.inner.listener.subscribe();
@@ -274,7 +279,7 @@ impl<X: Send + Sync + 'static> Task<X> {
             let Some(current) = delivery.as_ref() else {
                 return Ok(());
             };
-            let (events, end, failure) = self.page(&current.selector).await;
+            let (events, end, failure) = self.page(&current.selector, codec).await;
             let full = events.len() as i64 == PAGE;
             if !events.is_empty() {
                 let Some(taken) = delivery.take() else {
@@ -350,9 +355,10 @@ impl<X: Send + Sync + 'static> Task<X> {
     /// One page from one snapshot: the events decoded up to the first that
     /// fails, the position passed once they are handled (`None`: nothing
     /// new), and the failure, if any.
-    async fn page<E: DeserializeOwned>(
+    async fn page<E: 'static>(
         &self,
         selector: &Selector<E>,
+        codec: &StoreCodec<E>,
     ) -> (Vec<Stored<E>>, Option<Position>, Option<PgError>) {
         let after = self.first.checked_sub(1).map(Position);
         // A start above i64::MAX: no event is ever there.
@@ -382,7 +388,7 @@ impl<X: Send + Sync + 'static> Task<X> {
             }
             match row.try_get::<Option<i64>, _>("position") {
                 Ok(None) => {} // the head alone: no event in this page
-                Ok(Some(_)) => match row::decode(row) {
+                Ok(Some(_)) => match row::decode(row, codec) {
                     Ok(event) => events.push(event),
                     Err(error) => return (events, None, Some(error)),
                 },

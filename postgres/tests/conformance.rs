@@ -1,13 +1,15 @@
 //! The whole conformance kit against a real PostgreSQL server, one schema
-//! per store; after each case that passed, the schema invariants of every
-//! store it made are checked and the schemas dropped.
+//! per store, twice: with the default JSON payloads, and (module `bytes`)
+//! with a byte codec (CBOR in `payload_bytes`). After each case that
+//! passed, the schema invariants of every store it made are checked and
+//! the schemas dropped.
 //!
 //! Needs `DATABASE_URL` (`.ci/run` starts a throwaway server and sets it).
 //! Without it every test passes after one line on stderr, unless `CI` is
 //! set, where a missing database is a failure.
 
 use hindsight::testkit::{StoreFactory, TestEvent};
-use hindsight_postgres::PgStore;
+use hindsight_postgres::{PgError, PgStore};
 use sqlx::Connection;
 use std::sync::Mutex;
 
@@ -17,16 +19,28 @@ mod common;
 /// for the checks after the case.
 struct Pg {
     url: String,
+    /// Payloads as bytes (CBOR), not JSON.
+    bytes: bool,
     schemas: Mutex<Vec<String>>,
 }
 
 impl Pg {
     /// The factory for `DATABASE_URL`, or `None` to skip.
-    fn from_env() -> Option<Self> {
+    fn from_env(bytes: bool) -> Option<Self> {
         common::database_url().map(|url| Pg {
             url,
+            bytes,
             schemas: Mutex::new(Vec::new()),
         })
+    }
+
+    /// A handle onto the store in `schema`, with the factory's codec.
+    async fn open(&self, schema: &str) -> Result<PgStore<TestEvent>, PgError> {
+        if self.bytes {
+            PgStore::connect_with_codec(&self.url, schema, common::cbor()).await
+        } else {
+            PgStore::connect(&self.url, schema).await
+        }
     }
 }
 
@@ -39,14 +53,14 @@ impl StoreFactory for Pg {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(schema.clone());
-        PgStore::connect(&self.url, &schema)
+        self.open(&schema)
             .await
             .unwrap_or_else(|error| panic!("cannot open a store in {schema}: {error}"))
     }
 
     /// A separate pool and listener onto the same schema.
     async fn another_handle(&self, store: &PgStore<TestEvent>) -> PgStore<TestEvent> {
-        PgStore::connect(&self.url, store.schema())
+        self.open(store.schema())
             .await
             .unwrap_or_else(|error| panic!("cannot open another handle: {error}"))
     }
@@ -70,7 +84,9 @@ SELECT
     AS "versions dense",
   (SELECT count(DISTINCT e.stream_id) FROM {s}.events e
      WHERE NOT EXISTS (SELECT 1 FROM {s}.streams st WHERE st.stream_id = e.stream_id))
-    AS "every stream has a head"
+    AS "every stream has a head",
+  (SELECT count(*) FROM {s}.events WHERE {other} IS NOT NULL)
+    AS "every payload in the codec's column"
 "#;
 
 impl Drop for Pg {
@@ -88,7 +104,14 @@ impl Drop for Pg {
                 .await
                 .expect("connect for the invariant checks");
             for schema in schemas {
-                let sql = INVARIANTS.replace("{s}", &format!("\"{schema}\""));
+                let other = if self.bytes {
+                    "payload"
+                } else {
+                    "payload_bytes"
+                };
+                let sql = INVARIANTS
+                    .replace("{s}", &format!("\"{schema}\""))
+                    .replace("{other}", other);
                 let row = sqlx::query(&sql)
                     .fetch_one(&mut db)
                     .await
@@ -113,8 +136,20 @@ impl Drop for Pg {
 }
 
 hindsight::conformance_tests!({
-    let Some(factory) = Pg::from_env() else {
+    let Some(factory) = Pg::from_env(false) else {
         return;
     };
     factory
 });
+
+/// The kit again with payloads as bytes.
+mod bytes {
+    use super::Pg;
+
+    hindsight::conformance_tests!({
+        let Some(factory) = Pg::from_env(true) else {
+            return;
+        };
+        factory
+    });
+}

@@ -67,6 +67,38 @@ impl Db {
             .expect("open the projection")
     }
 
+    /// Ends the session that holds the lease of projection `name` (as a
+    /// lost connection would) and waits until the server dropped the lock.
+    async fn break_lease(&self, name: &str) {
+        // A bigint advisory key is split over classid (high half) and objid.
+        let holder = "FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 \
+             AND ((classid::int8 << 32) | objid::int8) = hashtextextended($1, 0)";
+        let key = format!("hindsight-postgres-projection:{}:{name}", self.schema);
+        let killed: Vec<bool> =
+            sqlx::query_scalar(&format!("SELECT pg_terminate_backend(pid) {holder}"))
+                .bind(&key)
+                .fetch_all(&self.pool)
+                .await
+                .expect("end the lease's session");
+        assert_eq!(killed, [true], "exactly one session holds the lease");
+        let started = std::time::Instant::now();
+        loop {
+            let held: i64 = sqlx::query_scalar(&format!("SELECT count(*) {holder}"))
+                .bind(&key)
+                .fetch_one(&self.pool)
+                .await
+                .expect("look for the lease");
+            if held == 0 {
+                return;
+            }
+            assert!(
+                started.elapsed() < PATIENCE,
+                "the lease outlived its session"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// The rows the projection wrote, `(position, value)`, in the order it
     /// wrote them.
     async fn applied(&self) -> Vec<(i64, i64)> {
@@ -317,7 +349,81 @@ async fn a_handler_panic_is_rolled_back_recorded_and_returned_as_a_panic() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_runner_of_one_projection_stops_at_the_first_event_the_other_applied() {
+async fn a_second_runner_is_refused_while_the_first_runs_and_starts_once_it_ended() {
+    let Some(db) = Db::fresh().await else { return };
+    let store = MemoryStore::new();
+    let stream = StreamId::new();
+    append(&store, stream, 0..3);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let a: Runner<_> = db
+        .projection("leased")
+        .await
+        .run(
+            &store,
+            Selector::all(),
+            writer(&db.schema, calls.clone(), None, None),
+        )
+        .await
+        .expect("run a");
+    a.wait_checkpoint(Position(2), PATIENCE).await.unwrap();
+
+    // Another handle of the same projection, on another pool (another
+    // process would do the same).
+    let other = Db {
+        pool: PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&common::database_url().expect("set"))
+            .await
+            .expect("connect"),
+        schema: db.schema.clone(),
+    };
+    let refused = other
+        .projection("leased")
+        .await
+        .run(
+            &store,
+            Selector::all(),
+            writer(&db.schema, calls.clone(), None, None),
+        )
+        .await;
+    match refused {
+        Err(ProjectionError::AlreadyRunning { name }) => assert_eq!(name, "leased"),
+        other => panic!("expected AlreadyRunning, got {:?}", other.map(|_| ())),
+    }
+    // A different projection is not held back by it.
+    let unrelated: Runner<_> = other
+        .projection("unrelated")
+        .await
+        .run(&store, Selector::all(), |_, _| Box::pin(async { Ok(()) }))
+        .await
+        .expect("another projection runs");
+    unrelated.cancel().await;
+
+    a.cancel().await;
+    a.wait().await.expect("cancelled");
+    append(&store, stream, 3..5);
+    let b: Runner<_> = other
+        .projection("leased")
+        .await
+        .run(
+            &store,
+            Selector::all(),
+            writer(&db.schema, calls.clone(), None, None),
+        )
+        .await
+        .expect("the lease is free once the first runner ended");
+    b.wait_checkpoint(Position(4), PATIENCE).await.unwrap();
+    assert_eq!(db.applied().await, rows(0..5), "each event applied once");
+    b.cancel().await;
+    b.wait().await.expect("cancelled");
+    db.drop().await;
+}
+
+/// The compare-and-set is the safety net behind the lease: a runner whose
+/// lease was lost (its connection ended) keeps running, a second one
+/// starts, and each new event is applied by exactly one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_its_lease_lost_a_runner_stops_at_the_first_event_a_second_runner_applied() {
     let Some(db) = Db::fresh().await else { return };
     let store = MemoryStore::new();
     let stream = StreamId::new();
@@ -333,6 +439,7 @@ async fn a_second_runner_of_one_projection_stops_at_the_first_event_the_other_ap
         .await
         .expect("run a");
     a.wait_checkpoint(Position(2), PATIENCE).await.unwrap();
+    db.break_lease("contended").await;
     let b: Runner<_> = db
         .projection("contended")
         .await

@@ -29,3 +29,20 @@ pub fn database_url() -> Option<String> {
 pub fn fresh_schema() -> String {
     format!("hs_test_{}", hindsight::Uuid::new_v4().simple())
 }
+
+/// A byte codec in a real binary serde format (CBOR): what a store of
+/// `PgStore::connect_with_codec` keeps in `payload_bytes`.
+#[allow(dead_code)] // not every test binary opens a byte store
+pub fn cbor<E>() -> impl hindsight_postgres::Codec<E>
+where
+    E: serde::Serialize + serde::de::DeserializeOwned + 'static,
+{
+    hindsight_postgres::ByteCodec::new(
+        |event: &E| {
+            let mut bytes = Vec::new();
+            ciborium::into_writer(event, &mut bytes)?;
+            Ok(bytes)
+        },
+        |bytes| Ok(ciborium::from_reader(bytes)?),
+    )
+}
