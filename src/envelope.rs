@@ -2,6 +2,7 @@
 
 use crate::ids::{CorrelationId, EventId, EventIds, Position, StreamId, StreamVersion};
 use crate::log::Record;
+use crate::name::category_of;
 use crate::store::MemoryStore;
 use std::fmt;
 use std::ptr::NonNull;
@@ -72,6 +73,47 @@ impl<'a, E> Envelope<'a, E> {
         unsafe { self.record.stream.get() }.id
     }
 
+    /// The name of the event's stream, if it has one: the name its first
+    /// event was appended with
+    /// ([`Transaction::append_named`](crate::Transaction::append_named)).
+    /// Read through the stream the event points to: no copy, and no cost
+    /// to events of unnamed streams.
+    ///
+    /// ```
+    /// use hindsight::{ExpectedVersion, MemoryStore, Start, StreamId, StreamName, Transaction};
+    /// let store = MemoryStore::new();
+    /// let order = StreamName::new("order-42").unwrap();
+    /// store.insert(Transaction::new()
+    ///     .append_named(&order, ExpectedVersion::NoStream, ["placed"])
+    ///     .append(StreamId::new(), ExpectedVersion::NoStream, ["unnamed"])).unwrap();
+    /// let mut names: Vec<_> = store.read_all(Start::Beginning).map(|e| e.stream_name()).collect();
+    /// names.sort();
+    /// assert_eq!(names, [None, Some("order-42")]);
+    /// ```
+    #[doc(alias = "stream name")]
+    pub fn stream_name(self) -> Option<&'a str> {
+        // SAFETY: as in `stream_id`.
+        unsafe { self.record.stream.get() }
+            .name()
+            .map(|name| &**name)
+    }
+
+    /// The category of the event's stream (the part of its name before
+    /// the first `-`; see [`StreamName::category`](crate::StreamName::category)),
+    /// if the stream has a name with one.
+    ///
+    /// ```
+    /// use hindsight::{ExpectedVersion, MemoryStore, Start, StreamName, Transaction};
+    /// let store = MemoryStore::new();
+    /// let order = StreamName::new("order-42").unwrap();
+    /// store.insert(Transaction::new().append_named(&order, ExpectedVersion::Any, [1])).unwrap();
+    /// assert_eq!(store.read_all(Start::Beginning).next().unwrap().category(), Some("order"));
+    /// ```
+    #[doc(alias = "$ce")]
+    pub fn category(self) -> Option<&'a str> {
+        category_of(self.stream_name()?)
+    }
+
     /// The event's unique id, fixed when it was written: reading the event
     /// again always gives the same id.
     pub fn event_id(self) -> EventId {
@@ -112,6 +154,7 @@ impl<E: fmt::Debug> fmt::Debug for Envelope<'_, E> {
         f.debug_struct("Envelope")
             .field("position", &self.position())
             .field("stream", &self.stream_id())
+            .field("stream_name", &self.stream_name())
             .field("version", &self.version())
             .field("event_id", &self.event_id())
             .field("correlation_id", &self.correlation_id())
@@ -211,6 +254,12 @@ impl<E> OwnedEnvelope<E> {
     /// The stream the event belongs to.
     pub fn stream_id(&self) -> StreamId {
         self.envelope().stream_id()
+    }
+
+    /// The name of the event's stream, if it has one; see
+    /// [`Envelope::stream_name`].
+    pub fn stream_name(&self) -> Option<&str> {
+        self.envelope().stream_name()
     }
 
     /// The event's unique id; see [`Envelope::event_id`].

@@ -1,6 +1,7 @@
 //! Errors of writes.
 
 use crate::ids::StreamId;
+use crate::name::StreamName;
 use crate::transaction::{ExpectedVersion, StreamHead};
 use std::fmt;
 
@@ -16,10 +17,29 @@ use std::fmt;
 /// assert_eq!(mismatches[0].stream, stream);
 /// assert_eq!(mismatches[0].found, None); // the stream does not exist
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// A named stream (see [`StreamName`]) is shown by its name too:
+///
+/// ```
+/// use hindsight::{ExpectedVersion, InsertError, MemoryStore, StreamName, Transaction};
+/// let store = MemoryStore::<()>::new();
+/// let order = StreamName::new("order-42").unwrap();
+/// let tx = || Transaction::new().append_named(&order, ExpectedVersion::NoStream, [()]);
+/// store.insert(tx()).unwrap();
+/// let conflict = store.insert(tx()).unwrap_err();
+/// assert_eq!(
+///     conflict.to_string(),
+///     "wrong expected version: stream \"order-42\" (ef43bdfe-97b9-5894-9241-c2f6da76db3b): \
+///      expected NoStream, found version 0 at position 0",
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionMismatch {
     /// The stream.
     pub stream: StreamId,
+    /// The stream's name: the one the store keeps for it, or else the one
+    /// the failing append gave; `None` for a stream known by id only.
+    pub stream_name: Option<StreamName>,
     /// What the transaction expected of it.
     pub expected: ExpectedVersion,
     /// Its last event just before the transaction, or `None` if it had none.
@@ -28,11 +48,11 @@ pub struct VersionMismatch {
 
 impl fmt::Display for VersionMismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "stream {}: expected {:?}, found ",
-            self.stream, self.expected
-        )?;
+        match &self.stream_name {
+            Some(name) => write!(f, "stream {:?} ({})", name.as_str(), self.stream)?,
+            None => write!(f, "stream {}", self.stream)?,
+        }
+        write!(f, ": expected {:?}, found ", self.expected)?;
         match self.found {
             None => write!(f, "no stream"),
             Some(head) => write!(f, "version {} at position {}", head.version, head.position),
@@ -109,3 +129,48 @@ impl fmt::Display for InsertError {
 }
 
 impl std::error::Error for InsertError {}
+
+/// Why a text cannot name a stream; see [`StreamName::new`].
+///
+/// ```
+/// use hindsight::{StreamName, StreamNameError};
+/// let error = StreamName::new("").unwrap_err();
+/// assert_eq!(error, StreamNameError::Empty);
+/// assert_eq!(error.to_string(), "a stream name cannot be empty");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamNameError {
+    /// The name is empty.
+    Empty,
+    /// The name is longer than
+    /// [`MAX_STREAM_NAME_LEN`](crate::MAX_STREAM_NAME_LEN) bytes.
+    TooLong {
+        /// The name's length, in bytes.
+        len: usize,
+        /// The most a name may have.
+        max: usize,
+    },
+    /// The name contains a NUL character, which PostgreSQL's `TEXT` (among
+    /// others) cannot store.
+    Nul {
+        /// The byte offset of the first NUL.
+        at: usize,
+    },
+}
+
+impl fmt::Display for StreamNameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StreamNameError::Empty => write!(f, "a stream name cannot be empty"),
+            StreamNameError::TooLong { len, max } => {
+                write!(f, "a stream name of {len} bytes is too long: at most {max}")
+            }
+            StreamNameError::Nul { at } => {
+                write!(f, "a stream name cannot contain NUL (found at byte {at})")
+            }
+        }
+    }
+}
+
+impl std::error::Error for StreamNameError {}

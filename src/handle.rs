@@ -179,6 +179,7 @@ impl<E> fmt::Debug for StreamHandle<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StreamHandle")
             .field("stream", &self.id())
+            .field("name", &self.resolved().name().map(|name| &**name))
             .field("head", &self.head())
             .finish_non_exhaustive()
     }

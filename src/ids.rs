@@ -93,6 +93,42 @@ impl StreamId {
     pub fn new() -> Self {
         Self(Uuid::new_v4())
     }
+
+    /// The namespace of [`from_name`](Self::from_name)'s version 5 UUIDs:
+    /// `c32cb92e-f5d8-5de9-a48e-4a237f9467ba`, itself the version 5 UUID of
+    /// the URL `https://docs.rs/hindsight/stream-names` (under RFC 9562's
+    /// URL namespace). Fixed forever: another implementation that hashes
+    /// names under it computes the same stream ids.
+    ///
+    /// ```
+    /// use hindsight::{StreamId, Uuid};
+    /// let derived = Uuid::new_v5(&Uuid::NAMESPACE_URL, b"https://docs.rs/hindsight/stream-names");
+    /// assert_eq!(StreamId::NAMESPACE, derived);
+    /// ```
+    pub const NAMESPACE: Uuid = Uuid::from_u128(0xc32c_b92e_f5d8_5de9_a48e_4a23_7f94_67ba);
+
+    /// The stream id of the stream called `name`: the version 5 (SHA-1,
+    /// name-based) UUID of `name`'s UTF-8 bytes under
+    /// [`NAMESPACE`](Self::NAMESPACE). The same name gives the same id in
+    /// every store, process and version of this crate, so a natural key
+    /// ("order-42") can be the stream without a lookup table.
+    ///
+    /// Any text has an id, the empty string too; to have the store keep a
+    /// name with its stream, check it with
+    /// [`StreamName::new`](crate::StreamName::new) and append with
+    /// [`Transaction::append_named`](crate::Transaction::append_named).
+    ///
+    /// ```
+    /// use hindsight::StreamId;
+    /// let id = StreamId::from_name("order-42");
+    /// assert_eq!(id, StreamId::from_name("order-42"));
+    /// assert_eq!(id.to_string(), "ef43bdfe-97b9-5894-9241-c2f6da76db3b");
+    /// assert_eq!(id.as_uuid().get_version_num(), 5);
+    /// ```
+    #[doc(alias = "stream name")]
+    pub fn from_name(name: &str) -> Self {
+        Self(Uuid::new_v5(&Self::NAMESPACE, name.as_bytes()))
+    }
 }
 
 impl Default for StreamId {

@@ -29,6 +29,7 @@ mod error;
 mod handle;
 mod ids;
 mod log;
+mod name;
 mod read;
 mod segments;
 mod selector;
@@ -49,7 +50,7 @@ pub mod loom_api;
 /// The contract: what the store promises, as numbered rules.
 ///
 /// The API docs, the tests and the conformance kit cite these rules by
-/// number ("rule 7"); the kit checks rules 1-25, 27 and 28 on any backend.
+/// number ("rule 7"); the kit checks rules 1-25, 27, 28 and 32 on any backend.
 #[doc = include_str!("contract.md")]
 pub mod contract {}
 
@@ -63,7 +64,7 @@ pub mod contract {}
 #[doc = include_str!("../DESIGN.md")]
 pub mod design {}
 
-// The conformance kit: store-agnostic tests of rules 1-25, 27 and 28 of the contract.
+// The conformance kit: store-agnostic tests of rules 1-25, 27, 28 and 32 of the contract.
 #[cfg(all(feature = "testkit", not(loom)))]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
@@ -76,9 +77,10 @@ pub use backend::{
 pub use builder::MemoryStoreBuilder;
 pub use clock::{Clock, SystemClock, TestClock};
 pub use envelope::{Envelope, OwnedEnvelope};
-pub use error::{InsertError, VersionMismatch};
+pub use error::{InsertError, StreamNameError, VersionMismatch};
 pub use handle::StreamHandle;
 pub use ids::{CorrelationId, EventId, Position, StreamId, StreamVersion};
+pub use name::{StreamName, MAX_STREAM_NAME_LEN};
 pub use read::{ReadAll, ReadStream, Start};
 pub use selector::{EventType, Selector};
 pub use store::{MemoryStore, MAX_TRANSACTION_EVENTS, STORE_CAPACITY};

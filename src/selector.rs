@@ -1,6 +1,7 @@
 //! What a subscription selects: which streams, from where, which types.
 
 use crate::ids::{Position, StreamId};
+use crate::name::category_of;
 use crate::read::Start;
 use std::fmt;
 
@@ -30,8 +31,9 @@ pub trait EventType {
     fn event_type(&self) -> &str;
 }
 
-/// Which events a subscription delivers: all streams or one, from the
-/// beginning or after a position, optionally only some event types.
+/// Which events a subscription delivers: all streams, one, or one
+/// category of named streams, from the beginning or after a position,
+/// optionally only some event types.
 ///
 /// Events a subscription does not select (other streams, other types,
 /// positions before its start) still advance it: it has *passed* them.
@@ -51,6 +53,9 @@ pub trait EventType {
 /// ```
 pub struct Selector<E> {
     pub(crate) stream: Option<StreamId>,
+    /// The category selected (all streams whose name's category it is);
+    /// `None` selects every stream (or `stream`).
+    pub(crate) category: Option<Box<str>>,
     pub(crate) start: Start,
     /// Selected type names; `None` selects every type.
     pub(crate) types: Option<Box<[Box<str>]>>,
@@ -63,6 +68,7 @@ impl<E> Selector<E> {
     pub fn all() -> Self {
         Self {
             stream: None,
+            category: None,
             start: Start::Beginning,
             types: None,
             namer: None,
@@ -75,6 +81,75 @@ impl<E> Selector<E> {
         Self {
             stream: Some(stream),
             ..Self::all()
+        }
+    }
+
+    /// Every stream of category `category` (KurrentDB's `$ce-` streams),
+    /// from the beginning: the events of every stream whose name
+    /// ([`StreamName`](crate::StreamName)) has that category, the part
+    /// before its name's first `-` ([`StreamName::category`](crate::StreamName::category)),
+    /// in global order, history then live like any all-streams
+    /// subscription. Unnamed streams belong to no category; nor does a
+    /// name without a `-`. A category that is empty or holds a `-` selects
+    /// nothing.
+    ///
+    /// The subscription reads the whole log and skips the other streams'
+    /// events (which still advance it, [contract](crate::contract) rule
+    /// 18); subscriptions that select
+    /// no category pay nothing for the check.
+    ///
+    /// ```
+    /// use hindsight::{ExpectedVersion, MemoryStore, Selector, StreamName, Transaction};
+    /// let store = MemoryStore::new();
+    /// let name = |text: &str| StreamName::new(text).unwrap();
+    /// store.insert(Transaction::new()
+    ///     .append_named(&name("order-1"), ExpectedVersion::Any, ["placed 1"])
+    ///     .append_named(&name("cart-1"), ExpectedVersion::Any, ["added"])
+    ///     .append_named(&name("order-2"), ExpectedVersion::Any, ["placed 2"])).unwrap();
+    ///
+    /// let mut orders = store.subscribe(Selector::category("order"));
+    /// let mut seen = Vec::new();
+    /// orders.drain(|event| seen.push(*event.payload())).unwrap();
+    /// seen.sort(); // streams are laid out by id in a transaction
+    /// assert_eq!(seen, ["placed 1", "placed 2"]);
+    /// ```
+    #[doc(alias = "$ce")]
+    #[doc(alias = "by_category")]
+    pub fn category(category: impl Into<String>) -> Self {
+        Self {
+            category: Some(category.into().into_boxed_str()),
+            ..Self::all()
+        }
+    }
+
+    /// The category selected, or `None`: what a database backend pushes
+    /// down into its query.
+    ///
+    /// ```
+    /// use hindsight::Selector;
+    /// assert_eq!(Selector::<()>::category("order").selected_category(), Some("order"));
+    /// assert_eq!(Selector::<()>::all().selected_category(), None);
+    /// ```
+    pub fn selected_category(&self) -> Option<&str> {
+        self.category.as_deref()
+    }
+
+    /// Whether this selector's category (if it has one) holds the stream
+    /// called `name` (`None`: an unnamed stream).
+    ///
+    /// ```
+    /// use hindsight::Selector;
+    /// let orders = Selector::<()>::category("order");
+    /// assert!(orders.selects_stream_name(Some("order-42")));
+    /// assert!(!orders.selects_stream_name(Some("orderly-1")));
+    /// assert!(!orders.selects_stream_name(None));
+    /// assert!(Selector::<()>::all().selects_stream_name(None));
+    /// ```
+    #[inline]
+    pub fn selects_stream_name(&self, name: Option<&str>) -> bool {
+        match &self.category {
+            None => true,
+            Some(category) => name.and_then(category_of) == Some(&**category),
         }
     }
 
@@ -187,6 +262,7 @@ impl<E> Clone for Selector<E> {
     fn clone(&self) -> Self {
         Self {
             stream: self.stream,
+            category: self.category.clone(),
             start: self.start,
             types: self.types.clone(),
             namer: self.namer,
@@ -198,6 +274,7 @@ impl<E> fmt::Debug for Selector<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Selector")
             .field("stream", &self.stream)
+            .field("category", &self.category)
             .field("start", &self.start)
             .field("types", &self.types)
             .finish()

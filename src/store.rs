@@ -16,6 +16,7 @@ use crate::error::{InsertError, VersionMismatch};
 use crate::handle::StreamHandle;
 use crate::ids::{CorrelationId, Position, StreamId, StreamVersion};
 use crate::log::{nanos_since_epoch, now_nanos, Full, Log, OwnedStamp, Reservation};
+use crate::name::StreamName;
 use crate::read::{ReadAll, ReadStream, Start};
 use crate::segments::CAPACITY;
 use crate::selector::Selector;
@@ -217,12 +218,13 @@ impl<E> MemoryStore<E> {
     ) -> Result<Committed, InsertError> {
         let Append {
             stream: id,
+            name,
             expected,
             events,
         } = append;
         let index = &self.inner.streams;
         if events.is_empty() {
-            return self.check_only(id, expected, || {
+            return self.check_only(id, name.as_ref(), expected, || {
                 index.with(id, Stream::recorded_head).flatten()
             });
         }
@@ -234,7 +236,7 @@ impl<E> MemoryStore<E> {
         // Under the index shard's read lock, and only until the positions
         // are recorded: from then on the stream holds events and stays.
         let reserved = index.with_or_create(id, may_create, |stream| {
-            self.reserve_in(stream, expected, count, stamp)
+            self.reserve_in(stream, name.as_ref(), expected, count, stamp)
         });
         match reserved {
             Some(Ok(reserved)) => {
@@ -247,9 +249,10 @@ impl<E> MemoryStore<E> {
                 if !matches!(refused, Refused::Conflict(Some(_))) {
                     index.remove_if_unused(id);
                 }
-                self.refuse(id, expected, refused)
+                let kept = index.with(id, |stream| stream.name().cloned()).flatten();
+                self.refuse(id, kept.or(name), expected, refused)
             }
-            None => self.conflict(vec![mismatch(id, expected, None)], None),
+            None => self.conflict(vec![mismatch(id, name, expected, None)], None),
         }
     }
 
@@ -263,6 +266,7 @@ impl<E> MemoryStore<E> {
     fn check_only(
         &self,
         id: StreamId,
+        name: Option<&std::sync::Arc<str>>,
         expected: ExpectedVersion,
         found: impl FnOnce() -> Option<StreamHead>,
     ) -> Result<Committed, InsertError> {
@@ -274,7 +278,10 @@ impl<E> MemoryStore<E> {
             self.wait_visible(found)?;
             Ok(Committed::nothing())
         } else {
-            self.conflict(vec![mismatch(id, expected, found)], found)
+            // The name the store keeps, or else the one given.
+            let kept = self.inner.streams.with(id, |s| s.name().cloned());
+            let name = kept.flatten().or_else(|| name.cloned());
+            self.conflict(vec![mismatch(id, name, expected, found)], found)
         }
     }
 
@@ -295,13 +302,15 @@ impl<E> MemoryStore<E> {
         let count = within_limit(events.len() as u64)?;
         if count == 0 {
             return self
-                .check_only(stream.id, expected, || stream.recorded_head())
+                .check_only(stream.id, stream.name(), expected, || {
+                    stream.recorded_head()
+                })
                 .map(|_| None);
         }
         let stamp = OwnedStamp::new(self.inner.now_nanos(), correlation_id);
-        match self.reserve_in(stream, expected, count, stamp) {
+        match self.reserve_in(stream, None, expected, count, stamp) {
             Ok(reserved) => self.finish(reserved, events).map(Some),
-            Err(refused) => self.refuse(stream.id, expected, refused),
+            Err(refused) => self.refuse(stream.id, stream.name().cloned(), expected, refused),
         }
     }
 
@@ -312,6 +321,7 @@ impl<E> MemoryStore<E> {
     fn reserve_in(
         &self,
         stream: &Stream,
+        name: Option<&std::sync::Arc<str>>,
         expected: ExpectedVersion,
         count: u64,
         stamp: OwnedStamp,
@@ -329,6 +339,7 @@ impl<E> MemoryStore<E> {
         #[cfg(test)]
         fault::check(0);
         let first_version = locked.len();
+        locked.name(name);
         locked.append(reservation.start(), count);
         Ok(Reserved {
             reservation,
@@ -379,11 +390,14 @@ impl<E> MemoryStore<E> {
     fn refuse<T>(
         &self,
         id: StreamId,
+        name: Option<std::sync::Arc<str>>,
         expected: ExpectedVersion,
         refused: Refused,
     ) -> Result<T, InsertError> {
         match refused {
-            Refused::Conflict(found) => self.conflict(vec![mismatch(id, expected, found)], found),
+            Refused::Conflict(found) => {
+                self.conflict(vec![mismatch(id, name, expected, found)], found)
+            }
             Refused::Store(error) => Err(error),
         }
     }
@@ -528,6 +542,37 @@ impl<E> MemoryStore<E> {
         self.inner
             .streams
             .with(stream, |stream| stream.committed_head(watermark))
+            .flatten()
+    }
+
+    /// The name the store keeps for `stream`: the one given with its first
+    /// event ([`Transaction::append_named`]); `None` for a stream that
+    /// does not exist or was first appended to by id.
+    ///
+    /// ```
+    /// use hindsight::{ExpectedVersion, MemoryStore, StreamId, StreamName, Transaction};
+    /// let store = MemoryStore::new();
+    /// let cart = StreamName::new("cart-7").unwrap();
+    /// assert_eq!(store.stream_name(cart.id()), None); // no such stream yet
+    /// store.insert(Transaction::new().append_named(&cart, ExpectedVersion::Any, [1])).unwrap();
+    /// assert_eq!(store.stream_name(cart.id()).unwrap().as_str(), "cart-7");
+    ///
+    /// let unnamed = StreamId::new();
+    /// store.insert(Transaction::single(unnamed, ExpectedVersion::Any, 2)).unwrap();
+    /// assert_eq!(store.stream_name(unnamed), None);
+    /// ```
+    pub fn stream_name(&self, stream: StreamId) -> Option<StreamName> {
+        // The watermark first, then the stream: a stream exists (rule 4)
+        // once it holds a committed event, and its name is set before its
+        // first event is recorded.
+        let watermark = self.inner.log.watermark.get();
+        self.inner
+            .streams
+            .with(stream, |found| {
+                let name = found.name()?;
+                (found.committed_len(watermark) > 0)
+                    .then(|| StreamName::kept(stream, std::sync::Arc::clone(name)))
+            })
             .flatten()
     }
 
@@ -743,11 +788,13 @@ fn within_limit(events: u64) -> Result<u64, InsertError> {
 
 fn mismatch(
     stream: StreamId,
+    name: Option<std::sync::Arc<str>>,
     expected: ExpectedVersion,
     found: Option<StreamHead>,
 ) -> VersionMismatch {
     VersionMismatch {
         stream,
+        stream_name: name.map(|name| StreamName::kept(stream, name)),
         expected,
         found,
     }
@@ -803,7 +850,10 @@ fn check<E>(
             }
         }
         if !append.expected.matches(found) {
-            mismatches.push(mismatch(append.stream, append.expected, found));
+            // The name the store keeps, or else the one given.
+            let kept = stream.as_ref().and_then(Locked::stream_name);
+            let name = kept.or(append.name.as_ref()).cloned();
+            mismatches.push(mismatch(append.stream, name, append.expected, found));
         }
     }
     (mismatches, seen)
@@ -826,6 +876,7 @@ fn record<E>(appends: &[Append<E>], locked: &[Option<Locked<'_>>], start: u64) -
         // the range (fail closed) instead of panicking here.
         let Some(stream) = stream else { continue };
         let version = stream.len();
+        stream.name(append.name.as_ref());
         stream.append(next, count);
         heads.push((
             append.stream,

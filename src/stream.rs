@@ -35,6 +35,20 @@ pub(crate) struct Stream {
     /// subscriber of the stream wakes it, and so does poisoning
     /// (`StreamIndex::wake_all`). Free for the writer while nobody sleeps.
     pub(crate) signal: Signal,
+    /// The stream's name, if its first event was appended by name
+    /// (`Transaction::append_named`); set at most once, by `Locked::name`.
+    //
+    // Sound without touching the stream's protocol: it is set under the
+    // stream's lock while nothing is recorded (`len` 0), before the first
+    // positions are recorded, and never changed after. Every event of the
+    // stream is recorded after that under the same lock, and reaches a
+    // reader only through the commit and the watermark (Release/Acquire),
+    // so a reader that sees any event of the stream sees the name (or sees
+    // that the stream has none, for good). `OnceLock` makes the read safe
+    // in any case (its `get` is an Acquire load); a `std` one under loom
+    // too, as no model sets a name. Unnamed streams pay its 24 bytes and
+    // nothing else.
+    name: std::sync::OnceLock<std::sync::Arc<str>>,
 }
 
 /// Proof that the holder may append to a stream.
@@ -51,7 +65,14 @@ impl Stream {
             len: AtomicU64::new(0),
             positions: Segments::new(),
             signal: Signal::new(),
+            name: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The stream's name, if its first event was appended by name.
+    #[inline]
+    pub(crate) fn name(&self) -> Option<&std::sync::Arc<str>> {
+        self.name.get()
     }
 
     pub(crate) fn lock(&self) -> Locked<'_> {
@@ -187,6 +208,26 @@ impl Locked<'_> {
             version: StreamVersion(len - 1),
             position: Position(self.stream.position(len - 1)),
         })
+    }
+
+    /// Names the stream `name` if nothing is recorded for it yet (its
+    /// events are about to be): a stream's name is the one its first
+    /// append gave, and never changes (see `Stream::name`). Call with
+    /// events to record, just before [`append`](Self::append). Never
+    /// panics (a reference count increment).
+    pub(crate) fn name(&self, name: Option<&std::sync::Arc<str>>) {
+        if let Some(name) = name {
+            if self.len() == 0 {
+                // Cannot fail: only set here, under the lock we hold, while
+                // nothing is recorded; an `Err` would leave the first name.
+                let _ = self.stream.name.set(std::sync::Arc::clone(name));
+            }
+        }
+    }
+
+    /// The stream's name, if it has one.
+    pub(crate) fn stream_name(&self) -> Option<&std::sync::Arc<str>> {
+        self.stream.name()
     }
 
     /// Records `count` events at positions `first..first + count`.

@@ -1,7 +1,9 @@
 //! Transactions: what to write, to which streams, under which expectations.
 
 use crate::ids::{CorrelationId, Position, StreamId, StreamVersion};
+use crate::name::StreamName;
 use smallvec::SmallVec;
+use std::sync::Arc;
 
 /// What a writer expects of a stream just before its transaction.
 ///
@@ -194,6 +196,8 @@ impl<E> Iterator for EventsIter<E> {
 #[derive(Debug)]
 pub(crate) struct Append<E> {
     pub(crate) stream: StreamId,
+    /// The stream's name, for an append by name: `stream` is its id.
+    pub(crate) name: Option<Arc<str>>,
     pub(crate) expected: ExpectedVersion,
     pub(crate) events: Events<E>,
 }
@@ -257,6 +261,7 @@ impl<E> Transaction<E> {
         let mut tx = Self::new();
         tx.appends.push(Append {
             stream,
+            name: None,
             expected,
             events: Events::One(event),
         });
@@ -290,10 +295,46 @@ impl<E> Transaction<E> {
         }
         self.appends.push(Append {
             stream,
+            name: None,
             expected,
             events: Events::collect(events),
         });
         self
+    }
+
+    /// Appends `events` to the stream called `name` (its id is
+    /// [`name.id()`](StreamName::id)), expecting `expected` of it, and has
+    /// the store keep the name with the stream.
+    ///
+    /// Exactly [`append`](Self::append) to `name.id()`, plus the name: a
+    /// stream's name is the one given with its first event, fixed from
+    /// then on (later appends by id or by name change nothing), so every
+    /// reader and subscriber sees one name, or none, for all of a stream's
+    /// events. A stream whose first event was appended by id stays
+    /// unnamed. Appends to one stream in a transaction are merged (first
+    /// expectation wins, rule 10); the first name among them is kept.
+    ///
+    /// ```
+    /// use hindsight::{ExpectedVersion, MemoryStore, Start, StreamName, Transaction};
+    /// let store = MemoryStore::new();
+    /// let order = StreamName::new("order-42").unwrap();
+    /// store.insert(Transaction::new().append_named(&order, ExpectedVersion::NoStream, ["placed"])).unwrap();
+    /// assert_eq!(store.stream_name(order.id()), Some(order.clone()));
+    /// let event = store.read_all(Start::Beginning).next().unwrap();
+    /// assert_eq!((event.stream_id(), event.stream_name()), (order.id(), Some("order-42")));
+    /// ```
+    #[doc(alias = "AppendToStream")]
+    pub fn append_named(
+        self,
+        name: &StreamName,
+        expected: ExpectedVersion,
+        events: impl IntoIterator<Item = E>,
+    ) -> Self {
+        let mut tx = self.append(name.id(), expected, events);
+        if let Some(append) = tx.appends.last_mut() {
+            append.name = Some(Arc::clone(name.shared()));
+        }
+        tx
     }
 
     /// Sets the correlation id that every event of the transaction carries.
@@ -346,8 +387,11 @@ impl<E> Transaction<E> {
             if later.stream != earlier.stream {
                 return false;
             }
-            let later = std::mem::replace(&mut later.events, Events::Many(Vec::new()));
-            earlier.events.extend(later);
+            let events = std::mem::replace(&mut later.events, Events::Many(Vec::new()));
+            earlier.events.extend(events);
+            if earlier.name.is_none() {
+                earlier.name = later.name.take();
+            }
             true
         });
         (appends, self.correlation_id)
@@ -377,6 +421,9 @@ impl<E> Transaction<E> {
             .into_iter()
             .map(|append| StreamWrite {
                 stream: append.stream,
+                name: append
+                    .name
+                    .map(|name| StreamName::kept(append.stream, name)),
                 expected: append.expected,
                 events: append.events.into_vec(),
             })
@@ -398,6 +445,11 @@ impl<E> Transaction<E> {
 pub struct StreamWrite<E> {
     /// The stream.
     pub stream: StreamId,
+    /// The stream's name, if it was appended to by name
+    /// ([`Transaction::append_named`]): a backend keeps it with the stream
+    /// if these are the stream's first events, and ignores it otherwise
+    /// (rule 32).
+    pub name: Option<StreamName>,
     /// What the transaction expects of it.
     pub expected: ExpectedVersion,
     /// Its events, in order (possibly none: a pure check).

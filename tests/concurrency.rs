@@ -530,6 +530,7 @@ fn exactly_one_of_k_racing_writers_wins(k: usize, rounds: u32, race_on: Race) {
             );
             let lost = InsertError::VersionConflict(vec![VersionMismatch {
                 stream,
+                stream_name: None,
                 expected,
                 found: Some(winner_head),
             }]);

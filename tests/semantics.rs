@@ -40,6 +40,7 @@ fn mismatch(
 ) -> VersionMismatch {
     VersionMismatch {
         stream,
+        stream_name: None,
         expected,
         found,
     }

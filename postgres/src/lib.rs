@@ -60,7 +60,12 @@
 //!   updates the stream heads and `pg_notify`s. READ COMMITTED, with a
 //!   10 s `lock_timeout` so a stuck writer cannot stall the store forever.
 //!   Exact expectations above `i64::MAX` never reach SQL: they are
-//!   mismatches (no stream has such a version or position).
+//!   mismatches (no stream has such a version or position). An insert that
+//!   names streams (`Transaction::append_named`, rule 32) runs the function
+//!   inside `BEGIN`/`COMMIT`, then records the names (and categories) of
+//!   the streams whose first events it wrote, on rows the function already
+//!   locked: a snapshot sees a stream's first events and its name
+//!   together. Its conflicts take one more query, for the kept names.
 //! - **Reads** page by position or by (stream, version), 500 rows a query,
 //!   bounded by the head read once at the start.
 //! - **Subscriptions** ([`PgSubscriber`]) page by position, one snapshot

@@ -8,9 +8,11 @@
 //!   transaction and holds its row lock until `COMMIT`, so positions are
 //!   dense and commit in position order: a snapshot always sees a prefix of
 //!   the log (see the crate docs).
-//! - `streams(stream_id, last_version, last_position)`: one row per stream
-//!   an insert named; both numbers `NULL` for a placeholder (a stream
-//!   checked or locked but never written: it does not exist, rule 4).
+//! - `streams(stream_id, last_version, last_position, name, category)`: one
+//!   row per stream an insert named; both numbers `NULL` for a placeholder
+//!   (a stream checked or locked but never written: it does not exist, rule
+//!   4); `name` and `category` set by the insert of the stream's first
+//!   events if it appended by name (rule 32, migration 5), `NULL` otherwise.
 //! - `events(position, stream_id, version, event_id, correlation_id,
 //!   created_at, event_type, payload, payload_bytes)`, `UNIQUE (stream_id,
 //!   version)`; exactly one of `payload` (`JSONB`) and `payload_bytes`
@@ -34,6 +36,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, INSERT_FN),
     (3, BYTE_PAYLOADS),
     (4, INSERT_BYTES_FN),
+    (5, STREAM_NAMES),
 ];
 
 const TABLES: &str = r#"
@@ -271,6 +274,16 @@ END
 $fn$;
 "#;
 
+/// Stream names (rule 32, migration 5): a stream's name and its category (computed by
+/// `StreamName::category`, so the convention has one definition), set by
+/// the insert that writes the stream's first events, in its transaction,
+/// and never changed; `NULL` for a stream first written by id. Category
+/// subscriptions select `stream_id IN (... WHERE category = $n)`.
+const STREAM_NAMES: &str = r#"
+ALTER TABLE {s}.streams ADD COLUMN name TEXT, ADD COLUMN category TEXT;
+CREATE INDEX streams_category ON {s}.streams (category) WHERE category IS NOT NULL;
+"#;
+
 /// The columns every event read selects, in [`crate::row`]'s order.
 const EVENT_COLUMNS: &str = "e.position, e.stream_id, e.version, e.event_id, e.correlation_id, \
      (extract(epoch FROM e.created_at) * 1000000)::BIGINT AS created_us, e.payload::text AS payload, \
@@ -309,6 +322,14 @@ pub(crate) struct Sql {
     pub(crate) insert: String,
     pub(crate) head: String,
     pub(crate) stream_head: String,
+    /// `$1` stream.
+    pub(crate) stream_name: String,
+    /// `$1` streams, `$2` names, `$3` categories: names streams that have
+    /// none yet (run in the insert's transaction, after `insert_events`
+    /// locked the rows).
+    pub(crate) name_streams: String,
+    /// `$1` streams: the names of those that have one.
+    pub(crate) stream_names: String,
     /// `$1` first position, `$2` end (exclusive), `$3` limit.
     pub(crate) read_all: String,
     /// `$1` stream, `$2` first version, `$3` end position (exclusive), `$4` limit.
@@ -328,6 +349,18 @@ impl Sql {
             stream_head: format!(
                 "SELECT last_version, last_position FROM {s}.streams WHERE stream_id = $1"
             ),
+            stream_name: format!(
+                "SELECT name FROM {s}.streams WHERE stream_id = $1 AND last_version IS NOT NULL"
+            ),
+            name_streams: format!(
+                "UPDATE {s}.streams s SET name = n.name, category = n.category \
+                 FROM unnest($1::UUID[], $2::TEXT[], $3::TEXT[]) AS n(id, name, category) \
+                 WHERE s.stream_id = n.id AND s.name IS NULL"
+            ),
+            stream_names: format!(
+                "SELECT stream_id, name FROM {s}.streams \
+                 WHERE stream_id = ANY ($1) AND name IS NOT NULL"
+            ),
             read_all: format!(
                 "SELECT {EVENT_COLUMNS} FROM {s}.events e \
                  WHERE e.position >= $1 AND e.position < $2 ORDER BY e.position LIMIT $3"
@@ -345,23 +378,39 @@ impl Sql {
 
     /// One page of a subscription, from one snapshot: the head
     /// (`next_position`) and up to `$2` selected events from position `$1`
-    /// below it. `$3` is the stream, `$4` the type names, when selected.
-    pub(crate) fn subscription_page(&self, one_stream: bool, by_type: bool) -> String {
+    /// below it. Then, each only when selected and in this order, the
+    /// stream (`$3`), the type names, the category.
+    pub(crate) fn subscription_page(
+        &self,
+        one_stream: bool,
+        by_type: bool,
+        by_category: bool,
+    ) -> String {
         let s = &self.quoted;
-        let stream = if one_stream {
-            " AND e.stream_id = $3"
-        } else {
-            ""
+        let mut next = 3;
+        let mut parameter = |selected: bool| {
+            selected.then(|| {
+                next += 1;
+                next - 1
+            })
         };
-        let types = match (by_type, one_stream) {
-            (false, _) => "",
-            (true, true) => " AND e.event_type = ANY ($4)",
-            (true, false) => " AND e.event_type = ANY ($3)",
-        };
+        let stream = parameter(one_stream)
+            .map(|n| format!(" AND e.stream_id = ${n}"))
+            .unwrap_or_default();
+        let types = parameter(by_type)
+            .map(|n| format!(" AND e.event_type = ANY (${n})"))
+            .unwrap_or_default();
+        let category = parameter(by_category)
+            .map(|n| {
+                format!(
+                    " AND e.stream_id IN (SELECT stream_id FROM {s}.streams WHERE category = ${n})"
+                )
+            })
+            .unwrap_or_default();
         format!(
             "SELECT h.next_position AS head_next, page.* FROM {s}.log_head h \
              LEFT JOIN LATERAL (SELECT {EVENT_COLUMNS} FROM {s}.events e \
-             WHERE e.position >= $1 AND e.position < h.next_position{stream}{types} \
+             WHERE e.position >= $1 AND e.position < h.next_position{stream}{types}{category} \
              ORDER BY e.position LIMIT $2) page ON true ORDER BY page.position"
         )
     }

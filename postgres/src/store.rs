@@ -8,8 +8,8 @@ use crate::schema::{Sql, CONFLICT_SQLSTATE};
 use crate::subscription::{self, PgSubscriber};
 use hindsight::{
     Committed, CorrelationId, EventRef, EventStore, EventType, ExpectedVersion, Flow, Position,
-    Selector, StoreError, StreamHead, StreamId, StreamVersion, StreamWrite, Transaction, Uuid,
-    VersionMismatch,
+    Selector, StoreError, StreamHead, StreamId, StreamName, StreamVersion, StreamWrite,
+    Transaction, Uuid, VersionMismatch,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -299,6 +299,8 @@ fn conflict(
                     };
                     Ok(VersionMismatch {
                         stream,
+                        // Filled in by `name_mismatches`.
+                        stream_name: None,
                         expected,
                         found,
                     })
@@ -306,6 +308,14 @@ fn conflict(
                 .collect()
         });
     Some(parsed)
+}
+
+/// A name read back from the `streams` table of `stream`.
+fn stored_name(stream: StreamId, name: &str) -> Result<StreamName, PgError> {
+    StreamName::new(name).map_err(|error| PgError::Corrupt {
+        position: None,
+        detail: format!("stream {stream} has name {name:?}: {error}"),
+    })
 }
 
 /// One encoded payload, for the `insert_events` array of its form.
@@ -358,6 +368,8 @@ where
         // One of the two stays empty, by the codec's form (see the schema).
         let mut json = Vec::new();
         let mut bytes = Vec::new();
+        // The names given with events, and how many events each stream gets.
+        let mut names: Vec<(StreamName, u64)> = Vec::new();
         for write in writes {
             let (kind, value) = expectation(write.expected);
             let count = i32::try_from(write.events.len()).map_err(|_| {
@@ -370,6 +382,11 @@ where
             values.push(value);
             counts.push(count);
             expected.push((write.stream, write.expected));
+            if let Some(name) = write.name {
+                if !write.events.is_empty() {
+                    names.push((name, write.events.len() as u64));
+                }
+            }
             for event in write.events {
                 let event_type = event.event_type().to_owned();
                 match self.encode(write.stream, &event, &event_type)? {
@@ -379,7 +396,7 @@ where
                 types.push(event_type);
             }
         }
-        let rows = sqlx::query(&self.inner.sql.insert)
+        let query = sqlx::query(&self.inner.sql.insert)
             .bind(streams)
             .bind(kinds)
             .bind(values)
@@ -387,14 +404,20 @@ where
             .bind(types)
             .bind(json)
             .bind(bytes)
-            .bind(correlation_id.map(|id| *id.as_uuid()))
-            .fetch_all(&self.inner.pool)
-            .await;
+            .bind(correlation_id.map(|id| *id.as_uuid()));
+        let rows = if names.is_empty() {
+            query.fetch_all(&self.inner.pool).await
+        } else {
+            self.insert_named(query, &names).await
+        };
         let rows = match rows {
             Ok(rows) => rows,
             Err(error) => {
                 return Err(match conflict(&error, &expected) {
-                    Some(Ok(mismatches)) => StoreError::VersionConflict(mismatches),
+                    Some(Ok(mut mismatches)) => {
+                        self.name_mismatches(&mut mismatches, &names).await?;
+                        StoreError::VersionConflict(mismatches)
+                    }
                     Some(Err(corrupt)) => StoreError::Backend(corrupt),
                     None => StoreError::Backend(PgError::Database(error)),
                 })
@@ -419,6 +442,88 @@ where
             self.inner.listener.wake();
         }
         Ok(Committed::new(last, heads))
+    }
+
+    /// `insert` (the query, `insert_events`) for a transaction that names
+    /// streams: in one database transaction with the names, so that no
+    /// snapshot sees a stream's first events without its name. A stream is
+    /// named only if these are its first events (its new head's version + 1
+    /// is the count written) and it has no name yet; the rows are locked
+    /// by `insert_events` already, so this takes no new lock. Three more
+    /// round trips than an unnamed insert (`BEGIN`, the names, `COMMIT`).
+    async fn insert_named(
+        &self,
+        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+        names: &[(StreamName, u64)],
+    ) -> Result<Vec<sqlx::postgres::PgRow>, sqlx::Error> {
+        let mut tx = self.inner.pool.begin().await?;
+        let rows = query.fetch_all(&mut *tx).await?;
+        let mut ids = Vec::new();
+        let mut texts = Vec::new();
+        let mut categories = Vec::new();
+        for row in &rows {
+            let stream = StreamId::from_uuid(row.try_get("out_stream")?);
+            let version: i64 = row.try_get("out_version")?;
+            let first = names
+                .iter()
+                .find(|(name, count)| name.id() == stream && version + 1 == *count as i64);
+            if let Some((name, _)) = first {
+                ids.push(*stream.as_uuid());
+                texts.push(name.as_str());
+                categories.push(name.category());
+            }
+        }
+        if !ids.is_empty() {
+            sqlx::query(&self.inner.sql.name_streams)
+                .bind(ids)
+                .bind(texts)
+                .bind(categories)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(rows)
+    }
+
+    /// Names the streams of a version conflict as the memory store does:
+    /// the name the store keeps, or else the one the transaction gave
+    /// (one more round trip, on conflicts only).
+    async fn name_mismatches(
+        &self,
+        mismatches: &mut [VersionMismatch],
+        given: &[(StreamName, u64)],
+    ) -> Result<(), StoreError<PgError>> {
+        let ids: Vec<Uuid> = mismatches.iter().map(|m| *m.stream.as_uuid()).collect();
+        let kept: Vec<(Uuid, String)> = sqlx::query_as(&self.inner.sql.stream_names)
+            .bind(ids)
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(|error| StoreError::Backend(PgError::Database(error)))?;
+        for mismatch in mismatches {
+            let stream = mismatch.stream;
+            let kept = kept
+                .iter()
+                .find(|(id, _)| *id == *stream.as_uuid())
+                .map(|(_, name)| stored_name(stream, name))
+                .transpose()
+                .map_err(StoreError::Backend)?;
+            let given = given
+                .iter()
+                .find(|(name, _)| name.id() == stream)
+                .map(|(name, _)| name.clone());
+            mismatch.stream_name = kept.or(given);
+        }
+        Ok(())
+    }
+
+    async fn stream_name_untraced(&self, stream: StreamId) -> Result<Option<StreamName>, PgError> {
+        let name: Option<Option<String>> = sqlx::query_scalar(&self.inner.sql.stream_name)
+            .bind(stream.as_uuid())
+            .fetch_optional(&self.inner.pool)
+            .await?;
+        name.flatten()
+            .map(|name| stored_name(stream, &name))
+            .transpose()
     }
 
     async fn head_untraced(&self) -> Result<Option<Position>, PgError> {
@@ -552,7 +657,10 @@ where
 
     /// One round trip to `insert_events` (see the crate docs). An empty
     /// transaction is accepted as a no-op without a round trip; appends of
-    /// no events still have their expectations checked.
+    /// no events still have their expectations checked. A transaction
+    /// that names streams ([`Transaction::append_named`]) runs inside
+    /// `BEGIN`/`COMMIT` with one more statement that records the names of
+    /// the streams it created: four round trips.
     ///
     /// Dropping the future once the statement was sent leaves the
     /// transaction committed or not, all or nothing (one statement); read
@@ -617,6 +725,30 @@ where
         }
         #[cfg(not(feature = "tracing"))]
         self.stream_head_untraced(stream).await
+    }
+
+    async fn stream_name(&self, stream: StreamId) -> Result<Option<StreamName>, PgError> {
+        #[cfg(feature = "tracing")]
+        {
+            let span = tracing::debug_span!(
+                "hindsight.stream_name",
+                %stream,
+                name = tracing::field::Empty,
+                error = tracing::field::Empty,
+            );
+            let name = self
+                .stream_name_untraced(stream)
+                .instrument(span.clone())
+                .await;
+            match &name {
+                Ok(Some(name)) => span.record("name", name.as_str()),
+                Ok(None) => &span,
+                Err(error) => span.record("error", tracing::field::display(error)),
+            };
+            name
+        }
+        #[cfg(not(feature = "tracing"))]
+        self.stream_name_untraced(stream).await
     }
 
     /// Pages by position (500 rows a query), bounded by the head read once

@@ -189,6 +189,7 @@ where
         page_sql: inner.sql.subscription_page(
             selector.selected_stream().is_some(),
             selector.selected_types().is_some(),
+            selector.selected_category().is_some(),
         ),
         first,
     };
@@ -368,6 +369,9 @@ impl<X: Send + Sync + 'static> Task<X> {
         }
         if let Some(types) = selector.selected_types() {
             query = query.bind(types.iter().map(|t| t.to_string()).collect::<Vec<_>>());
+        }
+        if let Some(category) = selector.selected_category() {
+            query = query.bind(category.to_owned());
         }
         let rows = match query.fetch_all(&self.inner.pool).await {
             Ok(rows) => rows,

@@ -7,6 +7,7 @@ use super::{EventRef, EventStore, StoreError, SubscriberHandle};
 use crate::envelope::Envelope;
 use crate::error::InsertError;
 use crate::ids::{Position, StreamId, StreamVersion};
+use crate::name::StreamName;
 use crate::read::Start;
 use crate::selector::Selector;
 use crate::store::MemoryStore;
@@ -145,6 +146,24 @@ impl<E: Send + Sync + 'static> EventStore for MemoryStore<E> {
         }
         #[cfg(not(feature = "tracing"))]
         Ok(MemoryStore::stream_head(self, stream))
+    }
+
+    async fn stream_name(&self, stream: StreamId) -> Result<Option<StreamName>, MemoryError> {
+        #[cfg(feature = "tracing")]
+        {
+            let span = tracing::debug_span!(
+                "hindsight.stream_name",
+                %stream,
+                name = tracing::field::Empty,
+            );
+            let name = span.in_scope(|| MemoryStore::stream_name(self, stream));
+            if let Some(name) = &name {
+                span.record("name", name.as_str());
+            }
+            Ok(name)
+        }
+        #[cfg(not(feature = "tracing"))]
+        Ok(MemoryStore::stream_name(self, stream))
     }
 
     async fn read_all<F>(&self, after: Option<Position>, visit: F) -> Result<(), MemoryError>

@@ -3,7 +3,7 @@
 //! Application code is written once against [`EventStore`] and runs on
 //! [`MemoryStore`](crate::MemoryStore) in tests and on a durable backend
 //! (PostgreSQL, say) in production; the conformance kit (`hindsight::testkit`,
-//! feature `testkit`) checks that a backend keeps rules 1-25, 27 and 28 of
+//! feature `testkit`) checks that a backend keeps rules 1-25, 27, 28 and 32 of
 //! [the contract](crate::contract).
 //!
 //! - Every method is async and returns `impl Future + Send`. The trait is
@@ -71,6 +71,7 @@ pub use memory::{MemoryError, MemorySubscriber};
 use crate::envelope::Envelope;
 use crate::error::VersionMismatch;
 use crate::ids::{CorrelationId, EventId, Position, StreamId, StreamVersion};
+use crate::name::StreamName;
 use crate::selector::Selector;
 use crate::subscription::{EventContext, Flow, SubscriberError, WaitError};
 use crate::transaction::{Committed, StreamHead, Transaction};
@@ -309,7 +310,7 @@ impl<B: std::error::Error + 'static> std::error::Error for StoreError<B> {
 /// An event store, whatever keeps its events: the interface application
 /// code is written against.
 ///
-/// Every implementation keeps rules 1-25, 27 and 28 of [the contract](crate::contract)
+/// Every implementation keeps rules 1-25, 27, 28 and 32 of [the contract](crate::contract)
 /// (the conformance kit, `hindsight::testkit`, checks them): dense global
 /// positions, dense stream versions, all-or-nothing transactions under expected
 /// versions reporting every failing stream, read-your-writes, and
@@ -374,6 +375,25 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         &self,
         stream: StreamId,
     ) -> impl Future<Output = Result<Option<StreamHead>, Self::Error>> + Send;
+
+    /// The name the store keeps for `stream` (rule 32): the one given with
+    /// its first event ([`Transaction::append_named`]); `None` for a
+    /// stream that does not exist or whose first event was appended by id.
+    ///
+    /// ```
+    /// use hindsight::{EventStore, ExpectedVersion, MemoryStore, StreamName, Transaction};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let store = MemoryStore::new();
+    /// let order = StreamName::new("order-42").unwrap();
+    /// let tx = Transaction::new().append_named(&order, ExpectedVersion::NoStream, ["placed"]);
+    /// EventStore::insert(&store, tx).await.unwrap();
+    /// assert_eq!(EventStore::stream_name(&store, order.id()).await.unwrap(), Some(order));
+    /// # }
+    /// ```
+    fn stream_name(
+        &self,
+        stream: StreamId,
+    ) -> impl Future<Output = Result<Option<StreamName>, Self::Error>> + Send;
 
     /// Calls `visit` with every committed event, in position order, from the
     /// beginning (`after` is `None`) or after a cursor (exclusive), until it

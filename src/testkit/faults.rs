@@ -4,6 +4,7 @@
 use crate::backend::{EventRef, EventStore, StoreError};
 use crate::error::VersionMismatch;
 use crate::ids::StreamId;
+use crate::name::StreamName;
 use crate::selector::Selector;
 use crate::subscription::Flow;
 use crate::transaction::{Committed, ExpectedVersion, StreamHead, Transaction};
@@ -219,8 +220,22 @@ impl<S: EventStore> EventStore for Faulty<S> {
                 .stream_head(stream)
                 .await
                 .map_err(StoreError::Backend)?;
+            // As a real conflict names it: the name the store keeps, or
+            // else the one the transaction gave.
+            let kept = self
+                .inner
+                .stream_name(stream)
+                .await
+                .map_err(StoreError::Backend)?;
+            let given = tx
+                .appends
+                .iter()
+                .find(|append| append.stream == stream)
+                .and_then(|append| append.name.clone())
+                .map(|name| StreamName::kept(stream, name));
             mismatches.push(VersionMismatch {
                 stream,
+                stream_name: kept.or(given),
                 expected,
                 found,
             });
@@ -237,6 +252,13 @@ impl<S: EventStore> EventStore for Faulty<S> {
         stream: StreamId,
     ) -> impl Future<Output = Result<Option<StreamHead>, Self::Error>> + Send {
         self.inner.stream_head(stream)
+    }
+
+    fn stream_name(
+        &self,
+        stream: StreamId,
+    ) -> impl Future<Output = Result<Option<StreamName>, Self::Error>> + Send {
+        self.inner.stream_name(stream)
     }
 
     fn read_all<F>(

@@ -14,7 +14,7 @@
 //! ```
 //!
 //! or all of them in one test with [`run_all`]. Together the cases check
-//! rules 1-25, 27 and 28 of [the contract](crate::contract); each is named after the
+//! rules 1-25, 27, 28 and 32 of [the contract](crate::contract); each is named after the
 //! first rule it checks, and [`CASES`] lists each with all of its rules.
 //!
 //! # Events
@@ -104,6 +104,7 @@
 //! # Ok(()) }
 //! ```
 
+mod cases_names;
 mod cases_read;
 mod cases_subscribe;
 mod cases_write;
@@ -130,6 +131,7 @@ use std::sync::Mutex;
 /// [the contract](crate::contract) it checks; [`CASES`] lists the rules of
 /// each.
 pub mod cases {
+    pub use super::cases_names::*;
     pub use super::cases_read::*;
     pub use super::cases_subscribe::*;
     pub use super::cases_write::*;
@@ -395,7 +397,7 @@ macro_rules! case_table {
         /// ```
         /// let covered: std::collections::BTreeSet<u8> = hindsight::testkit::CASES
         ///     .iter().flat_map(|case| case.rules.iter().copied()).collect();
-        /// assert_eq!(covered, (1..=25).chain([27, 28]).collect());
+        /// assert_eq!(covered, (1..=25).chain([27, 28, 32]).collect());
         /// ```
         pub const CASES: &[Case] = &[$(Case { name: stringify!($name), rules: &[$($rule),*] }),*];
 
@@ -471,5 +473,8 @@ case_table! {
     rule_25_every_handle_sees_one_order => [25, 13, 17],
     rule_27_waits_from_the_own_handler_answer_at_once => [27, 23],
     rule_28_drops_never_block_and_abandoned_waits_release_everything => [28, 21, 24],
+    rule_32_names_give_fixed_ids_and_the_store_keeps_the_first => [32],
+    rule_32_a_conflict_on_a_named_stream_names_it => [32, 7],
+    rule_32_category_subscriptions_deliver_exactly_the_category_in_order => [32, 17, 16],
     model_random_operations_match_a_reference_model => [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 25],
 }

@@ -195,6 +195,7 @@ impl Model {
             .filter(|(stream, (expected, _))| !Self::holds(*expected, self.head_of(**stream)))
             .map(|(stream, (expected, _))| VersionMismatch {
                 stream: *stream,
+                stream_name: None,
                 expected: *expected,
                 found: self.head_of(*stream),
             })

@@ -117,6 +117,7 @@ pub(crate) fn mismatch(
 ) -> VersionMismatch {
     VersionMismatch {
         stream,
+        stream_name: None,
         expected,
         found,
     }
