@@ -9,6 +9,10 @@
 # and the median per tree, in nanoseconds per insert.
 #
 # Usage: perf/clock-ab/run.sh [ROUNDS] [INSERTS]
+#
+# BEFORE and AFTER (commits) replace a550304^ and a550304, to time another
+# change of the insert path with the same loop (e.g. BEFORE=1ece72b
+# AFTER=e6bf77f: before and after named streams).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 rounds="${1:-7}"
@@ -19,7 +23,7 @@ trap 'git -C "$root" worktree remove --force "$work/before" >/dev/null 2>&1 || t
       git -C "$root" worktree remove --force "$work/head" >/dev/null 2>&1 || true;
       rm -rf "$work"' EXIT
 
-declare -A commit=([before]=a550304^ [after]=a550304 [head]=HEAD)
+declare -A commit=([before]="${BEFORE:-a550304^}" [after]="${AFTER:-a550304}" [head]=HEAD)
 for tree in before after head; do
   git -C "$root" worktree add --detach --quiet "$work/$tree" "${commit[$tree]}"
   cp "$root/perf/clock-ab/main.rs" "$work/$tree/examples/clock_ab.rs"
