@@ -310,9 +310,8 @@ MUTATIONS = [
       "let len = stream.committed_len(self.end);"],
      ["    passed: u64,\n    len_hint: u64,\n}\n",
       "            passed: first,\n            len_hint: u64::MAX,\n",
-      "        self.len_hint = match self.stream {\n"
-      "            // SAFETY: as in `advance_below_end`.\n"
-      "            Some(stream) => unsafe { stream.get() }.committed_len(u64::MAX),\n"
+      "        self.len_hint = match self.pin.as_deref() {\n"
+      "            Some(stream) => stream.committed_len(u64::MAX),\n"
       "            None => u64::MAX,\n        };\n"
       "        let watermark = inner.log.watermark.get();\n        self.loaded = true;\n",
       "let len = stream.committed_len(self.end).min(self.len_hint);"],
