@@ -39,14 +39,6 @@ async fn json_and_bytes() -> Option<(PgStore<TestEvent>, PgStore<TestEvent>)> {
     Some((json, bytes))
 }
 
-/// Drops the store's schema (after a passing test).
-async fn drop_schema(store: &PgStore<TestEvent>) {
-    sqlx::raw_sql(&format!("DROP SCHEMA \"{}\" CASCADE", store.schema()))
-        .execute(store.pool())
-        .await
-        .expect("drop the schema");
-}
-
 /// The values `read_all` visits from the beginning, and how it ended.
 async fn read_values(store: &PgStore<TestEvent>) -> (Vec<u64>, Result<(), PgError>) {
     let mut values = Vec::new();
@@ -174,7 +166,7 @@ async fn a_byte_store_keeps_payloads_as_bytea_and_leaves_the_json_column_null() 
     .await
     .unwrap();
     assert_eq!(own, [7, 8, 9]);
-    drop_schema(&json).await;
+    common::drop_schema(&json).await;
 }
 
 /// A JSON store that meets a byte row fails reads and ends subscriptions
@@ -193,7 +185,7 @@ async fn a_json_store_fails_at_the_position_of_a_byte_row() {
         .await
         .unwrap();
     assert_reads_fail_at(&json, &[0, 1], 2, "stored as bytes").await;
-    drop_schema(&json).await;
+    common::drop_schema(&json).await;
 }
 
 /// A byte store that meets a JSON row fails reads and ends subscriptions
@@ -216,7 +208,7 @@ async fn a_byte_store_fails_at_the_position_of_a_json_row() {
         .await
         .unwrap();
     assert_reads_fail_at(&bytes, &[0], 1, "stored as JSON").await;
-    drop_schema(&json).await;
+    common::drop_schema(&json).await;
 }
 
 /// Values as 8 little-endian bytes; `encode` fails on 13 and panics on 14,
@@ -261,7 +253,7 @@ async fn a_codec_failing_or_panicking_on_decode_fails_reads_at_the_position() {
         .await
         .unwrap();
     assert_reads_fail_at(&panicking, &[5, 6], 2, "panicked: 7 panics the decoder").await;
-    drop_schema(&failing).await;
+    common::drop_schema(&failing).await;
 }
 
 /// A JSON-form codec that makes bytes which are not UTF-8 for the value
@@ -340,7 +332,7 @@ async fn an_event_that_cannot_be_encoded_fails_its_insert_and_writes_nothing() {
         .await
         .unwrap();
     assert_eq!(done.last_position(), Some(Position(0)));
-    drop_schema(&store).await;
+    common::drop_schema(&store).await;
 }
 
 /// A schema as migrations 1 and 2 left it, with events written by that
@@ -429,5 +421,5 @@ async fn a_schema_of_migrations_1_and_2_upgrades_and_keeps_its_json_events() {
         Some("23514"),
         "{both}"
     );
-    drop_schema(&store).await;
+    common::drop_schema(&store).await;
 }

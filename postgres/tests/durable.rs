@@ -32,14 +32,6 @@ async fn fresh() -> Option<(PgStore<TestEvent>, String)> {
     Some((store, url))
 }
 
-/// Drops the store's schema (after a passing test).
-async fn drop_schema(store: &PgStore<TestEvent>) {
-    sqlx::raw_sql(&format!("DROP SCHEMA \"{}\" CASCADE", store.schema()))
-        .execute(store.pool())
-        .await
-        .expect("drop the schema");
-}
-
 /// Every payload value a subscription handles, in order.
 type Seen = Arc<Mutex<Vec<(Position, u64)>>>;
 
@@ -144,7 +136,7 @@ async fn a_writer_held_open_is_never_seen_and_its_positions_are_reused() {
         [(Position(0), 0), (Position(1), 1), (Position(2), 2)]
     );
     subscription.cancel().await;
-    drop_schema(&store).await;
+    common::drop_schema(&store).await;
 }
 
 /// A payload that does not decode fails a read and ends a subscription
@@ -194,5 +186,5 @@ async fn a_malformed_payload_fails_reads_and_subscriptions_with_its_position() {
         other => panic!("expected a decode failure at position 1, got {other:?}"),
     }
     assert_eq!(*seen.lock().unwrap(), [(Position(0), 0)]);
-    drop_schema(&store).await;
+    common::drop_schema(&store).await;
 }

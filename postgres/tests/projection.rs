@@ -533,10 +533,7 @@ async fn a_projection_fed_by_the_postgres_store_applies_every_event_once_across_
     assert_eq!(db.applied().await, rows(0..10));
     runner.cancel().await;
     runner.wait().await.expect("cancelled");
-    sqlx::raw_sql(&format!("DROP SCHEMA \"{}\" CASCADE", store.schema()))
-        .execute(store.pool())
-        .await
-        .expect("drop the store's schema");
+    common::drop_schema(&store).await;
     db.drop().await;
 }
 

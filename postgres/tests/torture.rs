@@ -224,8 +224,5 @@ async fn concurrent_writers_delayed_before_commit_commit_in_position_order_and_e
     early.cancel().await;
     during.cancel().await;
     late.cancel().await;
-    sqlx::raw_sql(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-        .execute(store.pool())
-        .await
-        .expect("drop the schema");
+    common::drop_schema(&store).await;
 }

@@ -41,13 +41,6 @@ async fn fresh() -> Option<PgStore<TestEvent>> {
     )
 }
 
-async fn drop_schema(store: &PgStore<TestEvent>) {
-    sqlx::raw_sql(&format!("DROP SCHEMA \"{}\" CASCADE", store.schema()))
-        .execute(store.pool())
-        .await
-        .expect("drop the schema");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inserts_conflicts_and_reads_on_postgres_get_the_memory_stores_spans_and_fields() {
     let collector = Collector::default();
@@ -79,7 +72,7 @@ async fn inserts_conflicts_and_reads_on_postgres_get_the_memory_stores_spans_and
             .read_all(None, |_| ControlFlow::Continue(()))
             .await
             .unwrap();
-        drop_schema(&store).await;
+        common::drop_schema(&store).await;
         true
     }
     .with_subscriber(collector.clone())
@@ -142,7 +135,7 @@ async fn a_handlers_events_on_postgres_are_inside_its_subscribers_span_on_a_bloc
             .unwrap();
         subscriber.cancel().await;
         subscriber.wait().await.unwrap();
-        drop_schema(&store).await;
+        common::drop_schema(&store).await;
         true
     }
     .with_subscriber(collector.clone())

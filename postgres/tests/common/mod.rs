@@ -46,3 +46,12 @@ where
         |bytes| Ok(ciborium::from_reader(bytes)?),
     )
 }
+
+/// Drops `store`'s schema, with everything in it (after a passing test).
+#[allow(dead_code)] // the conformance kit drops its schemas itself
+pub async fn drop_schema<E: 'static>(store: &hindsight_postgres::PgStore<E>) {
+    sqlx::raw_sql(&format!("DROP SCHEMA \"{}\" CASCADE", store.schema()))
+        .execute(store.pool())
+        .await
+        .expect("drop the schema");
+}
