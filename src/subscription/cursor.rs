@@ -139,9 +139,12 @@ impl<E> Cursor<E> {
                     // Acquire.
                     let record = unsafe { slot.committed_record() };
                     let event = Envelope::new(record, position, &log.ids);
-                    // The category first: no user code. The type name is
-                    // user code and may panic: move past the event only
-                    // once it returned (rule 17).
+                    // The category first: no user code, and tested for
+                    // `None` here so that a subscription without one never
+                    // reads the event's stream (`stream_name` follows the
+                    // slot's stream pointer). The type name is user code
+                    // and may panic: move past the event only once it
+                    // returned (rule 17).
                     let selected = (self.selector.category.is_none()
                         || self.selector.selects_stream_name(event.stream_name()))
                         && self.selector.selects_type(event.payload());
