@@ -226,6 +226,8 @@ mod codec;
 mod error;
 mod listener;
 mod panic;
+#[cfg(test)]
+mod plan_tests;
 mod projection;
 mod row;
 mod schema;

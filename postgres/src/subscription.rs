@@ -6,15 +6,17 @@
 //! 1. note the handle's wake signal (so a notification that arrives from
 //!    here on is not missed);
 //! 2. read one page from one snapshot: the head and up to [`PAGE`] selected
-//!    events after the subscription's position and below the head (stream
-//!    and type filters run in SQL);
+//!    events after the subscription's position and below the head (stream,
+//!    type and category filters run in SQL), an all-streams page within a
+//!    window of [`PAGE`] positions;
 //! 3. run the handler on the page on a blocking thread (`spawn_blocking`),
 //!    one event after another, checking for a cancel before each; no
 //!    connection or transaction is held meanwhile;
 //! 4. publish the page's end as passed: the last row of a full page, else
-//!    the head (events the filters skipped are passed too);
-//! 5. if the page was not full, wait for the wake signal, a cancel, or
-//!    [`POLL`], whichever comes first.
+//!    the end of its window or the head, whichever is lower (events the
+//!    filters skipped are passed too);
+//! 5. if the page was not full and reached the head, wait for the wake
+//!    signal, a cancel, or [`POLL`], whichever comes first.
 //!
 //! Progress and the outcome are published in a `tokio::sync::watch`, so
 //! every wait is waker-based and cancel-safe. A query or decode error ends
@@ -25,7 +27,7 @@ use crate::codec::StoreCodec;
 use crate::error::PgError;
 use crate::panic::panic_message;
 use crate::row::{self, Stored};
-use crate::store::{next_position, Inner, PAGE};
+use crate::store::{next_position, window_end, Inner, PAGE};
 use hindsight::{
     EventRef, Flow, HandlerError, HandlerFailure, Position, Selector, Start, SubscriberError,
     SubscriberHandle, WaitError,
@@ -279,8 +281,7 @@ impl<X: Send + Sync + 'static> Task<X> {
             let Some(current) = delivery.as_ref() else {
                 return Ok(());
             };
-            let (events, end, failure) = self.page(&current.selector, codec).await;
-            let full = events.len() as i64 == PAGE;
+            let (events, end, more, failure) = self.page(&current.selector, codec).await;
             if !events.is_empty() {
                 let Some(taken) = delivery.take() else {
                     return Ok(());
@@ -335,7 +336,7 @@ impl<X: Send + Sync + 'static> Task<X> {
                 self.shared.publish(end);
                 self.first = self.first.max(end.0 + 1);
             }
-            if full {
+            if more {
                 continue;
             }
             tokio::select! {
@@ -354,16 +355,26 @@ impl<X: Send + Sync + 'static> Task<X> {
 
     /// One page from one snapshot: the events decoded up to the first that
     /// fails, the position passed once they are handled (`None`: nothing
-    /// new), and the failure, if any.
+    /// new), whether more is there to read at once, and the failure, if any.
     async fn page<E: 'static>(
         &self,
         selector: &Selector<E>,
         codec: &StoreCodec<E>,
-    ) -> (Vec<Stored<E>>, Option<Position>, Option<PgError>) {
+    ) -> (Vec<Stored<E>>, Option<Position>, bool, Option<PgError>) {
         let after = self.first.checked_sub(1).map(Position);
         // A start above i64::MAX: no event is ever there.
         let first = i64::try_from(self.first).unwrap_or(i64::MAX);
-        let mut query = sqlx::query(&self.page_sql).bind(first).bind(PAGE);
+        // All-streams pages scan a window of `PAGE` positions at most (see
+        // `Sql::subscription_page`); a one-stream page reads its stream's
+        // rows through the stream's index, so it needs none.
+        let window_end = match selector.selected_stream() {
+            Some(_) => i64::MAX,
+            None => window_end(first),
+        };
+        let mut query = sqlx::query(&self.page_sql)
+            .bind(first)
+            .bind(PAGE)
+            .bind(window_end);
         if let Some(stream) = selector.selected_stream() {
             query = query.bind(*stream.as_uuid());
         }
@@ -375,7 +386,14 @@ impl<X: Send + Sync + 'static> Task<X> {
         }
         let rows = match query.fetch_all(&self.inner.pool).await {
             Ok(rows) => rows,
-            Err(source) => return (Vec::new(), None, Some(PgError::Query { after, source })),
+            Err(source) => {
+                return (
+                    Vec::new(),
+                    None,
+                    false,
+                    Some(PgError::Query { after, source }),
+                )
+            }
         };
         let mut events = Vec::with_capacity(rows.len());
         let mut head_next = None;
@@ -383,27 +401,34 @@ impl<X: Send + Sync + 'static> Task<X> {
             if head_next.is_none() {
                 match row.try_get::<i64, _>("head_next") {
                     Ok(next) => head_next = Some(next),
-                    Err(error) => return (events, None, Some(error.into())),
+                    Err(error) => return (events, None, false, Some(error.into())),
                 }
             }
             match row.try_get::<Option<i64>, _>("position") {
                 Ok(None) => {} // the head alone: no event in this page
                 Ok(Some(_)) => match row::decode(row, codec) {
                     Ok(event) => events.push(event),
-                    Err(error) => return (events, None, Some(error)),
+                    Err(error) => return (events, None, false, Some(error)),
                 },
-                Err(error) => return (events, None, Some(error.into())),
+                Err(error) => return (events, None, false, Some(error.into())),
             }
         }
-        let end = if events.len() as i64 == PAGE {
+        // Everything below `scanned` was read (and, if not selected, skipped).
+        let scanned = head_next.map(|next| next.min(window_end));
+        let full = events.len() as i64 == PAGE;
+        let end = if full {
             events.last().map(|event| event.position)
         } else {
-            head_next
-                .and_then(|next| u64::try_from(next).ok())
-                .and_then(|next| next.checked_sub(1))
+            scanned
+                .and_then(|scanned| u64::try_from(scanned).ok())
+                .and_then(|scanned| scanned.checked_sub(1))
                 .map(Position)
         };
-        (events, end, None)
+        // More is there to read at once: the page was full, or its window
+        // ended below the head.
+        let more =
+            full || matches!((scanned, head_next), (Some(scanned), Some(next)) if scanned < next);
+        (events, end, more, None)
     }
 }
 
