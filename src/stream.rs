@@ -49,7 +49,24 @@ pub(crate) struct Stream {
     // too, as no model sets a name. Unnamed streams pay its 24 bytes and
     // nothing else.
     name: std::sync::OnceLock<std::sync::Arc<str>>,
+    /// The first version readers may see (contract rule 30): versions below
+    /// it were removed by a delete ([`Locked::delete`]) or a truncation
+    /// ([`Locked::truncate`]). Raised only under `lock`, never lowered; 0
+    /// for a stream nothing was removed from. May exceed `len` (a
+    /// truncation ahead of the stream).
+    floor: AtomicU64,
+    /// Where the stream was last deleted, and whether for good: the low 63
+    /// bits hold `len` at the last delete (the stream exists for
+    /// expectations and heads only once it has versions at or above it);
+    /// [`TOMBSTONE`] is set by a hard delete. Written only under `lock`.
+    deleted: AtomicU64,
 }
+
+/// The bit of `Stream::deleted` a hard delete sets.
+const TOMBSTONE: u64 = 1 << 63;
+
+/// Why a write to a stream is refused: it was hard-deleted.
+pub(crate) struct Tombstoned;
 
 /// Proof that the holder may append to a stream.
 pub(crate) struct Locked<'a> {
@@ -66,7 +83,27 @@ impl Stream {
             positions: Segments::new(),
             signal: Signal::new(),
             name: std::sync::OnceLock::new(),
+            floor: AtomicU64::new(0),
+            deleted: AtomicU64::new(0),
         }
+    }
+
+    /// The first version readers may see: versions below it were removed.
+    #[inline]
+    pub(crate) fn floor(&self) -> u64 {
+        // Acquire: pairs with the Release stores in `Locked::delete` and
+        // `Locked::truncate`, so a reader that sees a raised floor also sees
+        // the deletion mark stored before it in the same critical section.
+        self.floor.load(Ordering::Acquire)
+    }
+
+    /// The version a delete left the stream at (its versions below are
+    /// deleted), and whether the delete was for good.
+    #[inline]
+    fn deleted(&self) -> (u64, bool) {
+        // Acquire: pairs with the Release store in `Locked::delete`.
+        let word = self.deleted.load(Ordering::Acquire);
+        (word & !TOMBSTONE, word & TOMBSTONE != 0)
     }
 
     /// The stream's name, if its first event was appended by name.
@@ -128,32 +165,45 @@ impl Stream {
     }
 
     /// The stream's last committed event, below `watermark`.
+    /// `None` if the stream has no committed event since its last delete.
     pub(crate) fn committed_head(&self, watermark: u64) -> Option<StreamHead> {
         let len = self.committed_len(watermark);
-        (len > 0).then(|| StreamHead {
+        (len > self.deleted().0).then(|| StreamHead {
             version: StreamVersion(len - 1),
             position: Position(self.position(len - 1)),
         })
+    }
+
+    /// Whether the stream exists for readers: it has a committed event
+    /// since its last delete (`watermark` loaded first, with Acquire).
+    pub(crate) fn exists(&self, watermark: u64) -> bool {
+        self.committed_len(watermark) > self.deleted().0
     }
 
     /// The last recorded event, committed or not, read without the lock: a
     /// consistent head as of the `len` load (positions are recorded before
-    /// `len` moves).
-    pub(crate) fn recorded_head(&self) -> Option<StreamHead> {
+    /// `len` moves); `None` if nothing was recorded since the last delete,
+    /// `Err` for a hard-deleted stream.
+    pub(crate) fn recorded_head(&self) -> Result<Option<StreamHead>, Tombstoned> {
         // Acquire: pairs with the Release store in `Locked::append`.
         let len = self.len.load(Ordering::Acquire);
-        (len > 0).then(|| StreamHead {
+        let (base, tombstoned) = self.deleted();
+        if tombstoned {
+            return Err(Tombstoned);
+        }
+        Ok((len > base).then(|| StreamHead {
             version: StreamVersion(len - 1),
             position: Position(self.position(len - 1)),
-        })
+        }))
     }
 
-    /// Whether anything was ever recorded for the stream.
+    /// Whether nothing was ever recorded for the stream, and it was never
+    /// hard-deleted (a tombstone must stay in the index).
     fn is_empty(&self) -> bool {
         // Relaxed: a stale answer only costs `release` a needless trip to
         // `remove_if_unused`, which fences and checks again under the
         // shard's write lock.
-        self.len.load(Ordering::Relaxed) == 0
+        self.len.load(Ordering::Relaxed) == 0 && self.deleted.load(Ordering::Relaxed) == 0
     }
 }
 
@@ -201,13 +251,56 @@ impl Locked<'_> {
         self.stream.len.load(Ordering::Relaxed)
     }
 
-    /// The last recorded event, committed or not.
-    pub(crate) fn head(&self) -> Option<StreamHead> {
+    /// The last recorded event since the stream's last delete, committed
+    /// or not: what an expectation is checked against. `Err` for a
+    /// hard-deleted stream, which refuses every write.
+    ///
+    /// One Relaxed load beyond the head itself (the deletion mark).
+    #[inline]
+    pub(crate) fn head(&self) -> Result<Option<StreamHead>, Tombstoned> {
         let len = self.len();
-        (len > 0).then(|| StreamHead {
+        // Relaxed: only written under the lock we hold.
+        let word = self.stream.deleted.load(Ordering::Relaxed);
+        if word & TOMBSTONE != 0 {
+            return Err(Tombstoned);
+        }
+        Ok((len > word).then(|| StreamHead {
             version: StreamVersion(len - 1),
             position: Position(self.stream.position(len - 1)),
-        })
+        }))
+    }
+
+    /// Whether the stream was hard-deleted (a write must be refused).
+    #[inline]
+    pub(crate) fn is_tombstoned(&self) -> bool {
+        // Relaxed: only written under the lock we hold.
+        self.stream.deleted.load(Ordering::Relaxed) & TOMBSTONE != 0
+    }
+
+    /// Deletes the stream (soft, or hard with `tombstone`): every version
+    /// recorded so far is removed (readers skip them), the stream reads as
+    /// missing until its next write, which continues the versions. The
+    /// caller checked the stream is not tombstoned already. Never panics.
+    pub(crate) fn delete(&self, tombstone: bool) {
+        let len = self.len();
+        let word = if tombstone { len | TOMBSTONE } else { len };
+        // Release: pairs with the Acquire load in `Stream::deleted`.
+        self.stream.deleted.store(word, Ordering::Release);
+        self.raise_floor(len);
+    }
+
+    /// Hides versions below `before` from readers; a no-op if they are
+    /// hidden already (the floor never moves back). Never panics.
+    pub(crate) fn truncate(&self, before: u64) {
+        self.raise_floor(before);
+    }
+
+    fn raise_floor(&self, floor: u64) {
+        // Relaxed: only written under the lock we hold.
+        if floor > self.stream.floor.load(Ordering::Relaxed) {
+            // Release: pairs with the Acquire load in `Stream::floor`.
+            self.stream.floor.store(floor, Ordering::Release);
+        }
     }
 
     /// Names the stream `name` if nothing is recorded for it yet (its
