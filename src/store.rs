@@ -240,9 +240,7 @@ impl<E> MemoryStore<E> {
         let index = &self.inner.streams;
         if events.is_empty() {
             return self.check_only(id, name.as_ref(), expected, || {
-                index
-                    .with(id, Stream::recorded_head)
-                    .unwrap_or(Ok(None))
+                index.with(id, Stream::recorded_head).unwrap_or(Ok(None))
             });
         }
         // `Any` and `NoStream` may create the stream; the others fail on a
@@ -775,7 +773,11 @@ impl<E> MemoryStore<E> {
     /// assert_eq!(store.stream_head(stream).unwrap().version, StreamVersion(3));
     /// ```
     #[doc(alias = "truncate before", alias = "$tb")]
-    pub fn truncate_stream(&self, stream: StreamId, before: StreamVersion) -> Result<(), InsertError> {
+    pub fn truncate_stream(
+        &self,
+        stream: StreamId,
+        before: StreamVersion,
+    ) -> Result<(), InsertError> {
         if self.inner.log.watermark.is_poisoned() {
             return Err(InsertError::Poisoned);
         }
