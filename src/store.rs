@@ -144,6 +144,9 @@ struct Reserved<'a, E> {
     stream: StreamPtr,
     /// The version of the first reserved event.
     first_version: u64,
+    /// Whether the stream has a maximum count, to trim it to once the
+    /// append is visible.
+    limited: bool,
 }
 
 /// Why `reserve_in` reserved nothing.
@@ -344,15 +347,18 @@ impl<E> MemoryStore<E> {
         stamp: OwnedStamp,
     ) -> Result<Reserved<'_, E>, Refused> {
         let locked = stream.lock();
-        // `Any` needs no head: it always passes, unless the stream is
-        // hard-deleted (one Relaxed load of the deletion mark).
+        // The stream's marks: one Relaxed load, for the hard delete, the
+        // head since the last delete and the maximum count.
+        let marks = locked.marks();
+        if marks.tombstoned() {
+            return Err(Refused::Deleted);
+        }
+        // `Any` needs no head: it always passes.
         if expected != ExpectedVersion::Any {
-            let found = locked.head().map_err(|Tombstoned| Refused::Deleted)?;
+            let found = locked.head_given(marks);
             if !expected.matches(found) {
                 return Err(Refused::Conflict(found));
             }
-        } else if locked.is_tombstoned() {
-            return Err(Refused::Deleted);
         }
         let reservation = reserve(&self.inner, count, stamp).map_err(Refused::Store)?;
         // ---- From here to `commit` (in `finish`), nothing may panic. ----
@@ -365,6 +371,7 @@ impl<E> MemoryStore<E> {
             reservation,
             stream: StreamPtr::new(stream),
             first_version,
+            limited: marks.limited(),
         })
     }
 
@@ -380,6 +387,7 @@ impl<E> MemoryStore<E> {
             mut reservation,
             stream,
             first_version,
+            limited,
         } = reserved;
         let count = events.len() as u64;
         match events {
@@ -399,7 +407,11 @@ impl<E> MemoryStore<E> {
         self.wait_visible_end(end)?;
         // SAFETY: the stream holds the events just committed, so the index
         // keeps it for as long as the store, which `self` borrows.
-        wake_stream(unsafe { stream.get() }, commit.fenced);
+        let stream = unsafe { stream.get() };
+        if limited {
+            stream.trim(first_version + count);
+        }
+        wake_stream(stream, commit.fenced);
         Ok(StreamHead {
             version: StreamVersion(first_version + count - 1),
             position: Position(end - 1),
@@ -494,6 +506,11 @@ impl<E> MemoryStore<E> {
                 self.conflict(mismatches, seen)
             };
         }
+        // Which appends write events (`write` consumes them), for the trim
+        // after the commit; taken here, before the reservation. Inline for
+        // up to 4 streams.
+        let appends_written: SmallVec<[bool; 4]> =
+            appends.iter().map(|a| !a.events.is_empty()).collect();
         let mut reservation = reserve(&self.inner, total, stamp)?;
 
         // ---- From here to `commit`, nothing may panic. ----
@@ -508,6 +525,20 @@ impl<E> MemoryStore<E> {
         // ---- Committed. ----
         let end = commit.end;
         self.wait_visible_end(end)?;
+        // Trim the written streams that have a maximum count (`heads` and
+        // the written streams come in the same order).
+        let mut next_head = heads.iter();
+        for (append, stream) in appends_written.iter().zip(streams) {
+            if !*append {
+                continue;
+            }
+            let (Some((_, head)), Some(stream)) = (next_head.next(), stream) else {
+                break;
+            };
+            if stream.marks().limited() {
+                stream.trim(head.version.0 + 1);
+            }
+        }
         for stream in streams.iter().flatten() {
             wake_stream(stream, commit.fenced);
         }
@@ -783,7 +814,7 @@ impl<E> MemoryStore<E> {
         }
         let outcome = self.inner.streams.with_or_create(stream, false, |found| {
             let locked = found.lock();
-            if locked.is_tombstoned() {
+            if locked.marks().tombstoned() {
                 return Err(Tombstoned);
             }
             if locked.len() > 0 && before.0 > 0 {
@@ -791,6 +822,60 @@ impl<E> MemoryStore<E> {
                 self.inner.removed.store(true, Ordering::Release);
                 locked.truncate(before.0);
             }
+            Ok(())
+        });
+        match outcome {
+            Some(Err(Tombstoned)) => Err(self.deleted(stream)),
+            None | Some(Ok(())) => Ok(()),
+        }
+    }
+
+    /// Sets the most events of `stream` that readers see (KurrentDB's
+    /// `$maxCount`; contract rule 30), or removes the limit (`None`).
+    ///
+    /// Hides all but the stream's last `max_count` versions at once, and
+    /// again after every append, by the time the append returns: as if the
+    /// stream were truncated before its length minus `max_count` each
+    /// time. Hidden versions stay hidden: a larger count later (or `None`)
+    /// shows no version again. The head and versions do not change. A
+    /// stream not written yet keeps the limit for its first events. The
+    /// events stay in memory (hidden).
+    ///
+    /// # Errors
+    ///
+    /// - [`InsertError::StreamDeleted`]: the stream is hard-deleted.
+    /// - [`InsertError::Poisoned`]: never, unless this crate has a bug.
+    ///
+    /// ```
+    /// use hindsight::{ExpectedVersion, MemoryStore, StreamId, StreamVersion, Transaction};
+    /// let store = MemoryStore::new();
+    /// let stream = StreamId::new();
+    /// store.set_max_count(stream, Some(2)).unwrap();
+    /// for i in 0..5 {
+    ///     store.insert(Transaction::single(stream, ExpectedVersion::Any, i)).unwrap();
+    /// }
+    /// let read: Vec<_> = store.read_stream(stream, StreamVersion(0)).map(|e| *e.payload()).collect();
+    /// assert_eq!(read, [3, 4]);
+    /// assert_eq!(store.stream_head(stream).unwrap().version, StreamVersion(4));
+    /// ```
+    #[doc(alias = "$maxCount", alias = "max count")]
+    pub fn set_max_count(
+        &self,
+        stream: StreamId,
+        max_count: Option<u64>,
+    ) -> Result<(), InsertError> {
+        if self.inner.log.watermark.is_poisoned() {
+            return Err(InsertError::Poisoned);
+        }
+        // The limit is kept for a stream not written yet: its entry stays.
+        let outcome = self.inner.streams.with_or_create(stream, true, |found| {
+            let locked = found.lock();
+            if locked.marks().tombstoned() {
+                return Err(Tombstoned);
+            }
+            // Release: as in `remove`.
+            self.inner.removed.store(true, Ordering::Release);
+            locked.set_max_count(max_count);
             Ok(())
         });
         match outcome {

@@ -50,20 +50,56 @@ pub(crate) struct Stream {
     // nothing else.
     name: std::sync::OnceLock<std::sync::Arc<str>>,
     /// The first version readers may see (contract rule 30): versions below
-    /// it were removed by a delete ([`Locked::delete`]) or a truncation
-    /// ([`Locked::truncate`]). Raised only under `lock`, never lowered; 0
+    /// it were removed by a delete ([`Locked::delete`]), a truncation
+    /// ([`Locked::truncate`]) or the stream's maximum count
+    /// ([`Stream::trim`]). Never lowered: every raise is a `fetch_max`, so
+    /// raises under the lock and the lock-free ones of `trim` commute. 0
     /// for a stream nothing was removed from. May exceed `len` (a
     /// truncation ahead of the stream).
     floor: AtomicU64,
-    /// Where the stream was last deleted, and whether for good: the low 63
-    /// bits hold `len` at the last delete (the stream exists for
-    /// expectations and heads only once it has versions at or above it);
-    /// [`TOMBSTONE`] is set by a hard delete. Written only under `lock`.
+    /// The stream's marks ([`Marks`]): where it was last deleted, whether
+    /// for good, whether it has a maximum count. Written only under `lock`.
     deleted: AtomicU64,
+    /// The most events of the stream readers see (KurrentDB's `$maxCount`);
+    /// `u64::MAX` for no limit. Written only under `lock`, with
+    /// [`LIMITED`] set in `deleted` before it is first read.
+    max_count: AtomicU64,
 }
 
 /// The bit of `Stream::deleted` a hard delete sets.
 const TOMBSTONE: u64 = 1 << 63;
+/// The bit of `Stream::deleted` set once the stream was given a maximum
+/// count: a writer trims the stream after its append only then.
+const LIMITED: u64 = 1 << 62;
+/// The bits of `Stream::deleted` that are not the delete base.
+const FLAGS: u64 = TOMBSTONE | LIMITED;
+
+/// A stream's marks as loaded once by a writer under the lock: the low 62
+/// bits hold `len` at the last delete (the stream exists for expectations
+/// and heads only once it has versions at or above it), then
+/// [`LIMITED`] and [`TOMBSTONE`].
+#[derive(Clone, Copy)]
+pub(crate) struct Marks(u64);
+
+impl Marks {
+    /// Whether the stream was hard-deleted: every write is refused.
+    #[inline]
+    pub(crate) fn tombstoned(self) -> bool {
+        self.0 & TOMBSTONE != 0
+    }
+
+    /// Whether the stream has a maximum count: a writer trims it.
+    #[inline]
+    pub(crate) fn limited(self) -> bool {
+        self.0 & LIMITED != 0
+    }
+
+    /// The stream's length at its last delete.
+    #[inline]
+    fn base(self) -> u64 {
+        self.0 & !FLAGS
+    }
+}
 
 /// Why a write to a stream is refused: it was hard-deleted.
 pub(crate) struct Tombstoned;
@@ -85,6 +121,7 @@ impl Stream {
             name: std::sync::OnceLock::new(),
             floor: AtomicU64::new(0),
             deleted: AtomicU64::new(0),
+            max_count: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -102,8 +139,29 @@ impl Stream {
     #[inline]
     fn deleted(&self) -> (u64, bool) {
         // Acquire: pairs with the Release store in `Locked::delete`.
-        let word = self.deleted.load(Ordering::Acquire);
-        (word & !TOMBSTONE, word & TOMBSTONE != 0)
+        let marks = Marks(self.deleted.load(Ordering::Acquire));
+        (marks.base(), marks.tombstoned())
+    }
+
+    /// After an append that left the stream `len` versions long: hides all
+    /// but its last `max_count` versions, if it has a maximum count. Called
+    /// once the append is visible, without the lock (the floor's raises
+    /// commute). Never panics.
+    pub(crate) fn trim(&self, len: u64) {
+        // Relaxed: `LIMITED` was set (under the lock this writer held, or
+        // before it) before the first store of `max_count`, and a count set
+        // since then also raised the floor itself, counting this append.
+        let max = self.max_count.load(Ordering::Relaxed);
+        if let Some(floor) = len.checked_sub(max) {
+            // Release: pairs with the Acquire load in `floor`.
+            self.floor.fetch_max(floor, Ordering::Release);
+        }
+    }
+
+    /// The stream's marks, read without the lock.
+    pub(crate) fn marks(&self) -> Marks {
+        // Acquire: pairs with the Release stores under the lock.
+        Marks(self.deleted.load(Ordering::Acquire))
     }
 
     /// The stream's name, if its first event was appended by name.
@@ -258,23 +316,30 @@ impl Locked<'_> {
     /// One Relaxed load beyond the head itself (the deletion mark).
     #[inline]
     pub(crate) fn head(&self) -> Result<Option<StreamHead>, Tombstoned> {
-        let len = self.len();
-        // Relaxed: only written under the lock we hold.
-        let word = self.stream.deleted.load(Ordering::Relaxed);
-        if word & TOMBSTONE != 0 {
+        let marks = self.marks();
+        if marks.tombstoned() {
             return Err(Tombstoned);
         }
-        Ok((len > word).then(|| StreamHead {
-            version: StreamVersion(len - 1),
-            position: Position(self.stream.position(len - 1)),
-        }))
+        Ok(self.head_given(marks))
     }
 
-    /// Whether the stream was hard-deleted (a write must be refused).
+    /// [`head`](Self::head) with the marks already loaded (and the stream
+    /// known not to be hard-deleted).
     #[inline]
-    pub(crate) fn is_tombstoned(&self) -> bool {
+    pub(crate) fn head_given(&self, marks: Marks) -> Option<StreamHead> {
+        let len = self.len();
+        (len > marks.base()).then(|| StreamHead {
+            version: StreamVersion(len - 1),
+            position: Position(self.stream.position(len - 1)),
+        })
+    }
+
+    /// The stream's marks: one Relaxed load, all a write checks beyond
+    /// the head.
+    #[inline]
+    pub(crate) fn marks(&self) -> Marks {
         // Relaxed: only written under the lock we hold.
-        self.stream.deleted.load(Ordering::Relaxed) & TOMBSTONE != 0
+        Marks(self.stream.deleted.load(Ordering::Relaxed))
     }
 
     /// Deletes the stream (soft, or hard with `tombstone`): every version
@@ -283,8 +348,10 @@ impl Locked<'_> {
     /// caller checked the stream is not tombstoned already. Never panics.
     pub(crate) fn delete(&self, tombstone: bool) {
         let len = self.len();
-        let word = if tombstone { len | TOMBSTONE } else { len };
-        // Release: pairs with the Acquire load in `Stream::deleted`.
+        let flags = self.marks().0 & LIMITED;
+        let word = len | flags | if tombstone { TOMBSTONE } else { 0 };
+        // Release: pairs with the Acquire loads in `Stream::deleted` and
+        // `Stream::marks`.
         self.stream.deleted.store(word, Ordering::Release);
         self.raise_floor(len);
     }
@@ -295,12 +362,30 @@ impl Locked<'_> {
         self.raise_floor(before);
     }
 
-    fn raise_floor(&self, floor: u64) {
-        // Relaxed: only written under the lock we hold.
-        if floor > self.stream.floor.load(Ordering::Relaxed) {
-            // Release: pairs with the Acquire load in `Stream::floor`.
-            self.stream.floor.store(floor, Ordering::Release);
+    /// Sets the stream's maximum count (`None`: no limit) and hides all
+    /// but its last `max` versions now. Never panics.
+    pub(crate) fn set_max_count(&self, max: Option<u64>) {
+        let max = max.unwrap_or(u64::MAX);
+        // Relaxed: published by the Release store of the marks below, and
+        // read only by writers that saw `LIMITED` (under this lock, or
+        // after it).
+        self.stream.max_count.store(max, Ordering::Relaxed);
+        let marks = self.marks();
+        if !marks.limited() {
+            // Release: as in `delete`.
+            self.stream
+                .deleted
+                .store(marks.0 | LIMITED, Ordering::Release);
         }
+        if let Some(floor) = self.len().checked_sub(max) {
+            self.raise_floor(floor);
+        }
+    }
+
+    fn raise_floor(&self, floor: u64) {
+        // Release: pairs with the Acquire load in `Stream::floor`. A
+        // `fetch_max`: `Stream::trim` raises it without the lock.
+        self.stream.floor.fetch_max(floor, Ordering::Release);
     }
 
     /// Names the stream `name` if nothing is recorded for it yet (its

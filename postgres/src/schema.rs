@@ -300,7 +300,10 @@ CREATE INDEX streams_category ON {s}.streams (category) WHERE category IS NOT NU
 ///   truncations, never lowered); every read and subscription query skips
 ///   events below it;
 /// - `tombstoned`: set by a hard delete; `insert_events` then refuses every
-///   write to the stream.
+///   write to the stream;
+/// - `max_count`: the most events readers see (KurrentDB's `$maxCount`),
+///   `NULL` for no limit; `insert_events` raises `visible_from` after each
+///   append to it, in the same transaction.
 ///
 /// And `insert_events` again, [`INSERT_BYTES_FN`]'s steps with two
 /// changes under the same row locks: an expectation is checked against the
@@ -311,7 +314,8 @@ const STREAM_LIFECYCLE: &str = r#"
 ALTER TABLE {s}.streams
     ADD COLUMN deleted_before BIGINT NOT NULL DEFAULT 0,
     ADD COLUMN visible_from BIGINT NOT NULL DEFAULT 0,
-    ADD COLUMN tombstoned BOOLEAN NOT NULL DEFAULT false;
+    ADD COLUMN tombstoned BOOLEAN NOT NULL DEFAULT false,
+    ADD COLUMN max_count BIGINT CHECK (max_count >= 0);
 CREATE OR REPLACE FUNCTION {s}.insert_events(
     p_streams UUID[], p_kinds SMALLINT[], p_values BIGINT[], p_counts INT[],
     p_types TEXT[], p_payloads TEXT[], p_bytes BYTEA[], p_correlation UUID
@@ -405,7 +409,9 @@ BEGIN
             FROM generate_series(1, p_counts[i]) AS k;
         v_next := v_next + p_counts[i];
         v_index := v_index + p_counts[i];
-        UPDATE {s}.streams SET last_version = v_version + p_counts[i], last_position = v_next - 1
+        UPDATE {s}.streams SET last_version = v_version + p_counts[i], last_position = v_next - 1,
+            visible_from = CASE WHEN max_count IS NULL THEN visible_from
+                ELSE greatest(visible_from, v_version + p_counts[i] + 1 - max_count) END
             WHERE stream_id = p_streams[i];
         out_stream := p_streams[i];
         out_version := v_version + p_counts[i];
@@ -476,6 +482,11 @@ pub(crate) struct Sql {
     /// stream is hard-deleted or was never written; returns `tombstoned`
     /// and the name.
     pub(crate) truncate: String,
+    /// `$1` stream, `$2` the maximum count (`NULL`: none): sets it (a
+    /// placeholder row for a stream not written yet) and raises
+    /// `visible_from`, unless the stream is hard-deleted; returns
+    /// `tombstoned` and the name.
+    pub(crate) max_count: String,
     /// `$1` first position, `$2` end (exclusive), `$3` limit.
     pub(crate) read_all: String,
     /// `$1` stream, `$2` first version, `$3` end position (exclusive), `$4` limit.
@@ -525,6 +536,15 @@ impl Sql {
             stream_names: format!(
                 "SELECT stream_id, name FROM {s}.streams \
                  WHERE stream_id = ANY ($1) AND name IS NOT NULL"
+            ),
+            max_count: format!(
+                "INSERT INTO {s}.streams AS st (stream_id, max_count) VALUES ($1, $2) \
+                 ON CONFLICT (stream_id) DO UPDATE SET \
+                 max_count = CASE WHEN st.tombstoned THEN st.max_count ELSE $2 END, \
+                 visible_from = CASE \
+                 WHEN st.tombstoned OR $2 IS NULL OR st.last_version IS NULL THEN st.visible_from \
+                 ELSE greatest(st.visible_from, st.last_version + 1 - $2) END \
+                 RETURNING tombstoned, name"
             ),
             read_all: format!(
                 "SELECT {EVENT_COLUMNS} FROM {s}.events e \

@@ -657,6 +657,34 @@ where
         }
     }
 
+    /// Sets or clears the stream's maximum count (one statement, under
+    /// the stream's row lock).
+    async fn max_count_untraced(
+        &self,
+        stream: StreamId,
+        max_count: Option<u64>,
+    ) -> Result<(), StoreError<PgError>> {
+        // No stream holds more than i64::MAX events: a larger count hides
+        // nothing.
+        let max_count = max_count.map(|max| i64::try_from(max).unwrap_or(i64::MAX));
+        let row: (bool, Option<String>) = sqlx::query_as(&self.inner.sql.max_count)
+            .bind(stream.as_uuid())
+            .bind(max_count)
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(|error| StoreError::Backend(PgError::Database(error)))?;
+        match row {
+            (true, name) => Err(StoreError::StreamDeleted {
+                stream,
+                stream_name: name
+                    .map(|name| stored_name(stream, &name))
+                    .transpose()
+                    .map_err(StoreError::Backend)?,
+            }),
+            (false, _) => Ok(()),
+        }
+    }
+
     async fn stream_name_untraced(&self, stream: StreamId) -> Result<Option<StreamName>, PgError> {
         let name: Option<Option<String>> = sqlx::query_scalar(&self.inner.sql.stream_name)
             .bind(stream.as_uuid())
@@ -967,6 +995,31 @@ where
         }
         #[cfg(not(feature = "tracing"))]
         self.truncate_untraced(stream, before).await
+    }
+
+    /// One statement (an upsert of the stream's row).
+    async fn set_max_count(
+        &self,
+        stream: StreamId,
+        max_count: Option<u64>,
+    ) -> Result<(), StoreError<PgError>> {
+        #[cfg(feature = "tracing")]
+        {
+            let span = tracing::debug_span!(
+                "hindsight.set_max_count",
+                %stream,
+                max_count,
+                error = tracing::field::Empty,
+            );
+            let result = self
+                .max_count_untraced(stream, max_count)
+                .instrument(span.clone())
+                .await;
+            trace::record_result(&span, "set_max_count", &result);
+            result
+        }
+        #[cfg(not(feature = "tracing"))]
+        self.max_count_untraced(stream, max_count).await
     }
 
     /// Pages by position (500 rows a query), bounded by the head read once

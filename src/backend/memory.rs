@@ -242,6 +242,29 @@ impl<E: Send + Sync + 'static> EventStore for MemoryStore<E> {
         MemoryStore::truncate_stream(self, stream, before).map_err(StoreError::from)
     }
 
+    async fn set_max_count(
+        &self,
+        stream: StreamId,
+        max_count: Option<u64>,
+    ) -> Result<(), StoreError<MemoryError>> {
+        #[cfg(feature = "tracing")]
+        {
+            let span = tracing::debug_span!(
+                "hindsight.set_max_count",
+                %stream,
+                max_count,
+                error = tracing::field::Empty,
+            );
+            let result = span.in_scope(|| {
+                MemoryStore::set_max_count(self, stream, max_count).map_err(StoreError::from)
+            });
+            super::trace::record_result(&span, "set_max_count", &result);
+            result
+        }
+        #[cfg(not(feature = "tracing"))]
+        MemoryStore::set_max_count(self, stream, max_count).map_err(StoreError::from)
+    }
+
     async fn read_all<F>(&self, after: Option<Position>, visit: F) -> Result<(), MemoryError>
     where
         F: FnMut(EventRef<'_, E, Position>) -> ControlFlow<()> + Send,

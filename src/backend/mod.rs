@@ -505,6 +505,38 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         before: StreamVersion,
     ) -> impl Future<Output = Result<(), StoreError<Self::Error>>> + Send;
 
+    /// Sets the most events of `stream` that readers see (KurrentDB's
+    /// `$maxCount`; rule 30), or removes the limit (`None`): all but the
+    /// last `max_count` versions are hidden at once and after every append
+    /// (by the time it returns), as a truncation before the stream's length
+    /// minus `max_count` would. Hidden versions stay hidden (a larger count
+    /// later shows none again); the head and versions do not change; a
+    /// stream not written yet keeps the limit for its first events. Fails
+    /// with [`StoreError::StreamDeleted`] on a hard-deleted stream.
+    ///
+    /// ```
+    /// use hindsight::{EventStore, ExpectedVersion, MemoryStore, StreamId, StreamVersion, Transaction};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let store = MemoryStore::new();
+    /// let stream = StreamId::new();
+    /// EventStore::set_max_count(&store, stream, Some(1)).await.unwrap();
+    /// let tx = Transaction::new().append(stream, ExpectedVersion::NoStream, [0, 1, 2]);
+    /// EventStore::insert(&store, tx).await.unwrap();
+    /// let mut read = Vec::new();
+    /// EventStore::read_stream(&store, stream, StreamVersion(0), |e| {
+    ///     read.push(*e.payload());
+    ///     std::ops::ControlFlow::Continue(())
+    /// }).await.unwrap();
+    /// assert_eq!(read, [2]);
+    /// # }
+    /// ```
+    #[doc(alias = "$maxCount", alias = "max count")]
+    fn set_max_count(
+        &self,
+        stream: StreamId,
+        max_count: Option<u64>,
+    ) -> impl Future<Output = Result<(), StoreError<Self::Error>>> + Send;
+
     /// Calls `visit` with every committed event, in position order, from the
     /// beginning (`after` is `None`) or after a cursor (exclusive), until it
     /// returns [`ControlFlow::Break`]. The read sees the store as it was

@@ -484,3 +484,75 @@ pub fn rule_30_subscriptions_skip_events_removed_before_they_reach_them<F: Store
         late.cancel().await;
     });
 }
+
+/// Rule 30: a maximum count keeps only the stream's last events visible,
+/// at once and after every append (alone or in a transaction with other
+/// streams); hidden events stay hidden when the count grows or goes; the
+/// head and versions do not change.
+pub fn rule_30_a_max_count_keeps_the_last_events_visible<F: StoreFactory>(factory: &F) {
+    run("rule_30_max_count", async {
+        let store = factory.create().await;
+        let (a, b) = (sid(1), sid(2));
+        // Set before the stream's first events: kept for them.
+        ok(store.set_max_count(a, Some(2)).await);
+        insert(
+            &store,
+            Transaction::new().append(a, NoStream, [ev(0), ev(1), ev(2)]),
+        )
+        .await;
+        assert_eq!(values(&store, a).await, [1, 2]);
+        insert(
+            &store,
+            Transaction::single(a, Exact(StreamVersion(2)), ev(3)),
+        )
+        .await;
+        assert_eq!(
+            triples(&read_stream(&store, a, StreamVersion(0)).await),
+            [(2, 2, 2), (3, 3, 3)]
+        );
+        assert_eq!(stream_head(&store, a).await, Some(head(3, 3)));
+
+        // On a stream with events: applied at once.
+        insert(
+            &store,
+            Transaction::new().append(b, NoStream, [ev(4), ev(5), ev(6)]),
+        )
+        .await;
+        ok(store.set_max_count(b, Some(1)).await);
+        assert_eq!(values(&store, b).await, [6]);
+        assert_eq!(positions(&read_all(&store, None).await), [2, 3, 6]);
+
+        // Both in one transaction.
+        insert(
+            &store,
+            Transaction::new()
+                .append(a, Any, [ev(7)])
+                .append(b, Any, [ev(8), ev(9)]),
+        )
+        .await;
+        assert_eq!(values(&store, a).await, [3, 7]);
+        assert_eq!(values(&store, b).await, [9]);
+
+        // A smaller count hides more at once; a larger one, or none, shows
+        // nothing again but hides no more after later appends.
+        ok(store.set_max_count(a, Some(1)).await);
+        assert_eq!(values(&store, a).await, [7]);
+        ok(store.set_max_count(a, Some(5)).await);
+        assert_eq!(values(&store, a).await, [7]);
+        insert(&store, Transaction::single(a, Any, ev(10))).await;
+        assert_eq!(values(&store, a).await, [7, 10]);
+        ok(store.set_max_count(a, None).await);
+        insert(&store, Transaction::single(a, Any, ev(11))).await;
+        assert_eq!(values(&store, a).await, [7, 10, 11]);
+        assert_eq!(stream_head(&store, a).await.map(|h| h.version.0), Some(6));
+
+        // A count of 0 hides every event; the stream still exists.
+        ok(store.set_max_count(b, Some(0)).await);
+        assert!(read_stream(&store, b, StreamVersion(0)).await.is_empty());
+        insert(&store, Transaction::single(b, StreamExists, ev(12))).await;
+        assert!(read_stream(&store, b, StreamVersion(0)).await.is_empty());
+
+        ok(store.tombstone_stream(b, Any).await);
+        hard_deleted(store.set_max_count(b, Some(3)).await, b);
+    });
+}

@@ -286,6 +286,14 @@ impl<S: EventStore> EventStore for Faulty<S> {
         self.inner.truncate_stream(stream, before)
     }
 
+    fn set_max_count(
+        &self,
+        stream: StreamId,
+        max_count: Option<u64>,
+    ) -> impl Future<Output = Result<(), StoreError<Self::Error>>> + Send {
+        self.inner.set_max_count(stream, max_count)
+    }
+
     fn read_all<F>(
         &self,
         after: Option<Self::Cursor>,
