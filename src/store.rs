@@ -830,6 +830,70 @@ impl<E> MemoryStore<E> {
         }
     }
 
+    /// Deletes every stream at once (a soft delete of each, as
+    /// [`delete_stream`](Self::delete_stream) with `Any`): a logical reset
+    /// of the store, for handles shared between tests or components
+    /// (Marten's `ResetAllData`; contract rule 30).
+    ///
+    /// Every event committed before the call is removed: stream reads,
+    /// [`stream_head`](Self::stream_head), reads of the whole log and
+    /// subscriptions (from the moment they reach them) find none of them.
+    /// It is not a fresh store: positions are never reused
+    /// ([`head`](Self::head) stays where it was, and the next event gets
+    /// the next position), each stream continues its versions when written
+    /// again (expecting `NoStream`), names stay, hard-deleted streams stay
+    /// hard-deleted, and maximum counts stay. The events stay in memory
+    /// (hidden).
+    ///
+    /// Atomic with respect to transactions: every stream is locked, in
+    /// the order transactions lock them, while it is deleted, so no
+    /// transaction is half before and half after the reset. Transactions
+    /// on streams created meanwhile are ordered after it.
+    ///
+    /// # Errors
+    ///
+    /// [`InsertError::Poisoned`]: never, unless this crate has a bug.
+    ///
+    /// ```
+    /// use hindsight::{ExpectedVersion, MemoryStore, Position, Start, StreamId, StreamVersion, Transaction};
+    /// let store = MemoryStore::new();
+    /// let (a, b) = (StreamId::new(), StreamId::new());
+    /// store.insert(Transaction::new().append(a, ExpectedVersion::Any, [1, 2]).append(b, ExpectedVersion::Any, [3])).unwrap();
+    /// store.delete_all_streams().unwrap();
+    /// assert_eq!(store.read_all(Start::Beginning).count(), 0);
+    /// assert_eq!(store.head(), Some(Position(2))); // positions go on
+    /// let done = store.insert(Transaction::single(a, ExpectedVersion::NoStream, 4)).unwrap();
+    /// assert_eq!(done.stream(a).unwrap().version, StreamVersion(2)); // versions too
+    /// ```
+    #[doc(alias = "reset", alias = "ResetAllData")]
+    pub fn delete_all_streams(&self) -> Result<(), InsertError> {
+        if self.inner.log.watermark.is_poisoned() {
+            return Err(InsertError::Poisoned);
+        }
+        let index = &self.inner.streams;
+        let streams = index.all_sorted();
+        // Ascending id order, as transactions lock: no deadlock.
+        let locked: Vec<Locked<'_>> = streams.iter().map(|stream| stream.lock()).collect();
+        // Release: as in `remove`.
+        self.inner.removed.store(true, Ordering::Release);
+        let mut seen: Option<StreamHead> = None;
+        for stream in &locked {
+            if let Ok(Some(head)) = stream.head() {
+                stream.delete(false);
+                if seen.is_none_or(|seen| seen.position < head.position) {
+                    seen = Some(head);
+                }
+            }
+        }
+        drop(locked);
+        for stream in streams {
+            index.release(stream);
+        }
+        // As in `remove`: the removed events recorded but not committed yet
+        // are visible (removed) before the call returns.
+        self.wait_visible(seen)
+    }
+
     /// Sets the most events of `stream` that readers see (KurrentDB's
     /// `$maxCount`; contract rule 30), or removes the limit (`None`).
     ///

@@ -594,6 +594,22 @@ impl StreamIndex {
         }
     }
 
+    /// Every stream in the index, sorted by id: for a store-wide delete,
+    /// which locks them all in the order transactions lock streams. Hand
+    /// each back with [`release`](Self::release).
+    pub(crate) fn all_sorted(&self) -> Vec<Arc<Stream>> {
+        #[cfg(not(loom))]
+        let mut all: Vec<Arc<Stream>> = self
+            .map
+            .iter()
+            .map(|entry| Arc::clone(entry.value()))
+            .collect();
+        #[cfg(loom)]
+        let mut all: Vec<Arc<Stream>> = sync::lock(&self.map).values().cloned().collect();
+        all.sort_unstable_by_key(|stream| stream.id);
+        all
+    }
+
     /// Wakes every sleeper of every stream: after poisoning, which every
     /// wait checks, and which commits no event that would wake them.
     /// Never called with a shard of the index locked by this thread.

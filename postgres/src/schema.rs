@@ -487,6 +487,12 @@ pub(crate) struct Sql {
     /// `visible_from`, unless the stream is hard-deleted; returns
     /// `tombstoned` and the name.
     pub(crate) max_count: String,
+    /// Every stream row, locked in id order (as `insert_events` locks), for
+    /// a store-wide delete.
+    pub(crate) lock_all: String,
+    /// Deletes every stream written since its last delete (not the
+    /// hard-deleted ones), in the transaction of `lock_all`.
+    pub(crate) delete_all: String,
     /// `$1` first position, `$2` end (exclusive), `$3` limit.
     pub(crate) read_all: String,
     /// `$1` stream, `$2` first version, `$3` end position (exclusive), `$4` limit.
@@ -545,6 +551,14 @@ impl Sql {
                  WHEN st.tombstoned OR $2 IS NULL OR st.last_version IS NULL THEN st.visible_from \
                  ELSE greatest(st.visible_from, st.last_version + 1 - $2) END \
                  RETURNING tombstoned, name"
+            ),
+            lock_all: format!(
+                "SELECT 1 FROM {s}.streams ORDER BY stream_id FOR UPDATE"
+            ),
+            delete_all: format!(
+                "UPDATE {s}.streams SET deleted_before = last_version + 1, \
+                 visible_from = greatest(visible_from, last_version + 1) \
+                 WHERE NOT tombstoned AND last_version >= deleted_before"
             ),
             read_all: format!(
                 "SELECT {EVENT_COLUMNS} FROM {s}.events e \

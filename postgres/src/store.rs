@@ -685,6 +685,22 @@ where
         }
     }
 
+    /// Every stream deleted in one transaction, holding every row lock
+    /// (taken in id order, as `insert_events` takes them).
+    async fn delete_all_untraced(&self) -> Result<(), StoreError<PgError>> {
+        let db = |error| StoreError::Backend(PgError::Database(error));
+        let mut tx = self.inner.pool.begin().await.map_err(db)?;
+        sqlx::query(&self.inner.sql.lock_all)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query(&self.inner.sql.delete_all)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
     async fn stream_name_untraced(&self, stream: StreamId) -> Result<Option<StreamName>, PgError> {
         let name: Option<Option<String>> = sqlx::query_scalar(&self.inner.sql.stream_name)
             .bind(stream.as_uuid())
@@ -995,6 +1011,22 @@ where
         }
         #[cfg(not(feature = "tracing"))]
         self.truncate_untraced(stream, before).await
+    }
+
+    /// One transaction: every stream row locked, then updated.
+    async fn delete_all_streams(&self) -> Result<(), StoreError<PgError>> {
+        #[cfg(feature = "tracing")]
+        {
+            let span = tracing::debug_span!(
+                "hindsight.delete_all_streams",
+                error = tracing::field::Empty,
+            );
+            let result = self.delete_all_untraced().instrument(span.clone()).await;
+            trace::record_result(&span, "delete_all_streams", &result);
+            result
+        }
+        #[cfg(not(feature = "tracing"))]
+        self.delete_all_untraced().await
     }
 
     /// One statement (an upsert of the stream's row).

@@ -265,6 +265,22 @@ impl<E: Send + Sync + 'static> EventStore for MemoryStore<E> {
         MemoryStore::set_max_count(self, stream, max_count).map_err(StoreError::from)
     }
 
+    async fn delete_all_streams(&self) -> Result<(), StoreError<MemoryError>> {
+        #[cfg(feature = "tracing")]
+        {
+            let span = tracing::debug_span!(
+                "hindsight.delete_all_streams",
+                error = tracing::field::Empty,
+            );
+            let result =
+                span.in_scope(|| MemoryStore::delete_all_streams(self).map_err(StoreError::from));
+            super::trace::record_result(&span, "delete_all_streams", &result);
+            result
+        }
+        #[cfg(not(feature = "tracing"))]
+        MemoryStore::delete_all_streams(self).map_err(StoreError::from)
+    }
+
     async fn read_all<F>(&self, after: Option<Position>, visit: F) -> Result<(), MemoryError>
     where
         F: FnMut(EventRef<'_, E, Position>) -> ControlFlow<()> + Send,

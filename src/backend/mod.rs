@@ -537,6 +537,32 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         max_count: Option<u64>,
     ) -> impl Future<Output = Result<(), StoreError<Self::Error>>> + Send;
 
+    /// Deletes every stream at once (a soft delete of each; rule 30): a
+    /// logical reset of the store (Marten's `ResetAllData`), for handles
+    /// shared between tests or components. Every event committed before
+    /// the call is removed for every reader; positions are never reused
+    /// and versions continue, names, hard deletes and maximum counts stay:
+    /// not a fresh store. Atomic with respect to transactions (none is half
+    /// before and half after it).
+    ///
+    /// ```
+    /// use hindsight::{EventStore, ExpectedVersion, MemoryStore, Position, StreamId, Transaction};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let store = MemoryStore::new();
+    /// let tx = Transaction::single(StreamId::new(), ExpectedVersion::Any, 1);
+    /// EventStore::insert(&store, tx).await.unwrap();
+    /// EventStore::delete_all_streams(&store).await.unwrap();
+    /// let mut seen = 0;
+    /// EventStore::read_all(&store, None, |_| { seen += 1; std::ops::ControlFlow::Continue(()) }).await.unwrap();
+    /// assert_eq!(seen, 0);
+    /// assert_eq!(EventStore::head(&store).await.unwrap(), Some(Position(0)));
+    /// # }
+    /// ```
+    #[doc(alias = "reset", alias = "ResetAllData")]
+    fn delete_all_streams(
+        &self,
+    ) -> impl Future<Output = Result<(), StoreError<Self::Error>>> + Send;
+
     /// Calls `visit` with every committed event, in position order, from the
     /// beginning (`after` is `None`) or after a cursor (exclusive), until it
     /// returns [`ControlFlow::Break`]. The read sees the store as it was

@@ -556,3 +556,81 @@ pub fn rule_30_a_max_count_keeps_the_last_events_visible<F: StoreFactory>(factor
         hard_deleted(store.set_max_count(b, Some(3)).await, b);
     });
 }
+
+/// Rule 30: deleting every stream at once is a logical reset: every event
+/// written before is removed for every reader, while positions go on,
+/// versions continue, hard deletes and maximum counts stay.
+pub fn rule_30_deleting_all_streams_is_a_logical_reset<F: StoreFactory>(factory: &F) {
+    run("rule_30_reset", async {
+        let store = factory.create().await;
+        let (a, b, gone, limited) = (sid(1), sid(2), sid(3), sid(4));
+        insert(
+            &store,
+            Transaction::new()
+                .append(a, NoStream, [ev(0), ev(1)])
+                .append(b, NoStream, [ev(2)])
+                .append(gone, NoStream, [ev(3)]),
+        )
+        .await;
+        ok(store.tombstone_stream(gone, Any).await);
+        ok(store.set_max_count(limited, Some(1)).await);
+        let (early, early_rows) = record(&store, Selector::all()).await;
+        reach(&early, Position(2)).await;
+
+        ok(store.delete_all_streams().await);
+        assert!(read_all(&store, None).await.is_empty());
+        for stream in [a, b, gone, limited] {
+            assert_eq!(stream_head(&store, stream).await, None);
+            assert!(read_stream(&store, stream, StreamVersion(0))
+                .await
+                .is_empty());
+        }
+        assert_eq!(
+            store_head(&store).await,
+            Some(Position(3)),
+            "positions go on"
+        );
+        // Twice is the same as once.
+        ok(store.delete_all_streams().await);
+
+        let done = insert(
+            &store,
+            Transaction::new().append(a, NoStream, [ev(4)]).append(
+                limited,
+                NoStream,
+                [ev(5), ev(6)],
+            ),
+        )
+        .await;
+        assert_eq!(done.stream(a), Some(head(2, 4)), "versions continue");
+        assert_eq!(done.stream(limited), Some(head(1, 6)));
+        assert_eq!(
+            values(&store, limited).await,
+            [6],
+            "the maximum count stays"
+        );
+        hard_deleted(
+            store.insert(Transaction::single(gone, Any, ev(7))).await,
+            gone,
+        );
+        assert_eq!(positions(&read_all(&store, None).await), [4, 6]);
+
+        // A subscriber that was already past keeps what it got; one
+        // started now sees only what came after.
+        reach(&early, Position(6)).await;
+        let early_positions: Vec<u64> = snapshot(&early_rows)
+            .iter()
+            .map(|r| r.position().0)
+            .collect();
+        assert_eq!(early_positions, [0, 1, 2, 4, 6]);
+        let (late, late_rows) = record(&store, Selector::all()).await;
+        reach(&late, Position(6)).await;
+        let late_positions: Vec<u64> = snapshot(&late_rows)
+            .iter()
+            .map(|r| r.position().0)
+            .collect();
+        assert_eq!(late_positions, [4, 6]);
+        early.cancel().await;
+        late.cancel().await;
+    });
+}

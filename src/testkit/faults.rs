@@ -294,6 +294,12 @@ impl<S: EventStore> EventStore for Faulty<S> {
         self.inner.set_max_count(stream, max_count)
     }
 
+    fn delete_all_streams(
+        &self,
+    ) -> impl Future<Output = Result<(), StoreError<Self::Error>>> + Send {
+        self.inner.delete_all_streams()
+    }
+
     fn read_all<F>(
         &self,
         after: Option<Self::Cursor>,

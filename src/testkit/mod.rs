@@ -484,5 +484,6 @@ case_table! {
     rule_30_truncate_hides_versions_below_and_never_moves_back => [30, 3],
     rule_30_subscriptions_skip_events_removed_before_they_reach_them => [30, 16, 17],
     rule_30_a_max_count_keeps_the_last_events_visible => [30, 3],
+    rule_30_deleting_all_streams_is_a_logical_reset => [30, 2, 3, 17],
     model_random_operations_match_a_reference_model => [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 25],
 }
