@@ -12,7 +12,10 @@
 //!   row per stream an insert named; both numbers `NULL` for a placeholder
 //!   (a stream checked or locked but never written: it does not exist, rule
 //!   4); `name` and `category` set by the insert of the stream's first
-//!   events if it appended by name (rule 32, migration 5), `NULL` otherwise.
+//!   events if it appended by name (rule 32, migration 5), `NULL` otherwise;
+//!   and its lifecycle (rule 30, [`STREAM_LIFECYCLE`]): `deleted_before`,
+//!   `visible_from` (every read skips events below it), `tombstoned`,
+//!   `max_count`.
 //! - `events(position, stream_id, version, event_id, correlation_id,
 //!   created_at, event_type, payload, payload_bytes)`, `UNIQUE (stream_id,
 //!   version)`; exactly one of `payload` (`JSONB`) and `payload_bytes`

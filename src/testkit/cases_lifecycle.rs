@@ -114,7 +114,7 @@ pub fn rule_30_a_soft_delete_hides_the_stream_and_a_write_continues_its_versions
         );
         assert_eq!(positions(&read_all(&store, None).await), [2, 3]);
         assert_eq!(
-            positions(&read_all(&store, Some(S_cursor::<F>(2))).await),
+            positions(&read_all(&store, Some(cursor_at::<F>(2))).await),
             [3]
         );
         // Deleting the other stream leaves the first alone.
@@ -126,8 +126,7 @@ pub fn rule_30_a_soft_delete_hides_the_stream_and_a_write_continues_its_versions
 }
 
 /// The cursor of `position` for `F`'s store.
-#[allow(non_snake_case)]
-fn S_cursor<F: StoreFactory>(position: u64) -> <F::Store as EventStore>::Cursor {
+fn cursor_at<F: StoreFactory>(position: u64) -> <F::Store as EventStore>::Cursor {
     <<F::Store as EventStore>::Cursor as crate::Cursor>::from_position(Position(position))
 }
 
