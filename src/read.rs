@@ -2,7 +2,9 @@
 //!
 //! Every read takes one snapshot of the watermark when it starts and yields
 //! only what lies below it: the committed prefix at that moment, as whole
-//! transactions. Envelopes are borrowed from the log, never copied.
+//! transactions. Envelopes are borrowed from the log, never copied. Events
+//! removed from their stream (rule 30 of the contract: deleted, truncated
+//! away, beyond a maximum count) are skipped when a read reaches them.
 
 use crate::envelope::Envelope;
 use crate::ids::{Position, StreamId};

@@ -221,7 +221,7 @@ fn concurrent_writers_and_deleters_never_reuse_positions_or_versions() {
         std::thread::spawn(move || {
             let mut n = 0u64;
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     store.delete_stream(stream, Any).unwrap();
                 } else if let Some(head) = store.stream_head(stream) {
                     store.truncate_stream(stream, head.version).unwrap();

@@ -436,7 +436,7 @@ pub trait EventStore: Clone + Send + Sync + 'static {
     /// let store = MemoryStore::new();
     /// let stream = StreamId::new();
     /// EventStore::insert(&store, Transaction::single(stream, ExpectedVersion::NoStream, 1)).await.unwrap();
-    /// store.delete_stream(stream, ExpectedVersion::StreamExists).await.unwrap();
+    /// EventStore::delete_stream(&store, stream, ExpectedVersion::StreamExists).await.unwrap();
     /// assert_eq!(EventStore::stream_head(&store, stream).await.unwrap(), None);
     /// let again = Transaction::single(stream, ExpectedVersion::NoStream, 2);
     /// let done = EventStore::insert(&store, again).await.unwrap();
@@ -492,7 +492,7 @@ pub trait EventStore: Clone + Send + Sync + 'static {
     /// EventStore::truncate_stream(&store, stream, StreamVersion(2)).await.unwrap();
     /// let mut read = Vec::new();
     /// EventStore::read_stream(&store, stream, StreamVersion(0), |e| {
-    ///     read.push(*e.payload());
+    ///     read.push(*e.payload);
     ///     std::ops::ControlFlow::Continue(())
     /// }).await.unwrap();
     /// assert_eq!(read, [2]);
@@ -524,7 +524,7 @@ pub trait EventStore: Clone + Send + Sync + 'static {
     /// EventStore::insert(&store, tx).await.unwrap();
     /// let mut read = Vec::new();
     /// EventStore::read_stream(&store, stream, StreamVersion(0), |e| {
-    ///     read.push(*e.payload());
+    ///     read.push(*e.payload);
     ///     std::ops::ControlFlow::Continue(())
     /// }).await.unwrap();
     /// assert_eq!(read, [2]);
