@@ -86,6 +86,7 @@ impl<E> MemoryStoreBuilder<E> {
                 log: Log::new(ids),
                 streams: StreamIndex::new(),
                 clock: self.clock,
+                removed: crate::sync::AtomicBool::new(false),
             }),
         }
     }

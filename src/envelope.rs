@@ -144,6 +144,14 @@ impl<'a, E> Envelope<'a, E> {
     }
 
     /// The record the view borrows.
+    /// Whether the event was removed from its stream (deleted or truncated
+    /// away, contract rule 30): readers skip it.
+    #[inline]
+    pub(crate) fn is_removed(self) -> bool {
+        // SAFETY: as in `stream_id`.
+        self.record.version < unsafe { self.record.stream.get() }.floor()
+    }
+
     pub(crate) fn record(self) -> &'a Record<E> {
         self.record
     }

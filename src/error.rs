@@ -98,6 +98,48 @@ pub enum InsertError {
     /// store refuses every later write; what was committed before stays
     /// readable.
     Poisoned,
+    /// The stream was hard-deleted
+    /// ([`MemoryStore::tombstone_stream`](crate::MemoryStore::tombstone_stream)),
+    /// and refuses every later write: an append with events, or an
+    /// expectation check other than `Any`, in any transaction. Nothing of
+    /// the transaction was written, to any stream; no position was used.
+    /// If several streams of one transaction are hard-deleted, the one with
+    /// the lowest id is named.
+    ///
+    /// ```
+    /// use hindsight::{ExpectedVersion, InsertError, MemoryStore, StreamId, Transaction};
+    /// let store = MemoryStore::new();
+    /// let (gone, other) = (StreamId::new(), StreamId::new());
+    /// store.insert(Transaction::single(gone, ExpectedVersion::Any, 1)).unwrap();
+    /// store.tombstone_stream(gone, ExpectedVersion::Any).unwrap();
+    /// let tx = Transaction::new()
+    ///     .append(other, ExpectedVersion::Any, [2])
+    ///     .append(gone, ExpectedVersion::Any, [3]);
+    /// assert_eq!(
+    ///     store.insert(tx),
+    ///     Err(InsertError::StreamDeleted { stream: gone, stream_name: None })
+    /// );
+    /// assert_eq!(store.stream_head(other), None); // nothing written
+    /// ```
+    #[doc(alias = "StreamDeletedException")]
+    StreamDeleted {
+        /// The hard-deleted stream.
+        stream: StreamId,
+        /// Its name, if the store keeps one.
+        stream_name: Option<StreamName>,
+    },
+}
+
+/// Writes "stream "name" (id)" or "stream id".
+pub(crate) fn fmt_stream(
+    f: &mut fmt::Formatter<'_>,
+    stream: StreamId,
+    name: Option<&StreamName>,
+) -> fmt::Result {
+    match name {
+        Some(name) => write!(f, "stream {:?} ({})", name.as_str(), stream),
+        None => write!(f, "stream {stream}"),
+    }
 }
 
 impl fmt::Display for InsertError {
@@ -124,6 +166,13 @@ impl fmt::Display for InsertError {
                 f,
                 "the store is poisoned: a writer panicked between reserving and committing"
             ),
+            InsertError::StreamDeleted {
+                stream,
+                stream_name,
+            } => {
+                fmt_stream(f, *stream, stream_name.as_ref())?;
+                write!(f, " is hard-deleted: it refuses every write")
+            }
         }
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! Every read takes one snapshot of the watermark when it starts and yields
 //! only what lies below it: the committed prefix at that moment, as whole
-//! transactions. Envelopes are borrowed from the log, never copied.
+//! transactions. Envelopes are borrowed from the log, never copied. Events
+//! removed from their stream (rule 30 of the contract: deleted, truncated
+//! away, beyond a maximum count) are skipped when a read reaches them.
 
 use crate::envelope::Envelope;
 use crate::ids::{Position, StreamId};
@@ -67,6 +69,7 @@ impl Start {
 /// [`MemoryStore::read_all`](crate::MemoryStore::read_all).
 pub struct ReadAll<'a, E> {
     log: &'a Log<E>,
+    inner: &'a Inner<E>,
     next: u64,
     /// The watermark when the read started.
     end: u64,
@@ -76,10 +79,12 @@ pub struct ReadAll<'a, E> {
 }
 
 impl<'a, E> ReadAll<'a, E> {
-    pub(crate) fn new(log: &'a Log<E>, start: Start) -> Self {
+    pub(crate) fn new(inner: &'a Inner<E>, start: Start) -> Self {
+        let log = &inner.log;
         let end = log.watermark.get();
         Self {
             log,
+            inner,
             next: start.first(end).min(end),
             end,
             run: [].iter(),
@@ -92,32 +97,37 @@ impl<'a, E> Iterator for ReadAll<'a, E> {
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        if self.next >= self.end {
-            return None;
-        }
-        let slot = match self.run.next() {
-            Some(slot) => slot,
-            None => {
-                // SAFETY: `next < end`, a watermark value loaded with Acquire.
-                self.run = unsafe { self.log.committed_run(self.next, self.end) }.iter();
-                self.run.next()?
+        loop {
+            if self.next >= self.end {
+                return None;
             }
-        };
-        let position = self.next;
-        self.next += 1;
-        // SAFETY: the slot is at `position < end`, a watermark value loaded
-        // with Acquire (the run stops at `end`).
-        let record = unsafe { slot.committed_record() };
-        Some(Envelope::new(record, position, &self.log.ids))
+            let slot = match self.run.next() {
+                Some(slot) => slot,
+                None => {
+                    // SAFETY: `next < end`, a watermark value loaded with Acquire.
+                    self.run = unsafe { self.log.committed_run(self.next, self.end) }.iter();
+                    self.run.next()?
+                }
+            };
+            let position = self.next;
+            self.next += 1;
+            // SAFETY: the slot is at `position < end`, a watermark value loaded
+            // with Acquire (the run stops at `end`).
+            let record = unsafe { slot.committed_record() };
+            let event = Envelope::new(record, position, &self.log.ids);
+            // Removed events are skipped when reached (rule 30); the
+            // stream is looked at only once anything was ever removed.
+            if !(self.inner.may_have_removed() && event.is_removed()) {
+                return Some(event);
+            }
+        }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let left = (self.end - self.next) as usize;
-        (left, Some(left))
+        // Removed events are skipped: at most what is left.
+        (0, Some((self.end - self.next) as usize))
     }
 }
-
-impl<E> ExactSizeIterator for ReadAll<'_, E> {}
 impl<E> FusedIterator for ReadAll<'_, E> {}
 
 impl<E> std::fmt::Debug for ReadAll<'_, E> {
@@ -174,10 +184,11 @@ impl<'a, E> ReadStream<'a, E> {
             _ => (None, 0),
         };
         let back = last.map_or(len, |last| last.saturating_add(1).min(len));
+        let floor = stream.map_or(0, Stream::floor);
         Self {
             log: &inner.log,
             stream,
-            front: first.min(back),
+            front: first.max(floor).min(back),
             back,
             backward,
             run: &[],
@@ -225,10 +236,17 @@ impl<'a, E> Iterator for ReadStream<'a, E> {
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
+        let stream = self.stream?;
+        // Versions removed since the read started are skipped once reached
+        // (rule 30): the floor only rises.
+        let floor = stream.floor();
+        if self.front < floor {
+            self.front = floor.min(self.back);
+            self.run = &[];
+        }
         if self.front >= self.back {
             return None;
         }
-        let stream = self.stream?;
         let position = if self.backward {
             self.back -= 1;
             stream.committed_position(self.back)
@@ -249,12 +267,10 @@ impl<'a, E> Iterator for ReadStream<'a, E> {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let left = (self.back - self.front) as usize;
-        (left, Some(left))
+        // A removal may still hide some: at most what is left.
+        (0, Some((self.back - self.front) as usize))
     }
 }
-
-impl<E> ExactSizeIterator for ReadStream<'_, E> {}
 impl<E> FusedIterator for ReadStream<'_, E> {}
 
 impl<E> std::fmt::Debug for ReadStream<'_, E> {

@@ -20,11 +20,11 @@ use crate::name::StreamName;
 use crate::read::{ReadAll, ReadStream, Start};
 use crate::segments::CAPACITY;
 use crate::selector::Selector;
-use crate::stream::{Locked, Stream, StreamIndex, StreamPtr};
+use crate::stream::{Locked, Stream, StreamIndex, StreamPtr, Tombstoned};
 #[cfg(not(loom))]
 use crate::subscription::handler::{Flow, Subscriber};
 use crate::subscription::Subscription;
-use crate::sync::Arc;
+use crate::sync::{Arc, AtomicBool, Ordering};
 use crate::transaction::{Append, Committed, Events, ExpectedVersion, StreamHead, Transaction};
 use smallvec::SmallVec;
 
@@ -86,9 +86,22 @@ pub(crate) struct Inner<E> {
     /// Where `created_at` comes from; `None` for the system clock, read
     /// without a dynamic call.
     pub(crate) clock: Option<std::sync::Arc<dyn Clock>>,
+    /// Whether any event was ever removed (deleted or truncated, contract
+    /// rule 30): until then, readers of the whole log skip nothing and
+    /// never look at an event's stream to find out.
+    pub(crate) removed: AtomicBool,
 }
 
 impl<E> Inner<E> {
+    /// Whether any event may have been removed (rule 30), so that a reader
+    /// of the whole log must look at each event's stream.
+    #[inline]
+    pub(crate) fn may_have_removed(&self) -> bool {
+        // Acquire: pairs with the Release stores in `MemoryStore::remove`
+        // and `truncate_stream`.
+        self.removed.load(Ordering::Acquire)
+    }
+
     /// The time for a new transaction, in nanoseconds since the Unix epoch.
     /// Called before any lock or reservation: a custom clock may panic.
     #[inline]
@@ -131,12 +144,17 @@ struct Reserved<'a, E> {
     stream: StreamPtr,
     /// The version of the first reserved event.
     first_version: u64,
+    /// Whether the stream has a maximum count, to trim it to once the
+    /// append is visible.
+    limited: bool,
 }
 
 /// Why `reserve_in` reserved nothing.
 enum Refused {
     /// The expectation failed; what the stream's head was.
     Conflict(Option<StreamHead>),
+    /// The stream is hard-deleted.
+    Deleted,
     /// The store refused (full).
     Store(InsertError),
 }
@@ -225,7 +243,7 @@ impl<E> MemoryStore<E> {
         let index = &self.inner.streams;
         if events.is_empty() {
             return self.check_only(id, name.as_ref(), expected, || {
-                index.with(id, Stream::recorded_head).flatten()
+                index.with(id, Stream::recorded_head).unwrap_or(Ok(None))
             });
         }
         // `Any` and `NoStream` may create the stream; the others fail on a
@@ -268,12 +286,14 @@ impl<E> MemoryStore<E> {
         id: StreamId,
         name: Option<&std::sync::Arc<str>>,
         expected: ExpectedVersion,
-        found: impl FnOnce() -> Option<StreamHead>,
+        found: impl FnOnce() -> Result<Option<StreamHead>, Tombstoned>,
     ) -> Result<Committed, InsertError> {
         if expected == ExpectedVersion::Any {
             return Ok(Committed::nothing());
         }
-        let found = found();
+        let Ok(found) = found() else {
+            return Err(self.deleted(id));
+        };
         if expected.matches(found) {
             self.wait_visible(found)?;
             Ok(Committed::nothing())
@@ -327,9 +347,15 @@ impl<E> MemoryStore<E> {
         stamp: OwnedStamp,
     ) -> Result<Reserved<'_, E>, Refused> {
         let locked = stream.lock();
+        // The stream's marks: one Relaxed load, for the hard delete, the
+        // head since the last delete and the maximum count.
+        let marks = locked.marks();
+        if marks.tombstoned() {
+            return Err(Refused::Deleted);
+        }
         // `Any` needs no head: it always passes.
         if expected != ExpectedVersion::Any {
-            let found = locked.head();
+            let found = locked.head_given(marks);
             if !expected.matches(found) {
                 return Err(Refused::Conflict(found));
             }
@@ -345,6 +371,7 @@ impl<E> MemoryStore<E> {
             reservation,
             stream: StreamPtr::new(stream),
             first_version,
+            limited: marks.limited(),
         })
     }
 
@@ -360,6 +387,7 @@ impl<E> MemoryStore<E> {
             mut reservation,
             stream,
             first_version,
+            limited,
         } = reserved;
         let count = events.len() as u64;
         match events {
@@ -379,7 +407,11 @@ impl<E> MemoryStore<E> {
         self.wait_visible_end(end)?;
         // SAFETY: the stream holds the events just committed, so the index
         // keeps it for as long as the store, which `self` borrows.
-        wake_stream(unsafe { stream.get() }, commit.fenced);
+        let stream = unsafe { stream.get() };
+        if limited {
+            stream.trim(first_version + count);
+        }
+        wake_stream(stream, commit.fenced);
         Ok(StreamHead {
             version: StreamVersion(first_version + count - 1),
             position: Position(end - 1),
@@ -398,7 +430,17 @@ impl<E> MemoryStore<E> {
             Refused::Conflict(found) => {
                 self.conflict(vec![mismatch(id, name, expected, found)], found)
             }
+            Refused::Deleted => Err(self.deleted(id)),
             Refused::Store(error) => Err(error),
+        }
+    }
+
+    /// The error for a write to hard-deleted stream `id`.
+    fn deleted(&self, id: StreamId) -> InsertError {
+        let name = self.inner.streams.with(id, |s| s.name().cloned()).flatten();
+        InsertError::StreamDeleted {
+            stream: id,
+            stream_name: name.map(|name| StreamName::kept(id, name)),
         }
     }
 
@@ -448,7 +490,13 @@ impl<E> MemoryStore<E> {
             .map(|stream| stream.as_deref().map(Stream::lock))
             .collect();
 
-        let (mismatches, seen) = check(&appends, &locked);
+        let (mismatches, seen) = match check(&appends, &locked) {
+            Ok(checked) => checked,
+            Err(deleted) => {
+                drop(locked);
+                return Err(self.deleted(deleted));
+            }
+        };
         if !mismatches.is_empty() || total == 0 {
             drop(locked);
             return if mismatches.is_empty() {
@@ -458,6 +506,11 @@ impl<E> MemoryStore<E> {
                 self.conflict(mismatches, seen)
             };
         }
+        // Which appends write events (`write` consumes them), for the trim
+        // after the commit; taken here, before the reservation. Inline for
+        // up to 4 streams.
+        let appends_written: SmallVec<[bool; 4]> =
+            appends.iter().map(|a| !a.events.is_empty()).collect();
         let mut reservation = reserve(&self.inner, total, stamp)?;
 
         // ---- From here to `commit`, nothing may panic. ----
@@ -472,6 +525,20 @@ impl<E> MemoryStore<E> {
         // ---- Committed. ----
         let end = commit.end;
         self.wait_visible_end(end)?;
+        // Trim the written streams that have a maximum count (`heads` and
+        // the written streams come in the same order).
+        let mut next_head = heads.iter();
+        for (append, stream) in appends_written.iter().zip(streams) {
+            if !*append {
+                continue;
+            }
+            let (Some((_, head)), Some(stream)) = (next_head.next(), stream) else {
+                break;
+            };
+            if stream.marks().limited() {
+                stream.trim(head.version.0 + 1);
+            }
+        }
         for stream in streams.iter().flatten() {
             wake_stream(stream, commit.fenced);
         }
@@ -570,10 +637,315 @@ impl<E> MemoryStore<E> {
             .streams
             .with(stream, |found| {
                 let name = found.name()?;
-                (found.committed_len(watermark) > 0)
+                found
+                    .exists(watermark)
                     .then(|| StreamName::kept(stream, std::sync::Arc::clone(name)))
             })
             .flatten()
+    }
+
+    /// Deletes `stream` (a soft delete, KurrentDB's "delete"; contract rule
+    /// 30), if `expected` holds.
+    ///
+    /// `expected` is checked against the stream's head as an insert's
+    /// would be; if it fails, nothing changes and the error names the
+    /// stream. Afterwards the stream reads as missing: [`stream_head`]
+    /// and [`stream_name`] are `None`, stream reads yield nothing, and
+    /// readers of the whole log and subscriptions skip its events from the
+    /// moment they reach them (those already delivered stay delivered). It
+    /// exists again once written to: an insert expecting
+    /// [`ExpectedVersion::NoStream`] passes (`Exact` and `StreamExists`
+    /// fail), and the next event gets the next version after the deleted
+    /// ones; the name (rule 32) stays the one first given.
+    ///
+    /// A stream that does not exist (never written, or deleted) is deleted
+    /// again as a no-op: `Any` and `NoStream` pass and change nothing, the
+    /// other expectations fail. The events stay in memory (hidden): a
+    /// delete frees nothing.
+    ///
+    /// [`stream_head`]: Self::stream_head
+    /// [`stream_name`]: Self::stream_name
+    ///
+    /// # Errors
+    ///
+    /// - [`InsertError::VersionConflict`]: `expected` failed.
+    /// - [`InsertError::StreamDeleted`]: the stream is hard-deleted.
+    /// - [`InsertError::Poisoned`]: never, unless this crate has a bug.
+    ///
+    /// ```
+    /// use hindsight::{ExpectedVersion, MemoryStore, StreamId, StreamVersion, Transaction};
+    /// let store = MemoryStore::new();
+    /// let cart = StreamId::new();
+    /// store.insert(Transaction::new().append(cart, ExpectedVersion::NoStream, [1, 2])).unwrap();
+    /// store.delete_stream(cart, ExpectedVersion::Exact(StreamVersion(1))).unwrap();
+    /// assert_eq!(store.stream_head(cart), None);
+    /// assert_eq!(store.read_stream(cart, StreamVersion(0)).count(), 0);
+    ///
+    /// // Written again, it continues its versions.
+    /// let done = store.insert(Transaction::single(cart, ExpectedVersion::NoStream, 3)).unwrap();
+    /// assert_eq!(done.stream(cart).unwrap().version, StreamVersion(2));
+    /// let read: Vec<_> = store.read_stream(cart, StreamVersion(0)).map(|e| *e.payload()).collect();
+    /// assert_eq!(read, [3]);
+    /// ```
+    #[doc(alias = "soft delete")]
+    pub fn delete_stream(
+        &self,
+        stream: StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<(), InsertError> {
+        self.remove(stream, expected, false)
+    }
+
+    /// Deletes `stream` for good (a hard delete, KurrentDB's "tombstone"),
+    /// if `expected` holds: like [`delete_stream`](Self::delete_stream),
+    /// and every later write to the stream is refused with
+    /// [`InsertError::StreamDeleted`] (an append with events, or an
+    /// expectation other than `Any`, in any transaction: the whole
+    /// transaction writes nothing). Irreversible.
+    ///
+    /// A stream that does not exist may be hard-deleted (with `Any` or
+    /// `NoStream`): it can then never be written. The events stay in memory
+    /// (hidden), and so does the stream's entry.
+    ///
+    /// # Errors
+    ///
+    /// As [`delete_stream`](Self::delete_stream); hard-deleting a
+    /// hard-deleted stream is [`InsertError::StreamDeleted`].
+    ///
+    /// ```
+    /// use hindsight::{ExpectedVersion, InsertError, MemoryStore, StreamId, Transaction};
+    /// let store = MemoryStore::new();
+    /// let stream = StreamId::new();
+    /// store.insert(Transaction::single(stream, ExpectedVersion::NoStream, 1)).unwrap();
+    /// store.tombstone_stream(stream, ExpectedVersion::Any).unwrap();
+    /// assert_eq!(store.stream_head(stream), None);
+    /// let refused = store.insert(Transaction::single(stream, ExpectedVersion::NoStream, 2));
+    /// assert!(matches!(refused, Err(InsertError::StreamDeleted { .. })));
+    /// ```
+    #[doc(alias = "hard delete", alias = "tombstone")]
+    pub fn tombstone_stream(
+        &self,
+        stream: StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<(), InsertError> {
+        self.remove(stream, expected, true)
+    }
+
+    /// Soft or hard delete (`tombstone`).
+    fn remove(
+        &self,
+        id: StreamId,
+        expected: ExpectedVersion,
+        tombstone: bool,
+    ) -> Result<(), InsertError> {
+        if self.inner.log.watermark.is_poisoned() {
+            return Err(InsertError::Poisoned);
+        }
+        let index = &self.inner.streams;
+        // A hard delete keeps an entry even for a missing stream.
+        let outcome = index.with_or_create(id, tombstone, |stream| {
+            let locked = stream.lock();
+            let found = locked.head().map_err(|Tombstoned| Refused::Deleted)?;
+            if !expected.matches(found) {
+                return Err(Refused::Conflict(found));
+            }
+            if found.is_some() || tombstone {
+                // Release: pairs with the Acquire loads of readers of the
+                // whole log (`Inner::may_have_removed`); set before the
+                // floor, so a reader that sees the floor sees the flag.
+                self.inner.removed.store(true, Ordering::Release);
+                locked.delete(tombstone);
+            }
+            Ok(found)
+        });
+        match outcome {
+            None if expected.matches(None) => Ok(()),
+            None => self.conflict(vec![mismatch(id, None, expected, None)], None),
+            // Recorded events the delete covers may not be committed yet:
+            // wait until they are, so that no read after the answer sees
+            // the stream without them being removed.
+            Some(Ok(found)) => self.wait_visible(found),
+            Some(Err(refused)) => {
+                if !matches!(refused, Refused::Conflict(Some(_))) {
+                    index.remove_if_unused(id);
+                }
+                let name = index.with(id, |stream| stream.name().cloned()).flatten();
+                self.refuse(id, name, expected, refused)
+            }
+        }
+    }
+
+    /// Hides the versions of `stream` below `before` from every reader
+    /// (KurrentDB's `$tb`, "truncate before"; contract rule 30).
+    ///
+    /// The stream's head and versions do not change, and it still exists
+    /// for expectations and [`stream_head`](Self::stream_head) even if no
+    /// version is left to read (as in KurrentDB). The floor never moves
+    /// back: a smaller `before` than an earlier one is a no-op. `before`
+    /// may lie past the head: the versions up to it are hidden as they are
+    /// written. Readers skip removed events from the moment they reach
+    /// them (those already delivered stay delivered). Truncating a stream
+    /// that was never written does nothing. The events stay in memory
+    /// (hidden).
+    ///
+    /// # Errors
+    ///
+    /// - [`InsertError::StreamDeleted`]: the stream is hard-deleted.
+    /// - [`InsertError::Poisoned`]: never, unless this crate has a bug.
+    ///
+    /// ```
+    /// use hindsight::{ExpectedVersion, MemoryStore, StreamId, StreamVersion, Transaction};
+    /// let store = MemoryStore::new();
+    /// let stream = StreamId::new();
+    /// store.insert(Transaction::new().append(stream, ExpectedVersion::NoStream, [0, 1, 2, 3])).unwrap();
+    /// store.truncate_stream(stream, StreamVersion(2)).unwrap();
+    /// let read: Vec<_> = store.read_stream(stream, StreamVersion(0)).map(|e| *e.payload()).collect();
+    /// assert_eq!(read, [2, 3]);
+    /// assert_eq!(store.stream_head(stream).unwrap().version, StreamVersion(3));
+    /// ```
+    #[doc(alias = "truncate before", alias = "$tb")]
+    pub fn truncate_stream(
+        &self,
+        stream: StreamId,
+        before: StreamVersion,
+    ) -> Result<(), InsertError> {
+        if self.inner.log.watermark.is_poisoned() {
+            return Err(InsertError::Poisoned);
+        }
+        let outcome = self.inner.streams.with_or_create(stream, false, |found| {
+            let locked = found.lock();
+            if locked.marks().tombstoned() {
+                return Err(Tombstoned);
+            }
+            if locked.len() > 0 && before.0 > 0 {
+                // Release: as in `remove`.
+                self.inner.removed.store(true, Ordering::Release);
+                locked.truncate(before.0);
+            }
+            Ok(())
+        });
+        match outcome {
+            Some(Err(Tombstoned)) => Err(self.deleted(stream)),
+            None | Some(Ok(())) => Ok(()),
+        }
+    }
+
+    /// Deletes every stream at once (a soft delete of each, as
+    /// [`delete_stream`](Self::delete_stream) with `Any`): a logical reset
+    /// of the store, for handles shared between tests or components
+    /// (Marten's `ResetAllData`; contract rule 30).
+    ///
+    /// Every event committed before the call is removed: stream reads,
+    /// [`stream_head`](Self::stream_head), reads of the whole log and
+    /// subscriptions (from the moment they reach them) find none of them.
+    /// It is not a fresh store: positions are never reused
+    /// ([`head`](Self::head) stays where it was, and the next event gets
+    /// the next position), each stream continues its versions when written
+    /// again (expecting `NoStream`), names stay, hard-deleted streams stay
+    /// hard-deleted, and maximum counts stay. The events stay in memory
+    /// (hidden).
+    ///
+    /// Atomic with respect to transactions: every stream is locked, in
+    /// the order transactions lock them, while it is deleted, so no
+    /// transaction is half before and half after the reset. Transactions
+    /// on streams created meanwhile are ordered after it.
+    ///
+    /// # Errors
+    ///
+    /// [`InsertError::Poisoned`]: never, unless this crate has a bug.
+    ///
+    /// ```
+    /// use hindsight::{ExpectedVersion, MemoryStore, Position, Start, StreamId, StreamVersion, Transaction};
+    /// let store = MemoryStore::new();
+    /// let (a, b) = (StreamId::new(), StreamId::new());
+    /// store.insert(Transaction::new().append(a, ExpectedVersion::Any, [1, 2]).append(b, ExpectedVersion::Any, [3])).unwrap();
+    /// store.delete_all_streams().unwrap();
+    /// assert_eq!(store.read_all(Start::Beginning).count(), 0);
+    /// assert_eq!(store.head(), Some(Position(2))); // positions go on
+    /// let done = store.insert(Transaction::single(a, ExpectedVersion::NoStream, 4)).unwrap();
+    /// assert_eq!(done.stream(a).unwrap().version, StreamVersion(2)); // versions too
+    /// ```
+    #[doc(alias = "reset", alias = "ResetAllData")]
+    pub fn delete_all_streams(&self) -> Result<(), InsertError> {
+        if self.inner.log.watermark.is_poisoned() {
+            return Err(InsertError::Poisoned);
+        }
+        let index = &self.inner.streams;
+        let streams = index.all_sorted();
+        // Ascending id order, as transactions lock: no deadlock.
+        let locked: Vec<Locked<'_>> = streams.iter().map(|stream| stream.lock()).collect();
+        // Release: as in `remove`.
+        self.inner.removed.store(true, Ordering::Release);
+        let mut seen: Option<StreamHead> = None;
+        for stream in &locked {
+            if let Ok(Some(head)) = stream.head() {
+                stream.delete(false);
+                if seen.is_none_or(|seen| seen.position < head.position) {
+                    seen = Some(head);
+                }
+            }
+        }
+        drop(locked);
+        for stream in streams {
+            index.release(stream);
+        }
+        // As in `remove`: the removed events recorded but not committed yet
+        // are visible (removed) before the call returns.
+        self.wait_visible(seen)
+    }
+
+    /// Sets the most events of `stream` that readers see (KurrentDB's
+    /// `$maxCount`; contract rule 30), or removes the limit (`None`).
+    ///
+    /// Hides all but the stream's last `max_count` versions at once, and
+    /// again after every append, by the time the append returns: as if the
+    /// stream were truncated before its length minus `max_count` each
+    /// time. Hidden versions stay hidden: a larger count later (or `None`)
+    /// shows no version again. The head and versions do not change. A
+    /// stream not written yet keeps the limit for its first events. The
+    /// events stay in memory (hidden).
+    ///
+    /// # Errors
+    ///
+    /// - [`InsertError::StreamDeleted`]: the stream is hard-deleted.
+    /// - [`InsertError::Poisoned`]: never, unless this crate has a bug.
+    ///
+    /// ```
+    /// use hindsight::{ExpectedVersion, MemoryStore, StreamId, StreamVersion, Transaction};
+    /// let store = MemoryStore::new();
+    /// let stream = StreamId::new();
+    /// store.set_max_count(stream, Some(2)).unwrap();
+    /// for i in 0..5 {
+    ///     store.insert(Transaction::single(stream, ExpectedVersion::Any, i)).unwrap();
+    /// }
+    /// let read: Vec<_> = store.read_stream(stream, StreamVersion(0)).map(|e| *e.payload()).collect();
+    /// assert_eq!(read, [3, 4]);
+    /// assert_eq!(store.stream_head(stream).unwrap().version, StreamVersion(4));
+    /// ```
+    #[doc(alias = "$maxCount", alias = "max count")]
+    pub fn set_max_count(
+        &self,
+        stream: StreamId,
+        max_count: Option<u64>,
+    ) -> Result<(), InsertError> {
+        if self.inner.log.watermark.is_poisoned() {
+            return Err(InsertError::Poisoned);
+        }
+        // The limit is kept for a stream not written yet: its entry stays.
+        let outcome = self.inner.streams.with_or_create(stream, true, |found| {
+            let locked = found.lock();
+            if locked.marks().tombstoned() {
+                return Err(Tombstoned);
+            }
+            // Release: as in `remove`.
+            self.inner.removed.store(true, Ordering::Release);
+            locked.set_max_count(max_count);
+            Ok(())
+        });
+        match outcome {
+            Some(Err(Tombstoned)) => Err(self.deleted(stream)),
+            None | Some(Ok(())) => Ok(()),
+        }
     }
 
     /// The committed events of every stream, in position order, from
@@ -587,7 +959,7 @@ impl<E> MemoryStore<E> {
     /// assert_eq!(positions, [1, 2]);
     /// ```
     pub fn read_all(&self, start: Start) -> ReadAll<'_, E> {
-        ReadAll::new(&self.inner.log, start)
+        ReadAll::new(&self.inner, start)
     }
 
     /// The committed events of `stream`, oldest first, from version `from`
@@ -835,15 +1207,21 @@ fn reserve<E>(
 /// Phase "check": every expectation against the state just before the
 /// transaction, counting events of transactions that reserved but did not
 /// commit yet (they are ordered before us and cannot fail any more).
-/// Returns every mismatch, and the latest head any check saw.
+/// Returns every mismatch, and the latest head any check saw; or the first
+/// hard-deleted stream (in ascending id order) that the transaction writes
+/// to or checks, which refuses the whole transaction.
 fn check<E>(
     appends: &[Append<E>],
     locked: &[Option<Locked<'_>>],
-) -> (Vec<VersionMismatch>, Option<StreamHead>) {
+) -> Result<(Vec<VersionMismatch>, Option<StreamHead>), StreamId> {
     let mut mismatches = Vec::new();
     let mut seen: Option<StreamHead> = None;
     for (append, stream) in appends.iter().zip(locked) {
-        let found = stream.as_ref().and_then(Locked::head);
+        let found = match stream.as_ref().map(Locked::head) {
+            None => None,
+            Some(Ok(found)) => found,
+            Some(Err(Tombstoned)) => return Err(append.stream),
+        };
         if let Some(head) = found {
             if seen.is_none_or(|seen| seen.position < head.position) {
                 seen = Some(head);
@@ -856,7 +1234,7 @@ fn check<E>(
             mismatches.push(mismatch(append.stream, name, append.expected, found));
         }
     }
-    (mismatches, seen)
+    Ok((mismatches, seen))
 }
 
 /// Phase "record": each written stream's new positions, laid out from

@@ -49,7 +49,60 @@ pub(crate) struct Stream {
     // too, as no model sets a name. Unnamed streams pay its 24 bytes and
     // nothing else.
     name: std::sync::OnceLock<std::sync::Arc<str>>,
+    /// The first version readers may see (contract rule 30): versions below
+    /// it were removed by a delete ([`Locked::delete`]), a truncation
+    /// ([`Locked::truncate`]) or the stream's maximum count
+    /// ([`Stream::trim`]). Never lowered: every raise is a `fetch_max`, so
+    /// raises under the lock and the lock-free ones of `trim` commute. 0
+    /// for a stream nothing was removed from. May exceed `len` (a
+    /// truncation ahead of the stream).
+    floor: AtomicU64,
+    /// The stream's marks ([`Marks`]): where it was last deleted, whether
+    /// for good, whether it has a maximum count. Written only under `lock`.
+    deleted: AtomicU64,
+    /// The most events of the stream readers see (KurrentDB's `$maxCount`);
+    /// `u64::MAX` for no limit. Written only under `lock`, with
+    /// [`LIMITED`] set in `deleted` before it is first read.
+    max_count: AtomicU64,
 }
+
+/// The bit of `Stream::deleted` a hard delete sets.
+const TOMBSTONE: u64 = 1 << 63;
+/// The bit of `Stream::deleted` set once the stream was given a maximum
+/// count: a writer trims the stream after its append only then.
+const LIMITED: u64 = 1 << 62;
+/// The bits of `Stream::deleted` that are not the delete base.
+const FLAGS: u64 = TOMBSTONE | LIMITED;
+
+/// A stream's marks as loaded once by a writer under the lock: the low 62
+/// bits hold `len` at the last delete (the stream exists for expectations
+/// and heads only once it has versions at or above it), then
+/// [`LIMITED`] and [`TOMBSTONE`].
+#[derive(Clone, Copy)]
+pub(crate) struct Marks(u64);
+
+impl Marks {
+    /// Whether the stream was hard-deleted: every write is refused.
+    #[inline]
+    pub(crate) fn tombstoned(self) -> bool {
+        self.0 & TOMBSTONE != 0
+    }
+
+    /// Whether the stream has a maximum count: a writer trims it.
+    #[inline]
+    pub(crate) fn limited(self) -> bool {
+        self.0 & LIMITED != 0
+    }
+
+    /// The stream's length at its last delete.
+    #[inline]
+    fn base(self) -> u64 {
+        self.0 & !FLAGS
+    }
+}
+
+/// Why a write to a stream is refused: it was hard-deleted.
+pub(crate) struct Tombstoned;
 
 /// Proof that the holder may append to a stream.
 pub(crate) struct Locked<'a> {
@@ -66,7 +119,49 @@ impl Stream {
             positions: Segments::new(),
             signal: Signal::new(),
             name: std::sync::OnceLock::new(),
+            floor: AtomicU64::new(0),
+            deleted: AtomicU64::new(0),
+            max_count: AtomicU64::new(u64::MAX),
         }
+    }
+
+    /// The first version readers may see: versions below it were removed.
+    #[inline]
+    pub(crate) fn floor(&self) -> u64 {
+        // Acquire: pairs with the Release stores in `Locked::delete` and
+        // `Locked::truncate`, so a reader that sees a raised floor also sees
+        // the deletion mark stored before it in the same critical section.
+        self.floor.load(Ordering::Acquire)
+    }
+
+    /// The version a delete left the stream at (its versions below are
+    /// deleted), and whether the delete was for good.
+    #[inline]
+    fn deleted(&self) -> (u64, bool) {
+        // Acquire: pairs with the Release store in `Locked::delete`.
+        let marks = Marks(self.deleted.load(Ordering::Acquire));
+        (marks.base(), marks.tombstoned())
+    }
+
+    /// After an append that left the stream `len` versions long: hides all
+    /// but its last `max_count` versions, if it has a maximum count. Called
+    /// once the append is visible, without the lock (the floor's raises
+    /// commute). Never panics.
+    pub(crate) fn trim(&self, len: u64) {
+        // Relaxed: `LIMITED` was set (under the lock this writer held, or
+        // before it) before the first store of `max_count`, and a count set
+        // since then also raised the floor itself, counting this append.
+        let max = self.max_count.load(Ordering::Relaxed);
+        if let Some(floor) = len.checked_sub(max) {
+            // Release: pairs with the Acquire load in `floor`.
+            self.floor.fetch_max(floor, Ordering::Release);
+        }
+    }
+
+    /// The stream's marks, read without the lock.
+    pub(crate) fn marks(&self) -> Marks {
+        // Acquire: pairs with the Release stores under the lock.
+        Marks(self.deleted.load(Ordering::Acquire))
     }
 
     /// The stream's name, if its first event was appended by name.
@@ -128,32 +223,45 @@ impl Stream {
     }
 
     /// The stream's last committed event, below `watermark`.
+    /// `None` if the stream has no committed event since its last delete.
     pub(crate) fn committed_head(&self, watermark: u64) -> Option<StreamHead> {
         let len = self.committed_len(watermark);
-        (len > 0).then(|| StreamHead {
+        (len > self.deleted().0).then(|| StreamHead {
             version: StreamVersion(len - 1),
             position: Position(self.position(len - 1)),
         })
+    }
+
+    /// Whether the stream exists for readers: it has a committed event
+    /// since its last delete (`watermark` loaded first, with Acquire).
+    pub(crate) fn exists(&self, watermark: u64) -> bool {
+        self.committed_len(watermark) > self.deleted().0
     }
 
     /// The last recorded event, committed or not, read without the lock: a
     /// consistent head as of the `len` load (positions are recorded before
-    /// `len` moves).
-    pub(crate) fn recorded_head(&self) -> Option<StreamHead> {
+    /// `len` moves); `None` if nothing was recorded since the last delete,
+    /// `Err` for a hard-deleted stream.
+    pub(crate) fn recorded_head(&self) -> Result<Option<StreamHead>, Tombstoned> {
         // Acquire: pairs with the Release store in `Locked::append`.
         let len = self.len.load(Ordering::Acquire);
-        (len > 0).then(|| StreamHead {
+        let (base, tombstoned) = self.deleted();
+        if tombstoned {
+            return Err(Tombstoned);
+        }
+        Ok((len > base).then(|| StreamHead {
             version: StreamVersion(len - 1),
             position: Position(self.position(len - 1)),
-        })
+        }))
     }
 
-    /// Whether anything was ever recorded for the stream.
+    /// Whether nothing was ever recorded for the stream, and it was never
+    /// hard-deleted (a tombstone must stay in the index).
     fn is_empty(&self) -> bool {
         // Relaxed: a stale answer only costs `release` a needless trip to
         // `remove_if_unused`, which fences and checks again under the
         // shard's write lock.
-        self.len.load(Ordering::Relaxed) == 0
+        self.len.load(Ordering::Relaxed) == 0 && self.deleted.load(Ordering::Relaxed) == 0
     }
 }
 
@@ -201,13 +309,83 @@ impl Locked<'_> {
         self.stream.len.load(Ordering::Relaxed)
     }
 
-    /// The last recorded event, committed or not.
-    pub(crate) fn head(&self) -> Option<StreamHead> {
+    /// The last recorded event since the stream's last delete, committed
+    /// or not: what an expectation is checked against. `Err` for a
+    /// hard-deleted stream, which refuses every write.
+    ///
+    /// One Relaxed load beyond the head itself (the deletion mark).
+    #[inline]
+    pub(crate) fn head(&self) -> Result<Option<StreamHead>, Tombstoned> {
+        let marks = self.marks();
+        if marks.tombstoned() {
+            return Err(Tombstoned);
+        }
+        Ok(self.head_given(marks))
+    }
+
+    /// [`head`](Self::head) with the marks already loaded (and the stream
+    /// known not to be hard-deleted).
+    #[inline]
+    pub(crate) fn head_given(&self, marks: Marks) -> Option<StreamHead> {
         let len = self.len();
-        (len > 0).then(|| StreamHead {
+        (len > marks.base()).then(|| StreamHead {
             version: StreamVersion(len - 1),
             position: Position(self.stream.position(len - 1)),
         })
+    }
+
+    /// The stream's marks: one Relaxed load, all a write checks beyond
+    /// the head.
+    #[inline]
+    pub(crate) fn marks(&self) -> Marks {
+        // Relaxed: only written under the lock we hold.
+        Marks(self.stream.deleted.load(Ordering::Relaxed))
+    }
+
+    /// Deletes the stream (soft, or hard with `tombstone`): every version
+    /// recorded so far is removed (readers skip them), the stream reads as
+    /// missing until its next write, which continues the versions. The
+    /// caller checked the stream is not tombstoned already. Never panics.
+    pub(crate) fn delete(&self, tombstone: bool) {
+        let len = self.len();
+        let flags = self.marks().0 & LIMITED;
+        let word = len | flags | if tombstone { TOMBSTONE } else { 0 };
+        // Release: pairs with the Acquire loads in `Stream::deleted` and
+        // `Stream::marks`.
+        self.stream.deleted.store(word, Ordering::Release);
+        self.raise_floor(len);
+    }
+
+    /// Hides versions below `before` from readers; a no-op if they are
+    /// hidden already (the floor never moves back). Never panics.
+    pub(crate) fn truncate(&self, before: u64) {
+        self.raise_floor(before);
+    }
+
+    /// Sets the stream's maximum count (`None`: no limit) and hides all
+    /// but its last `max` versions now. Never panics.
+    pub(crate) fn set_max_count(&self, max: Option<u64>) {
+        let max = max.unwrap_or(u64::MAX);
+        // Relaxed: published by the Release store of the marks below, and
+        // read only by writers that saw `LIMITED` (under this lock, or
+        // after it).
+        self.stream.max_count.store(max, Ordering::Relaxed);
+        let marks = self.marks();
+        if !marks.limited() {
+            // Release: as in `delete`.
+            self.stream
+                .deleted
+                .store(marks.0 | LIMITED, Ordering::Release);
+        }
+        if let Some(floor) = self.len().checked_sub(max) {
+            self.raise_floor(floor);
+        }
+    }
+
+    fn raise_floor(&self, floor: u64) {
+        // Release: pairs with the Acquire load in `Stream::floor`. A
+        // `fetch_max`: `Stream::trim` raises it without the lock.
+        self.stream.floor.fetch_max(floor, Ordering::Release);
     }
 
     /// Names the stream `name` if nothing is recorded for it yet (its
@@ -414,6 +592,22 @@ impl StreamIndex {
                 map.remove(&id);
             }
         }
+    }
+
+    /// Every stream in the index, sorted by id: for a store-wide delete,
+    /// which locks them all in the order transactions lock streams. Hand
+    /// each back with [`release`](Self::release).
+    pub(crate) fn all_sorted(&self) -> Vec<Arc<Stream>> {
+        #[cfg(not(loom))]
+        let mut all: Vec<Arc<Stream>> = self
+            .map
+            .iter()
+            .map(|entry| Arc::clone(entry.value()))
+            .collect();
+        #[cfg(loom)]
+        let mut all: Vec<Arc<Stream>> = sync::lock(&self.map).values().cloned().collect();
+        all.sort_unstable_by_key(|stream| stream.id);
+        all
     }
 
     /// Wakes every sleeper of every stream: after poisoning, which every

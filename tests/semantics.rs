@@ -451,7 +451,7 @@ fn rule_02_read_all_from_the_beginning_or_after_a_position_exclusive() {
     assert_eq!(from(Start::After(Position(2))), [13]);
     assert_eq!(from(Start::After(Position(3))), Vec::<u32>::new());
     assert_eq!(from(Start::After(Position(100))), Vec::<u32>::new());
-    assert_eq!(store.read_all(Start::After(Position(1))).len(), 2);
+    assert_eq!(store.read_all(Start::After(Position(1))).count(), 2);
     let first = store.read_all(Start::After(Position(1))).next().unwrap();
     assert_eq!(first.position(), Position(2));
 }
@@ -540,7 +540,7 @@ fn rule_03_read_stream_from_a_version_is_inclusive() {
     assert_eq!(from(1), [1, 2]);
     assert_eq!(from(2), [2]);
     assert_eq!(from(3), Vec::<u32>::new());
-    assert_eq!(store.read_stream(a, StreamVersion(1)).len(), 2);
+    assert_eq!(store.read_stream(a, StreamVersion(1)).count(), 2);
     let read: Vec<(u64, u64)> = store
         .read_stream(a, StreamVersion(1))
         .map(|e| (e.version().get(), e.position().get()))
@@ -579,7 +579,7 @@ fn rule_03_read_stream_backward_is_newest_first_and_backward_from_is_inclusive()
         "a version past the end starts at the last event"
     );
     assert_eq!(
-        store.read_stream_backward_from(a, StreamVersion(1)).len(),
+        store.read_stream_backward_from(a, StreamVersion(1)).count(),
         2
     );
     let versions: Vec<u64> = store
@@ -693,7 +693,7 @@ fn rule_04_a_missing_stream_reads_empty_and_has_no_head() {
     let missing = sid(MISSING);
     assert_eq!(store.stream_head(missing), None);
     assert_eq!(store.read_stream(missing, StreamVersion(0)).count(), 0);
-    assert_eq!(store.read_stream(missing, StreamVersion(0)).len(), 0);
+    assert_eq!(store.read_stream(missing, StreamVersion(0)).count(), 0);
     assert_eq!(store.read_stream_backward(missing).count(), 0);
     assert_eq!(
         store

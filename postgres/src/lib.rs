@@ -66,6 +66,16 @@
 //!   the streams whose first events it wrote, on rows the function already
 //!   locked: a snapshot sees a stream's first events and its name
 //!   together. Its conflicts take one more query, for the kept names.
+//! - **Stream lifecycle** (rule 30, migration 6): deletes, truncations,
+//!   maximum counts and the store-wide reset mark the `streams` rows
+//!   (`deleted_before`, `visible_from`, `tombstoned`, `max_count`) under
+//!   the same row locks `insert_events` takes; `insert_events` refuses a
+//!   hard-deleted stream (its own SQLSTATE, mapped to
+//!   [`StoreError::StreamDeleted`](hindsight::StoreError)), checks
+//!   expectations against the head since the last delete, and raises
+//!   `visible_from` for a stream with a maximum count in the inserting
+//!   transaction. Every read and subscription query skips events below
+//!   `visible_from`; their rows stay (nothing is reclaimed).
 //! - **Reads** page by position or by (stream, version), 500 rows a query,
 //!   bounded by the head read once at the start.
 //! - **Subscriptions** ([`PgSubscriber`]) page by position, one snapshot
@@ -219,8 +229,8 @@
 //!
 //! # Not yet
 //!
-//! Idempotent appends and stream deletion (rules 29-30) are not
-//! implemented; see the crate's README.
+//! Idempotent appends (rule 29) are not implemented; see the crate's
+//! README.
 
 mod codec;
 mod error;

@@ -19,7 +19,7 @@ use sqlx::{Executor, PgPool};
 const EVENTS: i64 = 100_000;
 
 /// The planner's two states that went wrong: a fresh schema (no statistics
-/// at all), and one whose events autovacuum analyzed while `log_head`,
+/// at all), and one whose events and streams autovacuum analyzed while `log_head`,
 /// one row, was not.
 const STATES: [Statistics; 2] = [Statistics::None, Statistics::EventsOnly];
 
@@ -52,19 +52,23 @@ async fn schema(statistics: Statistics) -> Option<(Sql, PgPool)> {
     let sql = Sql::new(&schema).expect("a plain schema name");
     sql.migrate(&pool).await.expect("migrate");
     let s = &sql.quoted;
-    // Autovacuum off for both tables: no statistics appear while the test
+    // Autovacuum off for the tables: no statistics appear while the test
     // runs, whenever the daemon wakes. Never analyzed, `log_head` (one row)
     // is guessed at 1,810 rows.
     let analyze = match statistics {
         Statistics::None => String::new(),
-        Statistics::EventsOnly => format!("ANALYZE {s}.events;"),
+        Statistics::EventsOnly => format!("ANALYZE {s}.events; ANALYZE {s}.streams;"),
     };
     pool.execute(sqlx::raw_sql(&format!(
         "ALTER TABLE {s}.events SET (autovacuum_enabled = false); \
+         ALTER TABLE {s}.streams SET (autovacuum_enabled = false); \
          ALTER TABLE {s}.log_head SET (autovacuum_enabled = false); \
          INSERT INTO {s}.events (position, stream_id, version, event_id, created_at, event_type, payload) \
          SELECT g, md5((g % 7)::text)::uuid, g / 7, md5(g::text)::uuid, now(), 'Ev', jsonb_build_object('n', g) \
          FROM generate_series(0, {last}) g; \
+         INSERT INTO {s}.streams (stream_id, last_version, last_position) \
+         SELECT md5(k::text)::uuid, ({last} - k) / 7, {last} - ({last} - k) % 7 \
+         FROM generate_series(0, 6) k; \
          UPDATE {s}.log_head SET next_position = {EVENTS}; {analyze}",
         last = EVENTS - 1,
     )))

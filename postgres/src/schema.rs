@@ -12,7 +12,10 @@
 //!   row per stream an insert named; both numbers `NULL` for a placeholder
 //!   (a stream checked or locked but never written: it does not exist, rule
 //!   4); `name` and `category` set by the insert of the stream's first
-//!   events if it appended by name (rule 32, migration 5), `NULL` otherwise.
+//!   events if it appended by name (rule 32, migration 5), `NULL` otherwise;
+//!   and its lifecycle (rule 30, [`STREAM_LIFECYCLE`]): `deleted_before`,
+//!   `visible_from` (every read skips events below it), `tombstoned`,
+//!   `max_count`.
 //! - `events(position, stream_id, version, event_id, correlation_id,
 //!   created_at, event_type, payload, payload_bytes)`, `UNIQUE (stream_id,
 //!   version)`; exactly one of `payload` (`JSONB`) and `payload_bytes`
@@ -28,6 +31,10 @@ use crate::error::PgError;
 /// is a JSON array of the failing streams with what was found.
 pub(crate) const CONFLICT_SQLSTATE: &str = "HS409";
 
+/// The SQLSTATE `insert_events` raises on a write to a hard-deleted stream
+/// (rule 30); its DETAIL is the stream's id.
+pub(crate) const DELETED_SQLSTATE: &str = "HS410";
+
 /// The migrations, in order: `(version, SQL)`; `{s}` is the quoted schema,
 /// `{channel}` the notification channel. Each runs once per schema, under
 /// an advisory lock, in one transaction with its `migrations` row.
@@ -37,6 +44,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (3, BYTE_PAYLOADS),
     (4, INSERT_BYTES_FN),
     (5, STREAM_NAMES),
+    (6, STREAM_LIFECYCLE),
 ];
 
 const TABLES: &str = r#"
@@ -284,6 +292,140 @@ ALTER TABLE {s}.streams ADD COLUMN name TEXT, ADD COLUMN category TEXT;
 CREATE INDEX streams_category ON {s}.streams (category) WHERE category IS NOT NULL;
 "#;
 
+/// Stream lifecycle (rule 30: soft delete, hard delete, truncate before;
+/// migration 6). Three columns on `streams`, constant time on any table
+/// (constant defaults only change the catalog):
+///
+/// - `deleted_before`: the stream's length at its last delete; it exists
+///   (for expectations, heads and names) only while `last_version >=
+///   deleted_before`, and its next event continues the versions;
+/// - `visible_from`: the first version readers see (raised by deletes and
+///   truncations, never lowered); every read and subscription query skips
+///   events below it;
+/// - `tombstoned`: set by a hard delete; `insert_events` then refuses every
+///   write to the stream;
+/// - `max_count`: the most events readers see (KurrentDB's `$maxCount`),
+///   `NULL` for no limit; `insert_events` raises `visible_from` after each
+///   append to it, in the same transaction.
+///
+/// And `insert_events` again, [`INSERT_BYTES_FN`]'s steps with two
+/// changes under the same row locks: an expectation is checked against the
+/// head since the last delete, and a transaction that writes to or checks
+/// (other than `Any`) a hard-deleted stream raises `HS410` naming the first
+/// such stream in id order, before any conflict, writing nothing.
+const STREAM_LIFECYCLE: &str = r#"
+ALTER TABLE {s}.streams
+    ADD COLUMN deleted_before BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN visible_from BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN tombstoned BOOLEAN NOT NULL DEFAULT false,
+    ADD COLUMN max_count BIGINT CHECK (max_count >= 0);
+CREATE OR REPLACE FUNCTION {s}.insert_events(
+    p_streams UUID[], p_kinds SMALLINT[], p_values BIGINT[], p_counts INT[],
+    p_types TEXT[], p_payloads TEXT[], p_bytes BYTEA[], p_correlation UUID
+) RETURNS TABLE (out_stream UUID, out_version BIGINT, out_position BIGINT)
+LANGUAGE plpgsql SET lock_timeout = '10s' AS $fn$
+DECLARE
+    n INT := coalesce(array_length(p_streams, 1), 0);
+    v_versions BIGINT[] := '{}';
+    v_last BIGINT;
+    v_version BIGINT;
+    v_position BIGINT;
+    v_deleted_before BIGINT;
+    v_tombstoned BOOLEAN;
+    v_dead UUID;
+    v_ok BOOLEAN;
+    v_failed JSONB := '[]';
+    v_message TEXT := '';
+    v_total BIGINT := 0;
+    v_next BIGINT;
+    v_index INT := 0;
+    v_created TIMESTAMPTZ;
+BEGIN
+    INSERT INTO {s}.streams (stream_id)
+        SELECT id FROM unnest(p_streams) AS id ORDER BY id
+        ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM {s}.streams WHERE stream_id = ANY (p_streams)
+        ORDER BY stream_id FOR UPDATE;
+
+    FOR i IN 1 .. n LOOP
+        SELECT last_version, last_position, deleted_before, tombstoned
+            INTO v_last, v_position, v_deleted_before, v_tombstoned
+            FROM {s}.streams WHERE stream_id = p_streams[i];
+        IF v_tombstoned AND v_dead IS NULL AND (p_kinds[i] <> 0 OR p_counts[i] > 0) THEN
+            v_dead := p_streams[i];
+        END IF;
+        -- The head since the last delete: none if nothing was written since.
+        IF v_last IS NULL OR v_last < v_deleted_before THEN
+            v_version := NULL;
+            v_position := NULL;
+        ELSE
+            v_version := v_last;
+        END IF;
+        v_ok := CASE p_kinds[i]
+            WHEN 0 THEN true
+            WHEN 1 THEN v_version IS NULL
+            WHEN 2 THEN v_version IS NOT NULL
+            WHEN 3 THEN v_version IS NOT DISTINCT FROM p_values[i] AND v_version IS NOT NULL
+            WHEN 4 THEN v_position IS NOT DISTINCT FROM p_values[i] AND v_position IS NOT NULL
+            ELSE false
+        END;
+        IF NOT v_ok THEN
+            v_failed := v_failed || jsonb_build_object(
+                'stream', p_streams[i], 'version', v_version, 'position', v_position);
+            v_message := v_message || CASE WHEN v_message = '' THEN '' ELSE '; ' END
+                || 'stream ' || p_streams[i] || ': found '
+                || CASE WHEN v_version IS NULL THEN 'no stream'
+                        ELSE 'version ' || v_version || ' at position ' || v_position END;
+        END IF;
+        -- Versions continue after a delete: the next one follows the last.
+        v_versions := v_versions || v_last;
+        v_total := v_total + p_counts[i];
+    END LOOP;
+
+    IF v_dead IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'HS410',
+            MESSAGE = 'stream ' || v_dead || ' is hard-deleted',
+            DETAIL = v_dead::text;
+    END IF;
+    IF v_failed <> '[]' THEN
+        RAISE EXCEPTION USING ERRCODE = 'HS409',
+            MESSAGE = 'wrong expected version: ' || v_message,
+            DETAIL = v_failed::text;
+    END IF;
+    IF v_total = 0 THEN
+        RETURN;
+    END IF;
+
+    UPDATE {s}.log_head
+        SET next_position = next_position + v_total,
+            last_created_at = greatest(clock_timestamp(), last_created_at)
+        RETURNING next_position - v_total, last_created_at INTO v_next, v_created;
+
+    FOR i IN 1 .. n LOOP
+        CONTINUE WHEN p_counts[i] = 0;
+        v_version := coalesce(v_versions[i], -1);
+        INSERT INTO {s}.events (position, stream_id, version, event_id, correlation_id,
+                                created_at, event_type, payload, payload_bytes)
+            SELECT v_next + k - 1, p_streams[i], v_version + k, gen_random_uuid(),
+                   p_correlation, v_created, p_types[v_index + k],
+                   p_payloads[v_index + k]::jsonb, p_bytes[v_index + k]
+            FROM generate_series(1, p_counts[i]) AS k;
+        v_next := v_next + p_counts[i];
+        v_index := v_index + p_counts[i];
+        UPDATE {s}.streams SET last_version = v_version + p_counts[i], last_position = v_next - 1,
+            visible_from = CASE WHEN max_count IS NULL THEN visible_from
+                ELSE greatest(visible_from, v_version + p_counts[i] + 1 - max_count) END
+            WHERE stream_id = p_streams[i];
+        out_stream := p_streams[i];
+        out_version := v_version + p_counts[i];
+        out_position := v_next - 1;
+        RETURN NEXT;
+    END LOOP;
+    PERFORM pg_notify('{channel}', (v_next - 1)::text);
+END
+$fn$;
+"#;
+
 /// The columns every event read selects, in [`crate::row`]'s order.
 const EVENT_COLUMNS: &str = "e.position, e.stream_id, e.version, e.event_id, e.correlation_id, \
      (extract(epoch FROM e.created_at) * 1000000)::BIGINT AS created_us, e.payload::text AS payload, \
@@ -330,6 +472,30 @@ pub(crate) struct Sql {
     pub(crate) name_streams: String,
     /// `$1` streams: the names of those that have one.
     pub(crate) stream_names: String,
+    /// `$1` stream: its row, locked (`FOR UPDATE`), for a delete or a
+    /// truncation: last version and position, `deleted_before`,
+    /// `tombstoned`, name.
+    pub(crate) lock_stream: String,
+    /// `$1` stream: a placeholder row if it has none (a hard delete of a
+    /// missing stream).
+    pub(crate) placeholder: String,
+    /// `$1` stream, `$2` whether for good: deletes what is written so far.
+    pub(crate) delete: String,
+    /// `$1` stream, `$2` the new floor: raises `visible_from` unless the
+    /// stream is hard-deleted or was never written; returns `tombstoned`
+    /// and the name.
+    pub(crate) truncate: String,
+    /// `$1` stream, `$2` the maximum count (`NULL`: none): sets it (a
+    /// placeholder row for a stream not written yet) and raises
+    /// `visible_from`, unless the stream is hard-deleted; returns
+    /// `tombstoned` and the name.
+    pub(crate) max_count: String,
+    /// Every stream row, locked in id order (as `insert_events` locks), for
+    /// a store-wide delete.
+    pub(crate) lock_all: String,
+    /// Deletes every stream written since its last delete (not the
+    /// hard-deleted ones), in the transaction of `lock_all`.
+    pub(crate) delete_all: String,
     /// `$1` first position, `$2` end (exclusive), `$3` limit.
     pub(crate) read_all: String,
     /// `$1` stream, `$2` first version, `$3` end position (exclusive), `$4` limit.
@@ -347,10 +513,29 @@ impl Sql {
             ),
             head: format!("SELECT next_position FROM {s}.log_head"),
             stream_head: format!(
-                "SELECT last_version, last_position FROM {s}.streams WHERE stream_id = $1"
+                "SELECT last_version, last_position FROM {s}.streams \
+                 WHERE stream_id = $1 AND last_version >= deleted_before"
             ),
             stream_name: format!(
-                "SELECT name FROM {s}.streams WHERE stream_id = $1 AND last_version IS NOT NULL"
+                "SELECT name FROM {s}.streams WHERE stream_id = $1 AND last_version >= deleted_before"
+            ),
+            lock_stream: format!(
+                "SELECT last_version, last_position, deleted_before, tombstoned, name \
+                 FROM {s}.streams WHERE stream_id = $1 FOR UPDATE"
+            ),
+            placeholder: format!(
+                "INSERT INTO {s}.streams (stream_id) VALUES ($1) ON CONFLICT DO NOTHING"
+            ),
+            delete: format!(
+                "UPDATE {s}.streams SET deleted_before = coalesce(last_version + 1, 0), \
+                 visible_from = greatest(visible_from, coalesce(last_version + 1, 0)), \
+                 tombstoned = tombstoned OR $2 WHERE stream_id = $1"
+            ),
+            truncate: format!(
+                "UPDATE {s}.streams SET visible_from = CASE \
+                 WHEN tombstoned OR last_version IS NULL THEN visible_from \
+                 ELSE greatest(visible_from, $2) END \
+                 WHERE stream_id = $1 RETURNING tombstoned, name"
             ),
             name_streams: format!(
                 "UPDATE {s}.streams s SET name = n.name, category = n.category \
@@ -361,13 +546,33 @@ impl Sql {
                 "SELECT stream_id, name FROM {s}.streams \
                  WHERE stream_id = ANY ($1) AND name IS NOT NULL"
             ),
+            max_count: format!(
+                "INSERT INTO {s}.streams AS st (stream_id, max_count) VALUES ($1, $2) \
+                 ON CONFLICT (stream_id) DO UPDATE SET \
+                 max_count = CASE WHEN st.tombstoned THEN st.max_count ELSE $2 END, \
+                 visible_from = CASE \
+                 WHEN st.tombstoned OR $2 IS NULL OR st.last_version IS NULL THEN st.visible_from \
+                 ELSE greatest(st.visible_from, st.last_version + 1 - $2) END \
+                 RETURNING tombstoned, name"
+            ),
+            lock_all: format!(
+                "SELECT 1 FROM {s}.streams ORDER BY stream_id FOR UPDATE"
+            ),
+            delete_all: format!(
+                "UPDATE {s}.streams SET deleted_before = last_version + 1, \
+                 visible_from = greatest(visible_from, last_version + 1) \
+                 WHERE NOT tombstoned AND last_version >= deleted_before"
+            ),
             read_all: format!(
                 "SELECT {EVENT_COLUMNS} FROM {s}.events e \
-                 WHERE e.position >= $1 AND e.position < $2 ORDER BY e.position LIMIT $3"
+                 JOIN {s}.streams st ON st.stream_id = e.stream_id \
+                 WHERE e.position >= $1 AND e.position < $2 AND e.version >= st.visible_from \
+                 ORDER BY e.position LIMIT $3"
             ),
             read_stream: format!(
                 "SELECT {EVENT_COLUMNS} FROM {s}.events e \
-                 WHERE e.stream_id = $1 AND e.version >= $2 AND e.position < $3 \
+                 WHERE e.stream_id = $1 AND e.position < $3 AND e.version >= greatest($2, \
+                 (SELECT visible_from FROM {s}.streams WHERE stream_id = $1)) \
                  ORDER BY e.version LIMIT $4"
             ),
             channel: format!("hindsight_{schema}"),
@@ -421,8 +626,9 @@ impl Sql {
             "SELECT h.next_position AS head_next, page.* \
              FROM (SELECT next_position FROM {s}.log_head LIMIT 1) h \
              LEFT JOIN LATERAL (SELECT {EVENT_COLUMNS} FROM {s}.events e \
-             WHERE e.position >= $1 AND e.position < h.next_position AND e.position < $3\
-             {stream}{types}{category} \
+             JOIN {s}.streams st ON st.stream_id = e.stream_id \
+             WHERE e.position >= $1 AND e.position < h.next_position AND e.position < $3 \
+             AND e.version >= st.visible_from{stream}{types}{category} \
              ORDER BY e.position LIMIT $2) page ON true ORDER BY page.position"
         )
     }

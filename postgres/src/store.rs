@@ -4,7 +4,7 @@ use crate::codec::{Codec, JsonCodec, PayloadForm, StoreCodec};
 use crate::error::PgError;
 use crate::listener::Listener;
 use crate::row::{self, Stored};
-use crate::schema::{Sql, CONFLICT_SQLSTATE};
+use crate::schema::{Sql, CONFLICT_SQLSTATE, DELETED_SQLSTATE};
 use crate::subscription::{self, PgSubscriber};
 use hindsight::{
     Committed, CorrelationId, EventRef, EventStore, EventType, ExpectedVersion, Flow, Position,
@@ -318,6 +318,27 @@ fn conflict(
     Some(parsed)
 }
 
+/// The hard-deleted stream `insert_events` refused in `error`, if that is
+/// what it is.
+fn deleted(error: &sqlx::Error) -> Option<Result<StreamId, PgError>> {
+    let database = error.as_database_error()?;
+    if database.code().as_deref() != Some(DELETED_SQLSTATE) {
+        return None;
+    }
+    let detail = database
+        .try_downcast_ref::<PgDatabaseError>()
+        .and_then(PgDatabaseError::detail)
+        .unwrap_or("");
+    Some(
+        Uuid::parse_str(detail)
+            .map(StreamId::from_uuid)
+            .map_err(|error| PgError::Corrupt {
+                position: None,
+                detail: format!("a hard-deleted stream's detail {detail:?}: {error}"),
+            }),
+    )
+}
+
 /// A name read back from the `streams` table of `stream`.
 fn stored_name(stream: StreamId, name: &str) -> Result<StreamName, PgError> {
     StreamName::new(name).map_err(|error| PgError::Corrupt {
@@ -427,7 +448,17 @@ where
                         StoreError::VersionConflict(mismatches)
                     }
                     Some(Err(corrupt)) => StoreError::Backend(corrupt),
-                    None => StoreError::Backend(PgError::Database(error)),
+                    None => match deleted(&error) {
+                        Some(Ok(stream)) => StoreError::StreamDeleted {
+                            stream,
+                            stream_name: self
+                                .stream_name_kept(stream)
+                                .await
+                                .map_err(StoreError::Backend)?,
+                        },
+                        Some(Err(corrupt)) => StoreError::Backend(corrupt),
+                        None => StoreError::Backend(PgError::Database(error)),
+                    },
                 })
             }
         };
@@ -522,6 +553,160 @@ where
             mismatch.stream_name = kept.or(given);
         }
         Ok(())
+    }
+
+    /// The name the store keeps for `stream`, deleted or not.
+    async fn stream_name_kept(&self, stream: StreamId) -> Result<Option<StreamName>, PgError> {
+        let kept: Vec<(Uuid, String)> = sqlx::query_as(&self.inner.sql.stream_names)
+            .bind(vec![*stream.as_uuid()])
+            .fetch_all(&self.inner.pool)
+            .await?;
+        kept.first()
+            .map(|(_, name)| stored_name(stream, name))
+            .transpose()
+    }
+
+    /// Soft or hard delete (`tombstone`), in one transaction holding the
+    /// stream's row lock (the one `insert_events` takes): the expectation
+    /// is checked against the head since the last delete, as an insert's.
+    async fn remove_untraced(
+        &self,
+        stream: StreamId,
+        expected: ExpectedVersion,
+        tombstone: bool,
+    ) -> Result<(), StoreError<PgError>> {
+        let db = |error| StoreError::Backend(PgError::Database(error));
+        let sql = &self.inner.sql;
+        let id = stream.as_uuid();
+        let mut tx = self.inner.pool.begin().await.map_err(db)?;
+        if tombstone {
+            // A missing stream is hard-deleted too: it gets a row to mark.
+            sqlx::query(&sql.placeholder)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        type Locked = (Option<i64>, Option<i64>, i64, bool, Option<String>);
+        let row: Option<Locked> = sqlx::query_as(&sql.lock_stream)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+        let (head, tombstoned, name) = match row {
+            None => (None, false, None),
+            Some((last, position, deleted_before, tombstoned, name)) => {
+                let head = match (last, position) {
+                    (Some(version), Some(position)) if version >= deleted_before => {
+                        Some(StreamHead {
+                            version: StreamVersion(row::unsigned(version, "version", None)?),
+                            position: Position(row::unsigned(position, "position", None)?),
+                        })
+                    }
+                    _ => None,
+                };
+                (head, tombstoned, name)
+            }
+        };
+        let stream_name = name
+            .map(|name| stored_name(stream, &name))
+            .transpose()
+            .map_err(StoreError::Backend)?;
+        // Dropping `tx` on the refusals below rolls it back.
+        if tombstoned {
+            return Err(StoreError::StreamDeleted {
+                stream,
+                stream_name,
+            });
+        }
+        if !expected.matches(head) {
+            return Err(StoreError::VersionConflict(vec![VersionMismatch {
+                stream,
+                stream_name,
+                expected,
+                found: head,
+            }]));
+        }
+        if head.is_some() || tombstone {
+            sqlx::query(&sql.delete)
+                .bind(id)
+                .bind(tombstone)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    /// Raises the stream's floor to `before` (one statement, under the
+    /// stream's row lock).
+    async fn truncate_untraced(
+        &self,
+        stream: StreamId,
+        before: StreamVersion,
+    ) -> Result<(), StoreError<PgError>> {
+        // No version lies above i64::MAX: hiding up to it hides them all.
+        let before = i64::try_from(before.0).unwrap_or(i64::MAX);
+        let row: Option<(bool, Option<String>)> = sqlx::query_as(&self.inner.sql.truncate)
+            .bind(stream.as_uuid())
+            .bind(before)
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(|error| StoreError::Backend(PgError::Database(error)))?;
+        match row {
+            Some((true, name)) => Err(StoreError::StreamDeleted {
+                stream,
+                stream_name: name
+                    .map(|name| stored_name(stream, &name))
+                    .transpose()
+                    .map_err(StoreError::Backend)?,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sets or clears the stream's maximum count (one statement, under
+    /// the stream's row lock).
+    async fn max_count_untraced(
+        &self,
+        stream: StreamId,
+        max_count: Option<u64>,
+    ) -> Result<(), StoreError<PgError>> {
+        // No stream holds more than i64::MAX events: a larger count hides
+        // nothing.
+        let max_count = max_count.map(|max| i64::try_from(max).unwrap_or(i64::MAX));
+        let row: (bool, Option<String>) = sqlx::query_as(&self.inner.sql.max_count)
+            .bind(stream.as_uuid())
+            .bind(max_count)
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(|error| StoreError::Backend(PgError::Database(error)))?;
+        match row {
+            (true, name) => Err(StoreError::StreamDeleted {
+                stream,
+                stream_name: name
+                    .map(|name| stored_name(stream, &name))
+                    .transpose()
+                    .map_err(StoreError::Backend)?,
+            }),
+            (false, _) => Ok(()),
+        }
+    }
+
+    /// Every stream deleted in one transaction, holding every row lock
+    /// (taken in id order, as `insert_events` takes them).
+    async fn delete_all_untraced(&self) -> Result<(), StoreError<PgError>> {
+        let db = |error| StoreError::Backend(PgError::Database(error));
+        let mut tx = self.inner.pool.begin().await.map_err(db)?;
+        sqlx::query(&self.inner.sql.lock_all)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query(&self.inner.sql.delete_all)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)
     }
 
     async fn stream_name_untraced(&self, stream: StreamId) -> Result<Option<StreamName>, PgError> {
@@ -760,6 +945,124 @@ where
         }
         #[cfg(not(feature = "tracing"))]
         self.stream_name_untraced(stream).await
+    }
+
+    /// One transaction: the stream's row locked, the expectation checked,
+    /// the row marked (three or four round trips).
+    async fn delete_stream(
+        &self,
+        stream: StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<(), StoreError<PgError>> {
+        #[cfg(feature = "tracing")]
+        {
+            let span = tracing::debug_span!(
+                "hindsight.delete_stream",
+                %stream,
+                ?expected,
+                error = tracing::field::Empty,
+            );
+            let result = self
+                .remove_untraced(stream, expected, false)
+                .instrument(span.clone())
+                .await;
+            trace::record_result(&span, "delete_stream", &result);
+            result
+        }
+        #[cfg(not(feature = "tracing"))]
+        self.remove_untraced(stream, expected, false).await
+    }
+
+    /// As [`delete_stream`](EventStore::delete_stream), marking the row
+    /// for good.
+    async fn tombstone_stream(
+        &self,
+        stream: StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<(), StoreError<PgError>> {
+        #[cfg(feature = "tracing")]
+        {
+            let span = tracing::debug_span!(
+                "hindsight.tombstone_stream",
+                %stream,
+                ?expected,
+                error = tracing::field::Empty,
+            );
+            let result = self
+                .remove_untraced(stream, expected, true)
+                .instrument(span.clone())
+                .await;
+            trace::record_result(&span, "tombstone_stream", &result);
+            result
+        }
+        #[cfg(not(feature = "tracing"))]
+        self.remove_untraced(stream, expected, true).await
+    }
+
+    /// One statement.
+    async fn truncate_stream(
+        &self,
+        stream: StreamId,
+        before: StreamVersion,
+    ) -> Result<(), StoreError<PgError>> {
+        #[cfg(feature = "tracing")]
+        {
+            let span = tracing::debug_span!(
+                "hindsight.truncate_stream",
+                %stream,
+                before = before.0,
+                error = tracing::field::Empty,
+            );
+            let result = self
+                .truncate_untraced(stream, before)
+                .instrument(span.clone())
+                .await;
+            trace::record_result(&span, "truncate_stream", &result);
+            result
+        }
+        #[cfg(not(feature = "tracing"))]
+        self.truncate_untraced(stream, before).await
+    }
+
+    /// One transaction: every stream row locked, then updated.
+    async fn delete_all_streams(&self) -> Result<(), StoreError<PgError>> {
+        #[cfg(feature = "tracing")]
+        {
+            let span = tracing::debug_span!(
+                "hindsight.delete_all_streams",
+                error = tracing::field::Empty,
+            );
+            let result = self.delete_all_untraced().instrument(span.clone()).await;
+            trace::record_result(&span, "delete_all_streams", &result);
+            result
+        }
+        #[cfg(not(feature = "tracing"))]
+        self.delete_all_untraced().await
+    }
+
+    /// One statement (an upsert of the stream's row).
+    async fn set_max_count(
+        &self,
+        stream: StreamId,
+        max_count: Option<u64>,
+    ) -> Result<(), StoreError<PgError>> {
+        #[cfg(feature = "tracing")]
+        {
+            let span = tracing::debug_span!(
+                "hindsight.set_max_count",
+                %stream,
+                max_count,
+                error = tracing::field::Empty,
+            );
+            let result = self
+                .max_count_untraced(stream, max_count)
+                .instrument(span.clone())
+                .await;
+            trace::record_result(&span, "set_max_count", &result);
+            result
+        }
+        #[cfg(not(feature = "tracing"))]
+        self.max_count_untraced(stream, max_count).await
     }
 
     /// Pages by position (500 rows a query), bounded by the head read once

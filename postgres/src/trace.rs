@@ -39,6 +39,21 @@ pub(crate) fn record_insert<B: fmt::Display>(
     }
 }
 
+/// Records the outcome of a lifecycle call (`delete_stream`,
+/// `tombstone_stream`, `truncate_stream`) on its span, as the memory
+/// store does: `DEBUG` for a refusal application code handles (a version
+/// conflict, a hard-deleted stream), `WARN` for a backend error.
+pub(crate) fn record_result(span: &Span, call: &str, result: &Result<(), StoreError<PgError>>) {
+    if let Err(error) = result {
+        span.record("error", tracing::field::display(error));
+        if matches!(error, StoreError::Backend(_)) {
+            tracing::warn!(parent: span, %error, call, "lifecycle call failed");
+        } else {
+            tracing::debug!(parent: span, %error, call, "lifecycle call refused");
+        }
+    }
+}
+
 /// Records a stream's head (its version and last position), or the error.
 pub(crate) fn record_head(span: &Span, head: &Result<Option<StreamHead>, PgError>) {
     match head {

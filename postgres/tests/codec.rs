@@ -373,7 +373,7 @@ async fn a_schema_of_migrations_1_and_2_upgrades_and_keeps_its_json_events() {
         .fetch_all(&mut db)
         .await
         .unwrap();
-        assert_eq!(versions, [1, 2, 3, 4, 5]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
     }
     let store = stores.pop().expect("two stores");
     let (values, read) = read_values(&store).await;

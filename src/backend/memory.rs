@@ -12,7 +12,7 @@ use crate::read::Start;
 use crate::selector::Selector;
 use crate::store::MemoryStore;
 use crate::subscription::{Flow, Subscriber, SubscriberError, WaitError};
-use crate::transaction::{Committed, StreamHead, Transaction};
+use crate::transaction::{Committed, ExpectedVersion, StreamHead, Transaction};
 use std::fmt;
 use std::future::Future;
 use std::ops::ControlFlow;
@@ -69,6 +69,13 @@ impl From<InsertError> for StoreError<MemoryError> {
             InsertError::StoreFull { capacity } => {
                 StoreError::Backend(MemoryError::StoreFull { capacity })
             }
+            InsertError::StreamDeleted {
+                stream,
+                stream_name,
+            } => StoreError::StreamDeleted {
+                stream,
+                stream_name,
+            },
         }
     }
 }
@@ -164,6 +171,114 @@ impl<E: Send + Sync + 'static> EventStore for MemoryStore<E> {
         }
         #[cfg(not(feature = "tracing"))]
         Ok(MemoryStore::stream_name(self, stream))
+    }
+
+    async fn delete_stream(
+        &self,
+        stream: StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<(), StoreError<MemoryError>> {
+        #[cfg(feature = "tracing")]
+        {
+            let span = tracing::debug_span!(
+                "hindsight.delete_stream",
+                %stream,
+                ?expected,
+                error = tracing::field::Empty,
+            );
+            let result = span.in_scope(|| {
+                MemoryStore::delete_stream(self, stream, expected).map_err(StoreError::from)
+            });
+            super::trace::record_result(&span, "delete_stream", &result);
+            result
+        }
+        #[cfg(not(feature = "tracing"))]
+        MemoryStore::delete_stream(self, stream, expected).map_err(StoreError::from)
+    }
+
+    async fn tombstone_stream(
+        &self,
+        stream: StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<(), StoreError<MemoryError>> {
+        #[cfg(feature = "tracing")]
+        {
+            let span = tracing::debug_span!(
+                "hindsight.tombstone_stream",
+                %stream,
+                ?expected,
+                error = tracing::field::Empty,
+            );
+            let result = span.in_scope(|| {
+                MemoryStore::tombstone_stream(self, stream, expected).map_err(StoreError::from)
+            });
+            super::trace::record_result(&span, "tombstone_stream", &result);
+            result
+        }
+        #[cfg(not(feature = "tracing"))]
+        MemoryStore::tombstone_stream(self, stream, expected).map_err(StoreError::from)
+    }
+
+    async fn truncate_stream(
+        &self,
+        stream: StreamId,
+        before: StreamVersion,
+    ) -> Result<(), StoreError<MemoryError>> {
+        #[cfg(feature = "tracing")]
+        {
+            let span = tracing::debug_span!(
+                "hindsight.truncate_stream",
+                %stream,
+                before = before.0,
+                error = tracing::field::Empty,
+            );
+            let result = span.in_scope(|| {
+                MemoryStore::truncate_stream(self, stream, before).map_err(StoreError::from)
+            });
+            super::trace::record_result(&span, "truncate_stream", &result);
+            result
+        }
+        #[cfg(not(feature = "tracing"))]
+        MemoryStore::truncate_stream(self, stream, before).map_err(StoreError::from)
+    }
+
+    async fn set_max_count(
+        &self,
+        stream: StreamId,
+        max_count: Option<u64>,
+    ) -> Result<(), StoreError<MemoryError>> {
+        #[cfg(feature = "tracing")]
+        {
+            let span = tracing::debug_span!(
+                "hindsight.set_max_count",
+                %stream,
+                max_count,
+                error = tracing::field::Empty,
+            );
+            let result = span.in_scope(|| {
+                MemoryStore::set_max_count(self, stream, max_count).map_err(StoreError::from)
+            });
+            super::trace::record_result(&span, "set_max_count", &result);
+            result
+        }
+        #[cfg(not(feature = "tracing"))]
+        MemoryStore::set_max_count(self, stream, max_count).map_err(StoreError::from)
+    }
+
+    async fn delete_all_streams(&self) -> Result<(), StoreError<MemoryError>> {
+        #[cfg(feature = "tracing")]
+        {
+            let span = tracing::debug_span!(
+                "hindsight.delete_all_streams",
+                error = tracing::field::Empty,
+            );
+            let result =
+                span.in_scope(|| MemoryStore::delete_all_streams(self).map_err(StoreError::from));
+            super::trace::record_result(&span, "delete_all_streams", &result);
+            result
+        }
+        #[cfg(not(feature = "tracing"))]
+        MemoryStore::delete_all_streams(self).map_err(StoreError::from)
     }
 
     async fn read_all<F>(&self, after: Option<Position>, visit: F) -> Result<(), MemoryError>

@@ -3,7 +3,7 @@
 //! Application code is written once against [`EventStore`] and runs on
 //! [`MemoryStore`](crate::MemoryStore) in tests and on a durable backend
 //! (PostgreSQL, say) in production; the conformance kit (`hindsight::testkit`,
-//! feature `testkit`) checks that a backend keeps rules 1-25, 27, 28 and 32 of
+//! feature `testkit`) checks that a backend keeps rules 1-25, 27, 28, 30 and 32 of
 //! [the contract](crate::contract).
 //!
 //! - Every method is async and returns `impl Future + Send`. The trait is
@@ -74,7 +74,7 @@ use crate::ids::{CorrelationId, EventId, Position, StreamId, StreamVersion};
 use crate::name::StreamName;
 use crate::selector::Selector;
 use crate::subscription::{EventContext, Flow, SubscriberError, WaitError};
-use crate::transaction::{Committed, StreamHead, Transaction};
+use crate::transaction::{Committed, ExpectedVersion, StreamHead, Transaction};
 use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
@@ -262,6 +262,16 @@ pub enum StoreError<B> {
     /// One or more expectations failed; lists every failing stream in
     /// ascending stream id order. Nothing was written, no position used.
     VersionConflict(Vec<VersionMismatch>),
+    /// The stream was hard-deleted ([`EventStore::tombstone_stream`]) and
+    /// refuses every write (rule 30); nothing of the transaction was
+    /// written. See [`InsertError::StreamDeleted`](crate::InsertError::StreamDeleted).
+    #[doc(alias = "StreamDeletedException")]
+    StreamDeleted {
+        /// The hard-deleted stream.
+        stream: StreamId,
+        /// Its name, if the store keeps one.
+        stream_name: Option<StreamName>,
+    },
     /// The backend failed (connection lost, store poisoned, ...). Whether
     /// anything was written is for the backend to say; a conforming backend
     /// writes all or nothing.
@@ -278,7 +288,7 @@ impl<B> StoreError<B> {
     pub fn mismatches(&self) -> Option<&[VersionMismatch]> {
         match self {
             StoreError::VersionConflict(mismatches) => Some(mismatches),
-            StoreError::Backend(_) => None,
+            StoreError::StreamDeleted { .. } | StoreError::Backend(_) => None,
         }
     }
 }
@@ -293,6 +303,13 @@ impl<B: fmt::Display> fmt::Display for StoreError<B> {
                 }
                 Ok(())
             }
+            StoreError::StreamDeleted {
+                stream,
+                stream_name,
+            } => {
+                crate::error::fmt_stream(f, *stream, stream_name.as_ref())?;
+                write!(f, " is hard-deleted: it refuses every write")
+            }
             StoreError::Backend(error) => write!(f, "backend error: {error}"),
         }
     }
@@ -302,7 +319,7 @@ impl<B: std::error::Error + 'static> std::error::Error for StoreError<B> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StoreError::Backend(error) => Some(error),
-            StoreError::VersionConflict(_) => None,
+            StoreError::VersionConflict(_) | StoreError::StreamDeleted { .. } => None,
         }
     }
 }
@@ -310,7 +327,7 @@ impl<B: std::error::Error + 'static> std::error::Error for StoreError<B> {
 /// An event store, whatever keeps its events: the interface application
 /// code is written against.
 ///
-/// Every implementation keeps rules 1-25, 27, 28 and 32 of [the contract](crate::contract)
+/// Every implementation keeps rules 1-25, 27, 28, 30 and 32 of [the contract](crate::contract)
 /// (the conformance kit, `hindsight::testkit`, checks them): dense global
 /// positions, dense stream versions, all-or-nothing transactions under expected
 /// versions reporting every failing stream, read-your-writes, and
@@ -394,6 +411,157 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         &self,
         stream: StreamId,
     ) -> impl Future<Output = Result<Option<StreamName>, Self::Error>> + Send;
+
+    /// Deletes `stream` (a soft delete, KurrentDB's "delete"; rule 30 of
+    /// [the contract](crate::contract)) if `expected` holds against its
+    /// head, as an insert's expectation would (else a version conflict
+    /// naming the stream, and nothing changes).
+    ///
+    /// Afterwards the stream reads as missing ([`stream_head`],
+    /// [`stream_name`] and [`read_stream`] find nothing; [`read_all`] and
+    /// subscribers skip its events when they reach them) until it is
+    /// written again: an insert expecting `NoStream` passes, and the next
+    /// event gets the next version after the deleted ones. Deleting a
+    /// missing stream with `Any` or `NoStream` changes nothing and
+    /// succeeds. Positions are never reused.
+    ///
+    /// [`stream_head`]: Self::stream_head
+    /// [`stream_name`]: Self::stream_name
+    /// [`read_stream`]: Self::read_stream
+    /// [`read_all`]: Self::read_all
+    ///
+    /// ```
+    /// use hindsight::{EventStore, ExpectedVersion, MemoryStore, StreamId, StreamVersion, Transaction};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let store = MemoryStore::new();
+    /// let stream = StreamId::new();
+    /// EventStore::insert(&store, Transaction::single(stream, ExpectedVersion::NoStream, 1)).await.unwrap();
+    /// EventStore::delete_stream(&store, stream, ExpectedVersion::StreamExists).await.unwrap();
+    /// assert_eq!(EventStore::stream_head(&store, stream).await.unwrap(), None);
+    /// let again = Transaction::single(stream, ExpectedVersion::NoStream, 2);
+    /// let done = EventStore::insert(&store, again).await.unwrap();
+    /// assert_eq!(done.stream(stream).unwrap().version, StreamVersion(1));
+    /// # }
+    /// ```
+    #[doc(alias = "soft delete")]
+    fn delete_stream(
+        &self,
+        stream: StreamId,
+        expected: ExpectedVersion,
+    ) -> impl Future<Output = Result<(), StoreError<Self::Error>>> + Send;
+
+    /// Deletes `stream` for good (a hard delete, KurrentDB's "tombstone"):
+    /// as [`delete_stream`](Self::delete_stream), and every later write to
+    /// it (an append with events, or an expectation other than `Any`, in
+    /// any transaction) fails with [`StoreError::StreamDeleted`], writing
+    /// nothing. Irreversible; a missing stream may be hard-deleted too.
+    ///
+    /// ```
+    /// use hindsight::{EventStore, ExpectedVersion, MemoryStore, StoreError, StreamId, Transaction};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let store = MemoryStore::new();
+    /// let stream = StreamId::new();
+    /// EventStore::insert(&store, Transaction::single(stream, ExpectedVersion::NoStream, 1)).await.unwrap();
+    /// EventStore::tombstone_stream(&store, stream, ExpectedVersion::Any).await.unwrap();
+    /// let refused = EventStore::insert(&store, Transaction::single(stream, ExpectedVersion::Any, 2)).await;
+    /// assert!(matches!(refused, Err(StoreError::StreamDeleted { .. })));
+    /// # }
+    /// ```
+    #[doc(alias = "hard delete", alias = "tombstone")]
+    fn tombstone_stream(
+        &self,
+        stream: StreamId,
+        expected: ExpectedVersion,
+    ) -> impl Future<Output = Result<(), StoreError<Self::Error>>> + Send;
+
+    /// Hides the versions of `stream` below `before` from every reader
+    /// (KurrentDB's `$tb`; rule 30). The head and versions do not change,
+    /// and the stream still exists for expectations and
+    /// [`stream_head`](Self::stream_head); the floor never moves back (a
+    /// smaller `before` later is a no-op); a stream never written is left
+    /// alone. Fails with [`StoreError::StreamDeleted`] on a hard-deleted
+    /// stream.
+    ///
+    /// ```
+    /// use hindsight::{EventStore, ExpectedVersion, MemoryStore, StreamId, StreamVersion, Transaction};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let store = MemoryStore::new();
+    /// let stream = StreamId::new();
+    /// let tx = Transaction::new().append(stream, ExpectedVersion::NoStream, [0, 1, 2]);
+    /// EventStore::insert(&store, tx).await.unwrap();
+    /// EventStore::truncate_stream(&store, stream, StreamVersion(2)).await.unwrap();
+    /// let mut read = Vec::new();
+    /// EventStore::read_stream(&store, stream, StreamVersion(0), |e| {
+    ///     read.push(*e.payload);
+    ///     std::ops::ControlFlow::Continue(())
+    /// }).await.unwrap();
+    /// assert_eq!(read, [2]);
+    /// # }
+    /// ```
+    #[doc(alias = "truncate before", alias = "$tb")]
+    fn truncate_stream(
+        &self,
+        stream: StreamId,
+        before: StreamVersion,
+    ) -> impl Future<Output = Result<(), StoreError<Self::Error>>> + Send;
+
+    /// Sets the most events of `stream` that readers see (KurrentDB's
+    /// `$maxCount`; rule 30), or removes the limit (`None`): all but the
+    /// last `max_count` versions are hidden at once and after every append
+    /// (by the time it returns), as a truncation before the stream's length
+    /// minus `max_count` would. Hidden versions stay hidden (a larger count
+    /// later shows none again); the head and versions do not change; a
+    /// stream not written yet keeps the limit for its first events. Fails
+    /// with [`StoreError::StreamDeleted`] on a hard-deleted stream.
+    ///
+    /// ```
+    /// use hindsight::{EventStore, ExpectedVersion, MemoryStore, StreamId, StreamVersion, Transaction};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let store = MemoryStore::new();
+    /// let stream = StreamId::new();
+    /// EventStore::set_max_count(&store, stream, Some(1)).await.unwrap();
+    /// let tx = Transaction::new().append(stream, ExpectedVersion::NoStream, [0, 1, 2]);
+    /// EventStore::insert(&store, tx).await.unwrap();
+    /// let mut read = Vec::new();
+    /// EventStore::read_stream(&store, stream, StreamVersion(0), |e| {
+    ///     read.push(*e.payload);
+    ///     std::ops::ControlFlow::Continue(())
+    /// }).await.unwrap();
+    /// assert_eq!(read, [2]);
+    /// # }
+    /// ```
+    #[doc(alias = "$maxCount", alias = "max count")]
+    fn set_max_count(
+        &self,
+        stream: StreamId,
+        max_count: Option<u64>,
+    ) -> impl Future<Output = Result<(), StoreError<Self::Error>>> + Send;
+
+    /// Deletes every stream at once (a soft delete of each; rule 30): a
+    /// logical reset of the store (Marten's `ResetAllData`), for handles
+    /// shared between tests or components. Every event committed before
+    /// the call is removed for every reader; positions are never reused
+    /// and versions continue, names, hard deletes and maximum counts stay:
+    /// not a fresh store. Atomic with respect to transactions (none is half
+    /// before and half after it).
+    ///
+    /// ```
+    /// use hindsight::{EventStore, ExpectedVersion, MemoryStore, Position, StreamId, Transaction};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let store = MemoryStore::new();
+    /// let tx = Transaction::single(StreamId::new(), ExpectedVersion::Any, 1);
+    /// EventStore::insert(&store, tx).await.unwrap();
+    /// EventStore::delete_all_streams(&store).await.unwrap();
+    /// let mut seen = 0;
+    /// EventStore::read_all(&store, None, |_| { seen += 1; std::ops::ControlFlow::Continue(()) }).await.unwrap();
+    /// assert_eq!(seen, 0);
+    /// assert_eq!(EventStore::head(&store).await.unwrap(), Some(Position(0)));
+    /// # }
+    /// ```
+    #[doc(alias = "reset", alias = "ResetAllData")]
+    fn delete_all_streams(
+        &self,
+    ) -> impl Future<Output = Result<(), StoreError<Self::Error>>> + Send;
 
     /// Calls `visit` with every committed event, in position order, from the
     /// beginning (`after` is `None`) or after a cursor (exclusive), until it

@@ -49,6 +49,25 @@ pub(super) fn record_insert<B: fmt::Display>(
     }
 }
 
+/// Records the outcome of a lifecycle call (`delete_stream`,
+/// `tombstone_stream`, `truncate_stream`) on its span: the error, with an
+/// event (`DEBUG` for a version conflict or a hard-deleted stream, which
+/// application code handles; `WARN` for a backend error).
+pub(super) fn record_result<B: fmt::Display>(
+    span: &Span,
+    call: &str,
+    result: &Result<(), StoreError<B>>,
+) {
+    if let Err(error) = result {
+        span.record("error", tracing::field::display(error));
+        if matches!(error, StoreError::Backend(_)) {
+            tracing::warn!(parent: span, %error, call, "lifecycle call failed");
+        } else {
+            tracing::debug!(parent: span, %error, call, "lifecycle call refused");
+        }
+    }
+}
+
 /// Records a stream's head (its version and the position of its last event)
 /// on `span`; nothing for a stream that does not exist.
 pub(super) fn record_head(span: &Span, head: Option<StreamHead>) {

@@ -139,6 +139,13 @@ impl<E> Cursor<E> {
                     // Acquire.
                     let record = unsafe { slot.committed_record() };
                     let event = Envelope::new(record, position, &log.ids);
+                    // Removed events are skipped when reached (rule 30);
+                    // the stream is looked at only once anything was ever
+                    // removed from the store.
+                    if inner.may_have_removed() && event.is_removed() {
+                        self.next = position + 1;
+                        continue;
+                    }
                     // The category first: no user code, and tested for
                     // `None` here so that a subscription without one never
                     // reads the event's stream (`stream_name` follows the
@@ -183,6 +190,13 @@ impl<E> Cursor<E> {
                     self.seeking = self.next == len;
                 }
                 while self.next < len {
+                    // Versions removed by the time they are reached are
+                    // skipped (rule 30): the floor only rises.
+                    let floor = stream.floor();
+                    if self.next < floor {
+                        self.next = floor;
+                        continue;
+                    }
                     let position = stream.committed_position(self.next);
                     if position < self.first {
                         self.next += 1;

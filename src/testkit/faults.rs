@@ -261,6 +261,45 @@ impl<S: EventStore> EventStore for Faulty<S> {
         self.inner.stream_name(stream)
     }
 
+    // Lifecycle calls pass through: only inserts are made to conflict.
+    fn delete_stream(
+        &self,
+        stream: StreamId,
+        expected: ExpectedVersion,
+    ) -> impl Future<Output = Result<(), StoreError<Self::Error>>> + Send {
+        self.inner.delete_stream(stream, expected)
+    }
+
+    fn tombstone_stream(
+        &self,
+        stream: StreamId,
+        expected: ExpectedVersion,
+    ) -> impl Future<Output = Result<(), StoreError<Self::Error>>> + Send {
+        self.inner.tombstone_stream(stream, expected)
+    }
+
+    fn truncate_stream(
+        &self,
+        stream: StreamId,
+        before: StreamVersion,
+    ) -> impl Future<Output = Result<(), StoreError<Self::Error>>> + Send {
+        self.inner.truncate_stream(stream, before)
+    }
+
+    fn set_max_count(
+        &self,
+        stream: StreamId,
+        max_count: Option<u64>,
+    ) -> impl Future<Output = Result<(), StoreError<Self::Error>>> + Send {
+        self.inner.set_max_count(stream, max_count)
+    }
+
+    fn delete_all_streams(
+        &self,
+    ) -> impl Future<Output = Result<(), StoreError<Self::Error>>> + Send {
+        self.inner.delete_all_streams()
+    }
+
     fn read_all<F>(
         &self,
         after: Option<Self::Cursor>,

@@ -14,7 +14,7 @@
 //! ```
 //!
 //! or all of them in one test with [`run_all`]. Together the cases check
-//! rules 1-25, 27, 28 and 32 of [the contract](crate::contract); each is named after the
+//! rules 1-25, 27, 28, 30 and 32 of [the contract](crate::contract); each is named after the
 //! first rule it checks, and [`CASES`] lists each with all of its rules.
 //!
 //! # Events
@@ -104,6 +104,7 @@
 //! # Ok(()) }
 //! ```
 
+mod cases_lifecycle;
 mod cases_names;
 mod cases_read;
 mod cases_subscribe;
@@ -131,6 +132,7 @@ use std::sync::Mutex;
 /// [the contract](crate::contract) it checks; [`CASES`] lists the rules of
 /// each.
 pub mod cases {
+    pub use super::cases_lifecycle::*;
     pub use super::cases_names::*;
     pub use super::cases_read::*;
     pub use super::cases_subscribe::*;
@@ -397,7 +399,7 @@ macro_rules! case_table {
         /// ```
         /// let covered: std::collections::BTreeSet<u8> = hindsight::testkit::CASES
         ///     .iter().flat_map(|case| case.rules.iter().copied()).collect();
-        /// assert_eq!(covered, (1..=25).chain([27, 28, 32]).collect());
+        /// assert_eq!(covered, (1..=25).chain([27, 28, 30, 32]).collect());
         /// ```
         pub const CASES: &[Case] = &[$(Case { name: stringify!($name), rules: &[$($rule),*] }),*];
 
@@ -476,5 +478,12 @@ case_table! {
     rule_32_names_give_fixed_ids_and_the_store_keeps_the_first => [32],
     rule_32_a_conflict_on_a_named_stream_names_it => [32, 7],
     rule_32_category_subscriptions_deliver_exactly_the_category_in_order => [32, 17, 16],
+    rule_30_a_soft_delete_hides_the_stream_and_a_write_continues_its_versions => [30, 3, 4, 32],
+    rule_30_deletes_check_expectations_and_a_deleted_stream_is_missing => [30, 6, 7],
+    rule_30_a_hard_delete_refuses_every_later_write => [30, 7],
+    rule_30_truncate_hides_versions_below_and_never_moves_back => [30, 3],
+    rule_30_subscriptions_skip_events_removed_before_they_reach_them => [30, 16, 17],
+    rule_30_a_max_count_keeps_the_last_events_visible => [30, 3],
+    rule_30_deleting_all_streams_is_a_logical_reset => [30, 2, 3, 17],
     model_random_operations_match_a_reference_model => [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 25],
 }
