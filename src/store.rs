@@ -16,6 +16,7 @@ use crate::error::{InsertError, VersionMismatch};
 use crate::handle::StreamHandle;
 use crate::ids::{CorrelationId, Position, StreamId, StreamVersion};
 use crate::log::{nanos_since_epoch, now_nanos, Full, Log, OwnedStamp, Reservation};
+use crate::metadata::Metadata;
 use crate::name::StreamName;
 use crate::read::{ReadAll, ReadStream, Start};
 use crate::segments::CAPACITY;
@@ -221,6 +222,7 @@ impl<E> MemoryStore<E> {
             name,
             expected,
             events,
+            metadata,
         } = append;
         let index = &self.inner.streams;
         if events.is_empty() {
@@ -231,7 +233,7 @@ impl<E> MemoryStore<E> {
         // `Any` and `NoStream` may create the stream; the others fail on a
         // missing stream, which is answered without creating it.
         let may_create = matches!(expected, ExpectedVersion::Any | ExpectedVersion::NoStream);
-        let stamp = OwnedStamp::new(self.inner.now_nanos(), correlation_id);
+        let stamp = OwnedStamp::with_metadata(self.inner.now_nanos(), correlation_id, metadata);
         let count = events.len() as u64;
         // Under the index shard's read lock, and only until the positions
         // are recorded: from then on the stream holds events and stays.
@@ -434,12 +436,16 @@ impl<E> MemoryStore<E> {
     /// Lock, check, reserve, record, write and commit, for `insert_many`.
     fn lock_and_write(
         &self,
-        appends: SmallVec<[Append<E>; 1]>,
+        mut appends: SmallVec<[Append<E>; 1]>,
         streams: &[Option<Arc<Stream>>],
         total: u64,
         correlation_id: Option<CorrelationId>,
     ) -> Result<Committed, InsertError> {
-        let stamp = OwnedStamp::new(self.inner.now_nanos(), correlation_id);
+        let stamp = OwnedStamp::with_metadata(
+            self.inner.now_nanos(),
+            correlation_id,
+            gather_metadata(&mut appends),
+        );
         // Lock in ascending id order (`appends` is sorted): any two
         // transactions take their common locks in the same order, so they
         // cannot deadlock.
@@ -761,6 +767,28 @@ impl<E: Send + Sync + 'static> MemoryStore<E> {
             None,
         )
     }
+}
+
+/// The metadata of a transaction's events, by offset in the transaction
+/// (`appends` in layout order), taken out of `appends`. Allocates nothing
+/// when no event has metadata; offsets fit in `u32` because the
+/// transaction passed `measure` (at most 2^24 events).
+fn gather_metadata<E>(appends: &mut [Append<E>]) -> Vec<(u32, Metadata)> {
+    if appends.iter().all(|append| append.metadata.is_empty()) {
+        return Vec::new();
+    }
+    let mut gathered = Vec::new();
+    let mut offset = 0u32;
+    for append in appends {
+        gathered.extend(
+            std::mem::take(&mut append.metadata)
+                .into_iter()
+                .map(|(index, metadata)| (offset.saturating_add(index), metadata)),
+        );
+        let len = u32::try_from(append.events.len()).unwrap_or(u32::MAX);
+        offset = offset.saturating_add(len);
+    }
+    gathered
 }
 
 /// Phase "measure": the number of events `appends` write, or

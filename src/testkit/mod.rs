@@ -14,7 +14,7 @@
 //! ```
 //!
 //! or all of them in one test with [`run_all`]. Together the cases check
-//! rules 1-25, 27, 28 and 32 of [the contract](crate::contract); each is named after the
+//! rules 1-25, 27, 28, 32 and 33 of [the contract](crate::contract); each is named after the
 //! first rule it checks, and [`CASES`] lists each with all of its rules.
 //!
 //! # Events
@@ -104,6 +104,7 @@
 //! # Ok(()) }
 //! ```
 
+mod cases_metadata;
 mod cases_names;
 mod cases_read;
 mod cases_subscribe;
@@ -131,6 +132,7 @@ use std::sync::Mutex;
 /// [the contract](crate::contract) it checks; [`CASES`] lists the rules of
 /// each.
 pub mod cases {
+    pub use super::cases_metadata::*;
     pub use super::cases_names::*;
     pub use super::cases_read::*;
     pub use super::cases_subscribe::*;
@@ -397,7 +399,7 @@ macro_rules! case_table {
         /// ```
         /// let covered: std::collections::BTreeSet<u8> = hindsight::testkit::CASES
         ///     .iter().flat_map(|case| case.rules.iter().copied()).collect();
-        /// assert_eq!(covered, (1..=25).chain([27, 28, 32]).collect());
+        /// assert_eq!(covered, (1..=25).chain([27, 28, 32, 33]).collect());
         /// ```
         pub const CASES: &[Case] = &[$(Case { name: stringify!($name), rules: &[$($rule),*] }),*];
 
@@ -476,5 +478,7 @@ case_table! {
     rule_32_names_give_fixed_ids_and_the_store_keeps_the_first => [32],
     rule_32_a_conflict_on_a_named_stream_names_it => [32, 7],
     rule_32_category_subscriptions_deliver_exactly_the_category_in_order => [32, 17, 16],
+    rule_33_each_event_keeps_its_own_metadata_through_reads_and_subscriptions => [33, 9, 10],
+    rule_33_metadata_at_its_limits_round_trips_exactly => [33],
     model_random_operations_match_a_reference_model => [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 25],
 }
