@@ -336,9 +336,85 @@ impl<E> From<E> for EventData<E> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::{CorrelationId, ExpectedVersion, MemoryStore, Start, StreamId, Transaction};
+
+    #[test]
+    fn the_log_keeps_each_events_metadata_and_frees_it_with_the_store() {
+        let store = MemoryStore::new();
+        let (a, b) = (StreamId::new(), StreamId::new());
+        let caused = Metadata::new().with_causation_id(CausationId::new());
+        let headed = Metadata::new().with_header("k", "v").unwrap();
+        // A plain transaction, one with metadata only, one with both and a
+        // correlation id across two streams, and a one-event one.
+        store
+            .insert(Transaction::single(
+                a,
+                ExpectedVersion::Any,
+                String::from("0"),
+            ))
+            .unwrap();
+        store
+            .insert(Transaction::new().append_with(
+                a,
+                ExpectedVersion::Any,
+                [
+                    EventData::new(String::from("1")),
+                    EventData::new(String::from("2")).with_metadata(caused.clone()),
+                ],
+            ))
+            .unwrap();
+        store
+            .insert(
+                Transaction::new()
+                    .append_with(
+                        a,
+                        ExpectedVersion::Any,
+                        [EventData::new(String::from("3")).with_metadata(headed.clone())],
+                    )
+                    .append(b, ExpectedVersion::Any, [String::from("4")])
+                    .with_correlation_id(CorrelationId::new()),
+            )
+            .unwrap();
+        store
+            .insert(Transaction::new().append_with(
+                b,
+                ExpectedVersion::Any,
+                [EventData::new(String::from("5")).with_metadata(headed.clone())],
+            ))
+            .unwrap();
+        let read: Vec<(String, Metadata)> = store
+            .read_all(Start::Beginning)
+            .map(|e| (e.payload().clone(), e.metadata().clone()))
+            .collect();
+        let mut expected = vec![
+            ("0", Metadata::new()),
+            ("1", Metadata::new()),
+            ("2", caused),
+            ("3", headed.clone()),
+            ("4", Metadata::new()),
+            ("5", headed),
+        ];
+        // Streams are laid out by id in the third transaction.
+        if b < a {
+            expected.swap(3, 4);
+        }
+        let expected: Vec<(String, Metadata)> = expected
+            .into_iter()
+            .map(|(p, m)| (p.to_owned(), m))
+            .collect();
+        assert_eq!(read, expected);
+        // A failed insert frees the metadata it allocated.
+        let refused = store.insert(Transaction::new().append_with(
+            a,
+            ExpectedVersion::NoStream,
+            [EventData::new(String::from("x")).with_causation_id(CausationId::new())],
+        ));
+        assert!(refused.is_err());
+        drop(store);
+    }
 
     #[test]
     fn headers_past_a_limit_are_refused_and_leave_the_metadata_unchanged() {

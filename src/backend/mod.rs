@@ -141,11 +141,11 @@ impl Cursor for Position {
 }
 
 /// A committed event as a read or a subscription hands it to its closure:
-/// the metadata by value, the payload borrowed.
+/// what the store knows of it (position, ids, version, time) by value, the
+/// payload and the event's own [`Metadata`] borrowed.
 ///
 /// The memory store builds it on the stack from its log (nothing is copied
-/// but a few words of metadata); a durable store builds it from a decoded
-/// row. The fields are public so that any backend can build one.
+/// but a few words); a durable store builds it from a decoded row. The fields are public so that any backend can build one.
 ///
 /// ```
 /// use hindsight::{EventRef, ExpectedVersion, MemoryStore, Position, Start, StreamId, Transaction};
