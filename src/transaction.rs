@@ -335,19 +335,18 @@ impl<E> Transaction<E> {
         events: impl IntoIterator<Item = EventData<E>>,
     ) -> Self {
         let mut metadata = Vec::new();
-        let payloads = events
-            .into_iter()
-            .enumerate()
-            .map(|(index, event)| {
-                if !event.metadata.is_empty() {
-                    let index = u32::try_from(index).unwrap_or(u32::MAX);
-                    metadata.push((index, event.metadata));
-                }
-                event.payload
-            })
-            .collect::<Vec<E>>();
-        let mut tx = self.append(stream, expected, payloads);
+        // Straight into `Events`: one event stays inline (no `Vec`).
+        let payloads = events.into_iter().enumerate().map(|(index, event)| {
+            if !event.metadata.is_empty() {
+                let index = u32::try_from(index).unwrap_or(u32::MAX);
+                metadata.push((index, event.metadata));
+            }
+            event.payload
+        });
+        let events = Events::collect(payloads);
+        let mut tx = self.append(stream, expected, std::iter::empty());
         if let Some(append) = tx.appends.last_mut() {
+            append.events = events;
             append.metadata = metadata;
         }
         tx

@@ -201,6 +201,7 @@ impl<E, C: Cursor> EventRef<'_, E, C> {
             stream: self.stream,
             version: self.version,
             correlation_id: self.correlation_id,
+            causation_id: self.metadata.causation_id(),
             created_at: self.created_at,
         }
     }
