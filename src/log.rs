@@ -194,8 +194,13 @@ impl OwnedStamp {
     /// Stamps a transaction created `created_at` nanoseconds after the
     /// Unix epoch (at most 2^63 - 1), allocating its metadata if it has a
     /// correlation id.
+    #[inline]
     pub(crate) fn new(created_at: u64, correlation_id: Option<CorrelationId>) -> Self {
-        Self::with_metadata(created_at, correlation_id, Vec::new())
+        debug_assert!(created_at <= MAX_NANOS);
+        match correlation_id {
+            None => OwnedStamp(Stamp(created_at << 1)),
+            Some(_) => Self::with_metadata(created_at, correlation_id, Vec::new()),
+        }
     }
 
     /// [`new`](Self::new), with the metadata of the transaction's events
@@ -260,6 +265,7 @@ fn meta_pointer(stamp: Stamp) -> *mut TxMeta {
 /// The caller owns the stamp's metadata (it was never given to the log, or
 /// this is the log's teardown), frees it once, and no copy of the stamp is
 /// read afterwards.
+#[inline]
 unsafe fn free_stamp(stamp: Stamp) {
     if stamp.0 & 1 == 1 {
         // SAFETY: a tagged stamp holds a pointer from `Box::into_raw`; the

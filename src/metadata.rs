@@ -152,6 +152,10 @@ impl Metadata {
         if self.header(key).is_some() {
             return Err(MetadataError::DuplicateKey(key.into()));
         }
+        // Exactly the room needed: the store keeps this `Vec` as it is, so
+        // spare capacity (4 pairs, 128 bytes, on a first `push`) would be
+        // held for as long as the event.
+        self.headers.reserve_exact(1);
         self.headers.push((key.into(), value.into()));
         Ok(())
     }

@@ -233,7 +233,12 @@ impl<E> MemoryStore<E> {
         // `Any` and `NoStream` may create the stream; the others fail on a
         // missing stream, which is answered without creating it.
         let may_create = matches!(expected, ExpectedVersion::Any | ExpectedVersion::NoStream);
-        let stamp = OwnedStamp::with_metadata(self.inner.now_nanos(), correlation_id, metadata);
+        let stamp = match metadata {
+            None => OwnedStamp::new(self.inner.now_nanos(), correlation_id),
+            Some(metadata) => {
+                OwnedStamp::with_metadata(self.inner.now_nanos(), correlation_id, metadata)
+            }
+        };
         let count = events.len() as u64;
         // Under the index shard's read lock, and only until the positions
         // are recorded: from then on the stream holds events and stays.
@@ -774,15 +779,18 @@ impl<E: Send + Sync + 'static> MemoryStore<E> {
 /// when no event has metadata; offsets fit in `u32` because the
 /// transaction passed `measure` (at most 2^24 events).
 fn gather_metadata<E>(appends: &mut [Append<E>]) -> Vec<(u32, Metadata)> {
-    if appends.iter().all(|append| append.metadata.is_empty()) {
+    if appends.iter().all(|append| append.metadata.is_none()) {
         return Vec::new();
     }
     let mut gathered = Vec::new();
     let mut offset = 0u32;
     for append in appends {
         gathered.extend(
-            std::mem::take(&mut append.metadata)
+            append
+                .metadata
+                .take()
                 .into_iter()
+                .flatten()
                 .map(|(index, metadata)| (offset.saturating_add(index), metadata)),
         );
         let len = u32::try_from(append.events.len()).unwrap_or(u32::MAX);

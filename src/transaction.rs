@@ -202,10 +202,11 @@ pub(crate) struct Append<E> {
     pub(crate) expected: ExpectedVersion,
     pub(crate) events: Events<E>,
     /// The metadata of the events that have some: `(index in events,
-    /// metadata)`, indices ascending, none empty. Empty (no allocation)
-    /// when no event has metadata. An index past `u32::MAX` saturates: such
-    /// an append is refused as too large before its metadata is used.
-    pub(crate) metadata: Vec<(u32, Metadata)>,
+    /// metadata)`, indices ascending, none empty; `None` when no event has
+    /// metadata (an `Option`, so that dropping an append without is one
+    /// inlined test). An index past `u32::MAX` saturates: such an append
+    /// is refused as too large before its metadata is used.
+    pub(crate) metadata: Option<Vec<(u32, Metadata)>>,
 }
 
 /// A set of writes to one or more streams, inserted all or nothing.
@@ -270,7 +271,7 @@ impl<E> Transaction<E> {
             name: None,
             expected,
             events: Events::One(event),
-            metadata: Vec::new(),
+            metadata: None,
         });
         tx
     }
@@ -305,7 +306,7 @@ impl<E> Transaction<E> {
             name: None,
             expected,
             events: Events::collect(events),
-            metadata: Vec::new(),
+            metadata: None,
         });
         self
     }
@@ -347,7 +348,7 @@ impl<E> Transaction<E> {
         let mut tx = self.append(stream, expected, std::iter::empty());
         if let Some(append) = tx.appends.last_mut() {
             append.events = events;
-            append.metadata = metadata;
+            append.metadata = (!metadata.is_empty()).then_some(metadata);
         }
         tx
     }
@@ -439,12 +440,13 @@ impl<E> Transaction<E> {
             }
             let events = std::mem::replace(&mut later.events, Events::Many(Vec::new()));
             let offset = u32::try_from(earlier.events.len()).unwrap_or(u32::MAX);
-            earlier.metadata.extend(
-                later
-                    .metadata
-                    .drain(..)
-                    .map(|(index, metadata)| (offset.saturating_add(index), metadata)),
-            );
+            if let Some(later) = later.metadata.take() {
+                earlier.metadata.get_or_insert_with(Vec::new).extend(
+                    later
+                        .into_iter()
+                        .map(|(index, metadata)| (offset.saturating_add(index), metadata)),
+                );
+            }
             earlier.events.extend(events);
             if earlier.name.is_none() {
                 earlier.name = later.name.take();
@@ -479,16 +481,17 @@ impl<E> Transaction<E> {
             .into_iter()
             .map(|append| {
                 let events = append.events.into_vec();
-                let metadata = if append.metadata.is_empty() {
-                    Vec::new()
-                } else {
-                    let mut dense = vec![Metadata::new(); events.len()];
-                    for (index, metadata) in append.metadata {
-                        if let Some(slot) = dense.get_mut(index as usize) {
-                            *slot = metadata;
+                let metadata = match append.metadata {
+                    None => Vec::new(),
+                    Some(sparse) => {
+                        let mut dense = vec![Metadata::new(); events.len()];
+                        for (index, metadata) in sparse {
+                            if let Some(slot) = dense.get_mut(index as usize) {
+                                *slot = metadata;
+                            }
                         }
+                        dense
                     }
-                    dense
                 };
                 StreamWrite {
                     stream: append.stream,
