@@ -2,6 +2,7 @@
 
 use crate::ids::{CorrelationId, EventId, EventIds, Position, StreamId, StreamVersion};
 use crate::log::Record;
+use crate::metadata::Metadata;
 use crate::name::category_of;
 use crate::store::MemoryStore;
 use std::fmt;
@@ -9,8 +10,8 @@ use std::ptr::NonNull;
 use std::time::SystemTime;
 
 /// A committed event, as reads and subscriptions hand it out: its payload
-/// plus its position, id, stream, stream version, correlation id and
-/// creation time.
+/// plus its position, id, stream, stream version, correlation id, creation
+/// time and metadata.
 ///
 /// A small `Copy` view that borrows the event from the store's log: nothing
 /// is copied or cloned, and [`payload`](Self::payload) lends the event for
@@ -126,6 +127,28 @@ impl<'a, E> Envelope<'a, E> {
         self.record.stamp.get().correlation_id()
     }
 
+    /// The event's own metadata (causation id and headers), as it was
+    /// appended ([`Transaction::append_with`](crate::Transaction::append_with));
+    /// empty for an event appended without. Borrowed from the store, like
+    /// the payload.
+    ///
+    /// ```
+    /// use hindsight::{EventData, ExpectedVersion, MemoryStore, Metadata, Start, StreamId, Transaction};
+    /// let store = MemoryStore::new();
+    /// let metadata = Metadata::new().with_header("user", "ada").unwrap();
+    /// store.insert(Transaction::new().append_with(StreamId::new(), ExpectedVersion::Any, [
+    ///     EventData::new(1).with_metadata(metadata.clone()),
+    ///     EventData::new(2),
+    /// ])).unwrap();
+    /// let read: Vec<_> = store.read_all(Start::Beginning).map(|e| e.metadata().clone()).collect();
+    /// assert_eq!(read, [metadata, Metadata::new()]);
+    /// ```
+    #[doc(alias = "headers")]
+    #[doc(alias = "causation_id")]
+    pub fn metadata(self) -> &'a Metadata {
+        self.record.metadata(self.position)
+    }
+
     /// When the transaction that wrote the event was inserted, by the
     /// store's clock (the system clock unless the store was built with
     /// another, see [`MemoryStore::builder`](crate::MemoryStore::builder)).
@@ -167,6 +190,7 @@ impl<E: fmt::Debug> fmt::Debug for Envelope<'_, E> {
             .field("event_id", &self.event_id())
             .field("correlation_id", &self.correlation_id())
             .field("created_at", &self.created_at())
+            .field("metadata", self.metadata())
             .field("payload", self.payload())
             .finish()
     }
@@ -285,6 +309,11 @@ impl<E> OwnedEnvelope<E> {
     /// [`Envelope::created_at`].
     pub fn created_at(&self) -> SystemTime {
         self.envelope().created_at()
+    }
+
+    /// The event's own metadata; see [`Envelope::metadata`].
+    pub fn metadata(&self) -> &Metadata {
+        self.envelope().metadata()
     }
 
     /// The event itself, borrowed from `self`.

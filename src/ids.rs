@@ -88,6 +88,23 @@ uuid_newtype! {
     CorrelationId
 }
 
+uuid_newtype! {
+    /// Names what caused one event: typically the id of the command or
+    /// the event it was written in response to. Carried per event, in its
+    /// [`Metadata`](crate::Metadata), where a [`CorrelationId`] is carried
+    /// per transaction.
+    ///
+    /// ```
+    /// use hindsight::{CausationId, EventId, Uuid};
+    /// assert_ne!(CausationId::new(), CausationId::new());
+    /// // An event caused by another: its id, as a causation id.
+    /// let cause = EventId::from_uuid(Uuid::from_u128(7));
+    /// assert_eq!(CausationId::from(cause).as_uuid(), cause.as_uuid());
+    /// ```
+    #[doc(alias = "$causationId")]
+    CausationId
+}
+
 impl StreamId {
     /// A new random (version 4) stream id.
     pub fn new() -> Self {
@@ -147,6 +164,27 @@ impl CorrelationId {
 impl Default for CorrelationId {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+impl CausationId {
+    /// A new random (version 4) causation id.
+    pub fn new() -> Self {
+        Self(Uuid::new_v4())
+    }
+}
+
+impl Default for CausationId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl From<EventId> for CausationId {
+    /// The causation id of an event written in response to the event
+    /// `id`.
+    fn from(id: EventId) -> Self {
+        Self(id.0)
     }
 }
 

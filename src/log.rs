@@ -10,13 +10,14 @@
 //! that reserved it, before its range is published.
 //!
 //! A slot holds one event: its commit marker, its stream, its version, its
-//! transaction's [`Stamp`] (creation time, and correlation id if any) and
-//! the payload: 32 bytes beside the payload, 64 for a 32-byte event. The
-//! position is the slot's index, and the event id is derived from it (see
-//! [`EventIds`]), so neither is stored.
+//! transaction's [`Stamp`] (creation time, and correlation id and per-event
+//! metadata if any) and the payload: 32 bytes beside the payload, 64 for a
+//! 32-byte event. The position is the slot's index, and the event id is
+//! derived from it (see [`EventIds`]), so neither is stored.
 
 use crate::envelope::Envelope;
 use crate::ids::{CorrelationId, EventIds};
+use crate::metadata::{Metadata, EMPTY};
 use crate::segments::{self, Segments, CAPACITY};
 use crate::stream::{StreamIndex, StreamPtr};
 use crate::sync::{fence, AtomicU64, CachePadded, Ordering, UnsafeCell};
@@ -82,14 +83,15 @@ impl Marker {
 }
 
 /// What a transaction stamps on each of its events: its creation time, and
-/// its correlation id if it has one.
+/// its correlation id and its events' metadata if it has any.
 ///
 /// One word: the creation time in nanoseconds since the Unix epoch, shifted
-/// left by one (bit 0 clear), or, for a transaction with a correlation id, a
-/// pointer to a [`TxMeta`] holding both, with bit 0 set (a `TxMeta` is
-/// 8-aligned). The `TxMeta` belongs to the log once the transaction is
-/// written, and is freed with it; every event of the transaction carries a
-/// copy of the pointer.
+/// left by one (bit 0 clear), or, for a transaction with a correlation id
+/// or an event with [`Metadata`], a pointer to a [`TxMeta`] holding all of
+/// it, with bit 0 set (a `TxMeta` is 8-aligned). The `TxMeta` belongs to
+/// the log once the transaction is written, and is freed with it; every
+/// event of the transaction carries a copy of the pointer. A transaction
+/// without either allocates nothing and stores nothing more.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) struct Stamp(u64);
 
@@ -99,7 +101,15 @@ struct TxMeta {
     /// after the transaction is written, before it becomes visible (see
     /// [`Log::order_created_at`]).
     created_at: AtomicU64,
-    correlation_id: CorrelationId,
+    correlation_id: Option<CorrelationId>,
+    /// The transaction's first position: set by [`Log::reserve`], while
+    /// the reserving writer still owns the `TxMeta` alone, before any
+    /// record points to it.
+    first: u64,
+    /// The metadata of the transaction's events that have some, by offset
+    /// from `first`, in ascending offset order (offsets are below
+    /// `MAX_TRANSACTION_EVENTS`, 2^24).
+    events: Box<[(u32, Metadata)]>,
 }
 
 /// The most nanoseconds a [`Stamp`] keeps: 63 bits, until the year 2262.
@@ -162,7 +172,7 @@ impl Stamp {
 
     /// The correlation id, if the transaction had one.
     pub(crate) fn correlation_id(self) -> Option<CorrelationId> {
-        self.meta().map(|meta| meta.correlation_id)
+        self.meta().and_then(|meta| meta.correlation_id)
     }
 
     fn meta(&self) -> Option<&TxMeta> {
@@ -184,19 +194,49 @@ impl OwnedStamp {
     /// Stamps a transaction created `created_at` nanoseconds after the
     /// Unix epoch (at most 2^63 - 1), allocating its metadata if it has a
     /// correlation id.
+    #[inline]
     pub(crate) fn new(created_at: u64, correlation_id: Option<CorrelationId>) -> Self {
         debug_assert!(created_at <= MAX_NANOS);
-        OwnedStamp(Stamp(match correlation_id {
-            None => created_at << 1,
-            Some(correlation_id) => {
-                let meta = Box::into_raw(Box::new(TxMeta {
-                    created_at: AtomicU64::new(created_at),
-                    correlation_id,
-                }));
-                // Exposed: the pointer round-trips through an integer.
-                meta.expose_provenance() as u64 | 1
-            }
+        match correlation_id {
+            None => OwnedStamp(Stamp(created_at << 1)),
+            Some(_) => Self::with_metadata(created_at, correlation_id, Vec::new()),
+        }
+    }
+
+    /// [`new`](Self::new), with the metadata of the transaction's events
+    /// that have some: `(offset in the transaction, metadata)`, offsets
+    /// ascending and below 2^24, none of them empty.
+    pub(crate) fn with_metadata(
+        created_at: u64,
+        correlation_id: Option<CorrelationId>,
+        events: Vec<(u32, Metadata)>,
+    ) -> Self {
+        debug_assert!(created_at <= MAX_NANOS);
+        debug_assert!(events.windows(2).all(|pair| pair[0].0 < pair[1].0));
+        OwnedStamp(Stamp(if correlation_id.is_none() && events.is_empty() {
+            created_at << 1
+        } else {
+            let meta = Box::into_raw(Box::new(TxMeta {
+                created_at: AtomicU64::new(created_at),
+                correlation_id,
+                first: 0,
+                events: events.into_boxed_slice(),
+            }));
+            // Exposed: the pointer round-trips through an integer.
+            meta.expose_provenance() as u64 | 1
         }))
+    }
+
+    /// Records the transaction's first position in its metadata, if it
+    /// has some.
+    fn set_first(&mut self, first: u64) {
+        if self.0 .0 & 1 == 1 {
+            // SAFETY: not given to the log yet, so this stamp owns the
+            // `TxMeta` alone (no record holds a copy of the pointer, and no
+            // reference to it is alive): a plain write through the pointer
+            // from `Box::into_raw` is exclusive.
+            unsafe { (*meta_pointer(self.0)).first = first };
+        }
     }
 
     /// Gives the metadata to the log, which frees it when it drops.
@@ -225,6 +265,7 @@ fn meta_pointer(stamp: Stamp) -> *mut TxMeta {
 /// The caller owns the stamp's metadata (it was never given to the log, or
 /// this is the log's teardown), frees it once, and no copy of the stamp is
 /// read afterwards.
+#[inline]
 unsafe fn free_stamp(stamp: Stamp) {
     if stamp.0 & 1 == 1 {
         // SAFETY: a tagged stamp holds a pointer from `Box::into_raw`; the
@@ -249,6 +290,36 @@ pub(crate) struct Record<E> {
 /// itself may be raised after the record is written, before the range
 /// becomes visible (see [`Log::order_created_at`]).
 pub(crate) struct StampCell(AtomicU64);
+
+impl<E> Record<E> {
+    /// The metadata of this record, at `position` (the slot's index): the
+    /// empty [`Metadata`] if its transaction gave it none. Borrowed for as
+    /// long as the record.
+    #[inline]
+    pub(crate) fn metadata(&self, position: u64) -> &Metadata {
+        let stamp = self.stamp.get();
+        if stamp.0 & 1 == 0 {
+            return &EMPTY;
+        }
+        // SAFETY: a tagged stamp holds a pointer from `Box::into_raw`
+        // (`OwnedStamp::with_metadata`), freed only by `Log::drop` (which
+        // needs `&mut Log`, so no record borrowed from the log, `self`
+        // included, is alive then): the `TxMeta` outlives `&self`. Its
+        // `first` and `events` were written before the record (`first` in
+        // `Log::reserve`) and never change after.
+        let meta = unsafe { &*meta_pointer(stamp) };
+        let Some(offset) = position
+            .checked_sub(meta.first)
+            .and_then(|offset| u32::try_from(offset).ok())
+        else {
+            return &EMPTY;
+        };
+        match meta.events.binary_search_by_key(&offset, |(at, _)| *at) {
+            Ok(index) => &meta.events[index].1,
+            Err(_) => &EMPTY,
+        }
+    }
+}
 
 impl StampCell {
     fn new(stamp: Stamp) -> Self {
@@ -406,6 +477,9 @@ impl<E> Log<E> {
             // the watermark never passes `start`, so no reader sees a hole.
             return Err(Full);
         }
+        let mut stamp = stamp;
+        // A plain store, before any record is written: cannot panic.
+        stamp.set_first(start);
         Ok(Reservation {
             log: self,
             start,

@@ -16,6 +16,7 @@ use crate::error::{InsertError, VersionMismatch};
 use crate::handle::StreamHandle;
 use crate::ids::{CorrelationId, Position, StreamId, StreamVersion};
 use crate::log::{nanos_since_epoch, now_nanos, Full, Log, OwnedStamp, Reservation};
+use crate::metadata::Metadata;
 use crate::name::StreamName;
 use crate::read::{ReadAll, ReadStream, Start};
 use crate::segments::CAPACITY;
@@ -239,6 +240,7 @@ impl<E> MemoryStore<E> {
             name,
             expected,
             events,
+            metadata,
         } = append;
         let index = &self.inner.streams;
         if events.is_empty() {
@@ -249,7 +251,12 @@ impl<E> MemoryStore<E> {
         // `Any` and `NoStream` may create the stream; the others fail on a
         // missing stream, which is answered without creating it.
         let may_create = matches!(expected, ExpectedVersion::Any | ExpectedVersion::NoStream);
-        let stamp = OwnedStamp::new(self.inner.now_nanos(), correlation_id);
+        let stamp = match metadata {
+            None => OwnedStamp::new(self.inner.now_nanos(), correlation_id),
+            Some(metadata) => {
+                OwnedStamp::with_metadata(self.inner.now_nanos(), correlation_id, metadata)
+            }
+        };
         let count = events.len() as u64;
         // Under the index shard's read lock, and only until the positions
         // are recorded: from then on the stream holds events and stays.
@@ -476,12 +483,16 @@ impl<E> MemoryStore<E> {
     /// Lock, check, reserve, record, write and commit, for `insert_many`.
     fn lock_and_write(
         &self,
-        appends: SmallVec<[Append<E>; 1]>,
+        mut appends: SmallVec<[Append<E>; 1]>,
         streams: &[Option<Arc<Stream>>],
         total: u64,
         correlation_id: Option<CorrelationId>,
     ) -> Result<Committed, InsertError> {
-        let stamp = OwnedStamp::new(self.inner.now_nanos(), correlation_id);
+        let stamp = OwnedStamp::with_metadata(
+            self.inner.now_nanos(),
+            correlation_id,
+            gather_metadata(&mut appends),
+        );
         // Lock in ascending id order (`appends` is sorted): any two
         // transactions take their common locks in the same order, so they
         // cannot deadlock.
@@ -1133,6 +1144,31 @@ impl<E: Send + Sync + 'static> MemoryStore<E> {
             None,
         )
     }
+}
+
+/// The metadata of a transaction's events, by offset in the transaction
+/// (`appends` in layout order), taken out of `appends`. Allocates nothing
+/// when no event has metadata; offsets fit in `u32` because the
+/// transaction passed `measure` (at most 2^24 events).
+fn gather_metadata<E>(appends: &mut [Append<E>]) -> Vec<(u32, Metadata)> {
+    if appends.iter().all(|append| append.metadata.is_none()) {
+        return Vec::new();
+    }
+    let mut gathered = Vec::new();
+    let mut offset = 0u32;
+    for append in appends {
+        gathered.extend(
+            append
+                .metadata
+                .take()
+                .into_iter()
+                .flatten()
+                .map(|(index, metadata)| (offset.saturating_add(index), metadata)),
+        );
+        let len = u32::try_from(append.events.len()).unwrap_or(u32::MAX);
+        offset = offset.saturating_add(len);
+    }
+    gathered
 }
 
 /// Phase "measure": the number of events `appends` write, or

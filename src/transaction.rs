@@ -1,6 +1,7 @@
 //! Transactions: what to write, to which streams, under which expectations.
 
 use crate::ids::{CorrelationId, Position, StreamId, StreamVersion};
+use crate::metadata::{EventData, Metadata};
 use crate::name::StreamName;
 use smallvec::SmallVec;
 use std::sync::Arc;
@@ -200,6 +201,12 @@ pub(crate) struct Append<E> {
     pub(crate) name: Option<Arc<str>>,
     pub(crate) expected: ExpectedVersion,
     pub(crate) events: Events<E>,
+    /// The metadata of the events that have some: `(index in events,
+    /// metadata)`, indices ascending, none empty; `None` when no event has
+    /// metadata (an `Option`, so that dropping an append without is one
+    /// inlined test). An index past `u32::MAX` saturates: such an append
+    /// is refused as too large before its metadata is used.
+    pub(crate) metadata: Option<Vec<(u32, Metadata)>>,
 }
 
 /// A set of writes to one or more streams, inserted all or nothing.
@@ -264,6 +271,7 @@ impl<E> Transaction<E> {
             name: None,
             expected,
             events: Events::One(event),
+            metadata: None,
         });
         tx
     }
@@ -298,8 +306,51 @@ impl<E> Transaction<E> {
             name: None,
             expected,
             events: Events::collect(events),
+            metadata: None,
         });
         self
+    }
+
+    /// Appends `events`, each with its [`Metadata`], to `stream`,
+    /// expecting `expected` of it: [`append`](Self::append) for events
+    /// that carry a causation id or headers ([`EventData`]). Events whose
+    /// metadata is empty cost what they cost through `append`.
+    ///
+    /// ```
+    /// use hindsight::{CausationId, EventData, ExpectedVersion, MemoryStore, Metadata, Start, StreamId, Transaction};
+    /// let store = MemoryStore::new();
+    /// let cause = CausationId::new();
+    /// let tx = Transaction::new().append_with(StreamId::new(), ExpectedVersion::NoStream, [
+    ///     EventData::new("placed").with_causation_id(cause),
+    ///     EventData::new("paid"),
+    /// ]);
+    /// store.insert(tx).unwrap();
+    /// let causes: Vec<_> = store.read_all(Start::Beginning).map(|e| e.metadata().causation_id()).collect();
+    /// assert_eq!(causes, [Some(cause), None]);
+    /// ```
+    #[doc(alias = "AppendToStream")]
+    pub fn append_with(
+        self,
+        stream: StreamId,
+        expected: ExpectedVersion,
+        events: impl IntoIterator<Item = EventData<E>>,
+    ) -> Self {
+        let mut metadata = Vec::new();
+        // Straight into `Events`: one event stays inline (no `Vec`).
+        let payloads = events.into_iter().enumerate().map(|(index, event)| {
+            if !event.metadata.is_empty() {
+                let index = u32::try_from(index).unwrap_or(u32::MAX);
+                metadata.push((index, event.metadata));
+            }
+            event.payload
+        });
+        let events = Events::collect(payloads);
+        let mut tx = self.append(stream, expected, std::iter::empty());
+        if let Some(append) = tx.appends.last_mut() {
+            append.events = events;
+            append.metadata = (!metadata.is_empty()).then_some(metadata);
+        }
+        tx
     }
 
     /// Appends `events` to the stream called `name` (its id is
@@ -388,6 +439,14 @@ impl<E> Transaction<E> {
                 return false;
             }
             let events = std::mem::replace(&mut later.events, Events::Many(Vec::new()));
+            let offset = u32::try_from(earlier.events.len()).unwrap_or(u32::MAX);
+            if let Some(later) = later.metadata.take() {
+                earlier.metadata.get_or_insert_with(Vec::new).extend(
+                    later
+                        .into_iter()
+                        .map(|(index, metadata)| (offset.saturating_add(index), metadata)),
+                );
+            }
             earlier.events.extend(events);
             if earlier.name.is_none() {
                 earlier.name = later.name.take();
@@ -400,7 +459,8 @@ impl<E> Transaction<E> {
     /// The transaction as a backend applies it: one write per stream, in
     /// ascending stream id order (the layout of contract rule 9), appends to the same
     /// stream merged (events concatenated, the first expectation kept: rule
-    /// 10), and the correlation id every event carries.
+    /// 10), each event's metadata, and the correlation id every event
+    /// carries.
     ///
     /// ```
     /// use hindsight::{ExpectedVersion, StreamId, Transaction, Uuid};
@@ -419,13 +479,29 @@ impl<E> Transaction<E> {
         let (appends, correlation_id) = self.into_normalized();
         let writes = appends
             .into_iter()
-            .map(|append| StreamWrite {
-                stream: append.stream,
-                name: append
-                    .name
-                    .map(|name| StreamName::kept(append.stream, name)),
-                expected: append.expected,
-                events: append.events.into_vec(),
+            .map(|append| {
+                let events = append.events.into_vec();
+                let metadata = match append.metadata {
+                    None => Vec::new(),
+                    Some(sparse) => {
+                        let mut dense = vec![Metadata::new(); events.len()];
+                        for (index, metadata) in sparse {
+                            if let Some(slot) = dense.get_mut(index as usize) {
+                                *slot = metadata;
+                            }
+                        }
+                        dense
+                    }
+                };
+                StreamWrite {
+                    stream: append.stream,
+                    name: append
+                        .name
+                        .map(|name| StreamName::kept(append.stream, name)),
+                    expected: append.expected,
+                    events,
+                    metadata,
+                }
             })
             .collect();
         (writes, correlation_id)
@@ -454,6 +530,10 @@ pub struct StreamWrite<E> {
     pub expected: ExpectedVersion,
     /// Its events, in order (possibly none: a pure check).
     pub events: Vec<E>,
+    /// Its events' metadata: empty if none of them has any (the common
+    /// case, which allocates nothing), else one per event, in order, the
+    /// empty [`Metadata`] for an event without (rule 33).
+    pub metadata: Vec<Metadata>,
 }
 
 /// What a successful insert wrote.

@@ -702,6 +702,7 @@ fn the_handler_subscriber_and_the_trait_describe_a_failure_alike() {
         stream: StreamId::from_uuid(Uuid::from_u128(2)),
         version: StreamVersion(0),
         correlation_id: None,
+        causation_id: None,
         created_at: std::time::SystemTime::UNIX_EPOCH,
     };
     for failure in [

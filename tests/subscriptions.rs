@@ -300,6 +300,7 @@ fn context_at(
         stream: envelope.stream_id(),
         version: envelope.version(),
         correlation_id: envelope.correlation_id(),
+        causation_id: envelope.metadata().causation_id(),
         created_at: envelope.created_at(),
     }
 }

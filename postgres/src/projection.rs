@@ -516,6 +516,7 @@ struct Owned<E, C> {
     event_id: EventId,
     correlation_id: Option<CorrelationId>,
     created_at: SystemTime,
+    metadata: hindsight::Metadata,
     payload: E,
 }
 
@@ -528,6 +529,7 @@ impl<E: Clone, C: Copy> Owned<E, C> {
             event_id: event.event_id,
             correlation_id: event.correlation_id,
             created_at: event.created_at,
+            metadata: event.metadata.clone(),
             payload: event.payload.clone(),
         }
     }
@@ -542,6 +544,7 @@ impl<E, C: Copy> Owned<E, C> {
             event_id: self.event_id,
             correlation_id: self.correlation_id,
             created_at: self.created_at,
+            metadata: &self.metadata,
             payload: &self.payload,
         }
     }

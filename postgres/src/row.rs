@@ -3,7 +3,10 @@
 
 use crate::codec::{PayloadForm, StoreCodec};
 use crate::error::PgError;
-use hindsight::{CorrelationId, EventId, EventRef, Position, StreamId, StreamVersion, Uuid};
+use hindsight::{
+    CausationId, CorrelationId, EventId, EventRef, Metadata, Position, StreamId, StreamVersion,
+    Uuid,
+};
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,6 +20,7 @@ pub(crate) struct Stored<E> {
     pub(crate) event_id: EventId,
     pub(crate) correlation_id: Option<hindsight::CorrelationId>,
     pub(crate) created_at: SystemTime,
+    pub(crate) metadata: Metadata,
     pub(crate) payload: E,
 }
 
@@ -30,6 +34,7 @@ impl<E> Stored<E> {
             event_id: self.event_id,
             correlation_id: self.correlation_id,
             created_at: self.created_at,
+            metadata: &self.metadata,
             payload: &self.payload,
         }
     }
@@ -49,6 +54,45 @@ pub(crate) fn position(row: &PgRow) -> Result<Position, PgError> {
     Ok(Position(unsigned(raw, "position", None)?))
 }
 
+/// The event's metadata from its `causation_id` and `headers` columns
+/// (`[[key, value], ...]`, checked as [`Metadata::insert_header`] checks).
+fn metadata(
+    causation_id: Option<Uuid>,
+    headers: Option<String>,
+    at: Option<Position>,
+) -> Result<Metadata, PgError> {
+    let mut metadata = Metadata::new();
+    if let Some(causation_id) = causation_id {
+        metadata = metadata.with_causation_id(CausationId::from_uuid(causation_id));
+    }
+    let Some(headers) = headers else {
+        return Ok(metadata);
+    };
+    let corrupt = |detail: String| PgError::Corrupt {
+        position: at,
+        detail,
+    };
+    let pairs: Vec<(String, String)> = serde_json::from_str(&headers)
+        .map_err(|error| corrupt(format!("headers are not [[key, value], ...]: {error}")))?;
+    for (key, value) in pairs {
+        metadata
+            .insert_header(&key, &value)
+            .map_err(|error| corrupt(format!("header {key:?}: {error}")))?;
+    }
+    Ok(metadata)
+}
+
+/// Headers as the `headers` column stores them: `[[key, value], ...]`
+/// (JSON text); `None` for none.
+pub(crate) fn headers_json(metadata: &Metadata) -> Option<String> {
+    if metadata.headers().len() == 0 {
+        return None;
+    }
+    let pairs: Vec<(&str, &str)> = metadata.headers().collect();
+    // Serialising pairs of strings cannot fail.
+    serde_json::to_string(&pairs).ok()
+}
+
 /// Decodes a row of [`crate::schema`]'s event columns, its payload with
 /// the store's `codec`.
 pub(crate) fn decode<E: 'static>(row: &PgRow, codec: &StoreCodec<E>) -> Result<Stored<E>, PgError> {
@@ -61,6 +105,9 @@ pub(crate) fn decode<E: 'static>(row: &PgRow, codec: &StoreCodec<E>) -> Result<S
     let created_us: i64 = row.try_get("created_us")?;
     let json: Option<String> = row.try_get("payload")?;
     let bytes: Option<Vec<u8>> = row.try_get("payload_bytes")?;
+    let causation_id: Option<Uuid> = row.try_get("causation_id")?;
+    let headers: Option<String> = row.try_get("headers")?;
+    let metadata = metadata(causation_id, headers, at)?;
     let created_at = UNIX_EPOCH
         .checked_add(Duration::from_micros(unsigned(
             created_us,
@@ -109,6 +156,7 @@ pub(crate) fn decode<E: 'static>(row: &PgRow, codec: &StoreCodec<E>) -> Result<S
         event_id: EventId::from_uuid(event_id),
         correlation_id: correlation_id.map(CorrelationId::from_uuid),
         created_at,
+        metadata,
         payload,
     })
 }

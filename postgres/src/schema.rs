@@ -17,13 +17,16 @@
 //!   `visible_from` (every read skips events below it), `tombstoned`,
 //!   `max_count`.
 //! - `events(position, stream_id, version, event_id, correlation_id,
-//!   created_at, event_type, payload, payload_bytes)`, `UNIQUE (stream_id,
-//!   version)`; exactly one of `payload` (`JSONB`) and `payload_bytes`
-//!   (`BYTEA`) is set, by the codec of the store that wrote the row (see
-//!   [`crate::codec`]).
+//!   created_at, event_type, payload, payload_bytes, causation_id,
+//!   headers)`, `UNIQUE (stream_id, version)`; exactly one of `payload`
+//!   (`JSONB`) and `payload_bytes` (`BYTEA`) is set, by the codec of the
+//!   store that wrote the row (see [`crate::codec`]); `causation_id` and
+//!   `headers` (a `JSONB` array of `[key, value]` pairs, in order) are the
+//!   event's metadata, `NULL` when it has none (rule 33).
 //!
 //! `insert_events` is the whole write, one round trip: see [`INSERT_FN`]
-//! and, since migration 4, [`INSERT_BYTES_FN`].
+//! and, since migration 4, [`INSERT_BYTES_FN`], and since the event
+//! metadata migration, [`EVENT_METADATA`].
 
 use crate::error::PgError;
 
@@ -45,6 +48,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (4, INSERT_BYTES_FN),
     (5, STREAM_NAMES),
     (6, STREAM_LIFECYCLE),
+    (7, EVENT_METADATA),
 ];
 
 const TABLES: &str = r#"
@@ -426,10 +430,133 @@ END
 $fn$;
 "#;
 
+/// Event metadata (rule 33, migration 7): a causation id and headers per
+/// event, both `NULL` for an event without (adding nullable columns without
+/// a default only changes the catalog: constant time on any table), and the
+/// insert replaced by one that writes them: [`STREAM_LIFECYCLE`]'s steps
+/// unchanged, with two more arrays indexed like the payloads,
+/// `p_causations` and `p_headers` (JSON text of `[[key, value], ...]`,
+/// cast to `JSONB`). The store sends both empty when no event of the
+/// transaction has metadata, so their subscripts read `NULL` and such an
+/// insert sends and stores nothing more than before.
+const EVENT_METADATA: &str = r#"
+ALTER TABLE {s}.events ADD COLUMN causation_id UUID, ADD COLUMN headers JSONB;
+DROP FUNCTION {s}.insert_events(
+    UUID[], SMALLINT[], BIGINT[], INT[], TEXT[], TEXT[], BYTEA[], UUID);
+CREATE FUNCTION {s}.insert_events(
+    p_streams UUID[], p_kinds SMALLINT[], p_values BIGINT[], p_counts INT[],
+    p_types TEXT[], p_payloads TEXT[], p_bytes BYTEA[], p_correlation UUID,
+    p_causations UUID[], p_headers TEXT[]
+) RETURNS TABLE (out_stream UUID, out_version BIGINT, out_position BIGINT)
+LANGUAGE plpgsql SET lock_timeout = '10s' AS $fn$
+DECLARE
+    n INT := coalesce(array_length(p_streams, 1), 0);
+    v_versions BIGINT[] := '{}';
+    v_last BIGINT;
+    v_version BIGINT;
+    v_position BIGINT;
+    v_deleted_before BIGINT;
+    v_tombstoned BOOLEAN;
+    v_dead UUID;
+    v_ok BOOLEAN;
+    v_failed JSONB := '[]';
+    v_message TEXT := '';
+    v_total BIGINT := 0;
+    v_next BIGINT;
+    v_index INT := 0;
+    v_created TIMESTAMPTZ;
+BEGIN
+    INSERT INTO {s}.streams (stream_id)
+        SELECT id FROM unnest(p_streams) AS id ORDER BY id
+        ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM {s}.streams WHERE stream_id = ANY (p_streams)
+        ORDER BY stream_id FOR UPDATE;
+
+    FOR i IN 1 .. n LOOP
+        SELECT last_version, last_position, deleted_before, tombstoned
+            INTO v_last, v_position, v_deleted_before, v_tombstoned
+            FROM {s}.streams WHERE stream_id = p_streams[i];
+        IF v_tombstoned AND v_dead IS NULL AND (p_kinds[i] <> 0 OR p_counts[i] > 0) THEN
+            v_dead := p_streams[i];
+        END IF;
+        -- The head since the last delete: none if nothing was written since.
+        IF v_last IS NULL OR v_last < v_deleted_before THEN
+            v_version := NULL;
+            v_position := NULL;
+        ELSE
+            v_version := v_last;
+        END IF;
+        v_ok := CASE p_kinds[i]
+            WHEN 0 THEN true
+            WHEN 1 THEN v_version IS NULL
+            WHEN 2 THEN v_version IS NOT NULL
+            WHEN 3 THEN v_version IS NOT DISTINCT FROM p_values[i] AND v_version IS NOT NULL
+            WHEN 4 THEN v_position IS NOT DISTINCT FROM p_values[i] AND v_position IS NOT NULL
+            ELSE false
+        END;
+        IF NOT v_ok THEN
+            v_failed := v_failed || jsonb_build_object(
+                'stream', p_streams[i], 'version', v_version, 'position', v_position);
+            v_message := v_message || CASE WHEN v_message = '' THEN '' ELSE '; ' END
+                || 'stream ' || p_streams[i] || ': found '
+                || CASE WHEN v_version IS NULL THEN 'no stream'
+                        ELSE 'version ' || v_version || ' at position ' || v_position END;
+        END IF;
+        -- Versions continue after a delete: the next one follows the last.
+        v_versions := v_versions || v_last;
+        v_total := v_total + p_counts[i];
+    END LOOP;
+
+    IF v_dead IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'HS410',
+            MESSAGE = 'stream ' || v_dead || ' is hard-deleted',
+            DETAIL = v_dead::text;
+    END IF;
+    IF v_failed <> '[]' THEN
+        RAISE EXCEPTION USING ERRCODE = 'HS409',
+            MESSAGE = 'wrong expected version: ' || v_message,
+            DETAIL = v_failed::text;
+    END IF;
+    IF v_total = 0 THEN
+        RETURN;
+    END IF;
+
+    UPDATE {s}.log_head
+        SET next_position = next_position + v_total,
+            last_created_at = greatest(clock_timestamp(), last_created_at)
+        RETURNING next_position - v_total, last_created_at INTO v_next, v_created;
+
+    FOR i IN 1 .. n LOOP
+        CONTINUE WHEN p_counts[i] = 0;
+        v_version := coalesce(v_versions[i], -1);
+        INSERT INTO {s}.events (position, stream_id, version, event_id, correlation_id,
+                                created_at, event_type, payload, payload_bytes,
+                                causation_id, headers)
+            SELECT v_next + k - 1, p_streams[i], v_version + k, gen_random_uuid(),
+                   p_correlation, v_created, p_types[v_index + k],
+                   p_payloads[v_index + k]::jsonb, p_bytes[v_index + k],
+                   p_causations[v_index + k], p_headers[v_index + k]::jsonb
+            FROM generate_series(1, p_counts[i]) AS k;
+        v_next := v_next + p_counts[i];
+        v_index := v_index + p_counts[i];
+        UPDATE {s}.streams SET last_version = v_version + p_counts[i], last_position = v_next - 1,
+            visible_from = CASE WHEN max_count IS NULL THEN visible_from
+                ELSE greatest(visible_from, v_version + p_counts[i] + 1 - max_count) END
+            WHERE stream_id = p_streams[i];
+        out_stream := p_streams[i];
+        out_version := v_version + p_counts[i];
+        out_position := v_next - 1;
+        RETURN NEXT;
+    END LOOP;
+    PERFORM pg_notify('{channel}', (v_next - 1)::text);
+END
+$fn$;
+"#;
+
 /// The columns every event read selects, in [`crate::row`]'s order.
 const EVENT_COLUMNS: &str = "e.position, e.stream_id, e.version, e.event_id, e.correlation_id, \
      (extract(epoch FROM e.created_at) * 1000000)::BIGINT AS created_us, e.payload::text AS payload, \
-     e.payload_bytes";
+     e.payload_bytes, e.causation_id, e.headers::text AS headers";
 
 /// `schema` quoted (`"name"`), if it is a plain identifier: 1 to 48 of
 /// `[a-z0-9_]`, not starting with a digit.
@@ -509,7 +636,7 @@ impl Sql {
         Ok(Sql {
             insert: format!(
                 "SELECT out_stream, out_version, out_position FROM {s}.insert_events(\
-                 $1, $2, $3, $4, $5, $6, $7, $8)"
+                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
             ),
             head: format!("SELECT next_position FROM {s}.log_head"),
             stream_head: format!(

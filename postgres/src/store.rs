@@ -399,7 +399,28 @@ where
         let mut bytes = Vec::new();
         // The names given with events, and how many events each stream gets.
         let mut names: Vec<(StreamName, u64)> = Vec::new();
+        // Per event, in the payloads' order; both stay empty (and send
+        // nothing) when no event has metadata (rule 33).
+        let total: usize = writes.iter().map(|write| write.events.len()).sum();
+        let with_metadata = writes.iter().any(|write| !write.metadata.is_empty());
+        let mut causations: Vec<Option<Uuid>> = Vec::new();
+        let mut headers: Vec<Option<String>> = Vec::new();
+        if with_metadata {
+            causations.reserve(total);
+            headers.reserve(total);
+        }
         for write in writes {
+            if with_metadata {
+                if write.metadata.is_empty() {
+                    causations.extend(std::iter::repeat_n(None, write.events.len()));
+                    headers.extend(std::iter::repeat_n(None, write.events.len()));
+                } else {
+                    for metadata in &write.metadata {
+                        causations.push(metadata.causation_id().map(|id| *id.as_uuid()));
+                        headers.push(row::headers_json(metadata));
+                    }
+                }
+            }
             let (kind, value) = expectation(write.expected);
             let count = i32::try_from(write.events.len()).map_err(|_| {
                 StoreError::Backend(PgError::TooLarge {
@@ -433,7 +454,9 @@ where
             .bind(types)
             .bind(json)
             .bind(bytes)
-            .bind(correlation_id.map(|id| *id.as_uuid()));
+            .bind(correlation_id.map(|id| *id.as_uuid()))
+            .bind(causations)
+            .bind(headers);
         let rows = if names.is_empty() {
             query.fetch_all(&self.inner.pool).await
         } else {

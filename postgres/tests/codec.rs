@@ -373,7 +373,11 @@ async fn a_schema_of_migrations_1_and_2_upgrades_and_keeps_its_json_events() {
         .fetch_all(&mut db)
         .await
         .unwrap();
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
+        // Every migration, in order: 1 to 5 and the event metadata's
+        // (whose number is not pinned here).
+        let every: Vec<i32> = (1..=versions.len() as i32).collect();
+        assert_eq!(versions, every);
+        assert!(versions.len() >= 6, "{versions:?}");
     }
     let store = stores.pop().expect("two stores");
     let (values, read) = read_values(&store).await;

@@ -3,7 +3,7 @@
 //! Application code is written once against [`EventStore`] and runs on
 //! [`MemoryStore`](crate::MemoryStore) in tests and on a durable backend
 //! (PostgreSQL, say) in production; the conformance kit (`hindsight::testkit`,
-//! feature `testkit`) checks that a backend keeps rules 1-25, 27, 28, 30 and 32 of
+//! feature `testkit`) checks that a backend keeps rules 1-25, 27, 28, 30, 32 and 33 of
 //! [the contract](crate::contract).
 //!
 //! - Every method is async and returns `impl Future + Send`. The trait is
@@ -71,6 +71,7 @@ pub use memory::{MemoryError, MemorySubscriber};
 use crate::envelope::Envelope;
 use crate::error::VersionMismatch;
 use crate::ids::{CorrelationId, EventId, Position, StreamId, StreamVersion};
+use crate::metadata::Metadata;
 use crate::name::StreamName;
 use crate::selector::Selector;
 use crate::subscription::{EventContext, Flow, SubscriberError, WaitError};
@@ -140,11 +141,11 @@ impl Cursor for Position {
 }
 
 /// A committed event as a read or a subscription hands it to its closure:
-/// the metadata by value, the payload borrowed.
+/// what the store knows of it (position, ids, version, time) by value, the
+/// payload and the event's own [`Metadata`] borrowed.
 ///
 /// The memory store builds it on the stack from its log (nothing is copied
-/// but a few words of metadata); a durable store builds it from a decoded
-/// row. The fields are public so that any backend can build one.
+/// but a few words); a durable store builds it from a decoded row. The fields are public so that any backend can build one.
 ///
 /// ```
 /// use hindsight::{EventRef, ExpectedVersion, MemoryStore, Position, Start, StreamId, Transaction};
@@ -169,6 +170,9 @@ pub struct EventRef<'a, E, C = Position> {
     pub correlation_id: Option<CorrelationId>,
     /// When the transaction that wrote it was inserted.
     pub created_at: SystemTime,
+    /// Its own metadata (causation id and headers; empty if it was
+    /// appended without), borrowed like the payload (rule 33).
+    pub metadata: &'a Metadata,
     /// The event itself.
     pub payload: &'a E,
 }
@@ -197,6 +201,7 @@ impl<E, C: Cursor> EventRef<'_, E, C> {
             stream: self.stream,
             version: self.version,
             correlation_id: self.correlation_id,
+            causation_id: self.metadata.causation_id(),
             created_at: self.created_at,
         }
     }
@@ -219,6 +224,7 @@ impl<E: fmt::Debug, C: fmt::Debug> fmt::Debug for EventRef<'_, E, C> {
             .field("event_id", &self.event_id)
             .field("correlation_id", &self.correlation_id)
             .field("created_at", &self.created_at)
+            .field("metadata", self.metadata)
             .field("payload", &self.payload)
             .finish()
     }
@@ -234,6 +240,7 @@ impl<'a, E> From<Envelope<'a, E>> for EventRef<'a, E, Position> {
             event_id: envelope.event_id(),
             correlation_id: envelope.correlation_id(),
             created_at: envelope.created_at(),
+            metadata: envelope.metadata(),
             payload: envelope.payload(),
         }
     }
@@ -327,7 +334,7 @@ impl<B: std::error::Error + 'static> std::error::Error for StoreError<B> {
 /// An event store, whatever keeps its events: the interface application
 /// code is written against.
 ///
-/// Every implementation keeps rules 1-25, 27, 28, 30 and 32 of [the contract](crate::contract)
+/// Every implementation keeps rules 1-25, 27, 28, 30, 32 and 33 of [the contract](crate::contract)
 /// (the conformance kit, `hindsight::testkit`, checks them): dense global
 /// positions, dense stream versions, all-or-nothing transactions under expected
 /// versions reporting every failing stream, read-your-writes, and

@@ -14,7 +14,7 @@ use crate::backend::MemoryError;
 #[cfg(not(loom))]
 use crate::envelope::Envelope;
 #[cfg(not(loom))]
-use crate::ids::{CorrelationId, EventId, Position, StreamId, StreamVersion};
+use crate::ids::{CausationId, CorrelationId, EventId, Position, StreamId, StreamVersion};
 use std::fmt;
 #[cfg(not(loom))]
 use std::time::SystemTime;
@@ -58,6 +58,9 @@ pub struct EventContext {
     pub version: StreamVersion,
     /// Its transaction's correlation id.
     pub correlation_id: Option<CorrelationId>,
+    /// Its own causation id, if it was appended with one (rule 33 of
+    /// [the contract](crate::contract)).
+    pub causation_id: Option<CausationId>,
     /// Its transaction's creation time.
     pub created_at: SystemTime,
 }
@@ -75,6 +78,7 @@ impl EventContext {
             stream: envelope.stream_id(),
             version: envelope.version(),
             correlation_id: envelope.correlation_id(),
+            causation_id: envelope.metadata().causation_id(),
             created_at: envelope.created_at(),
         }
     }
@@ -168,6 +172,7 @@ impl<X, B> SubscriberError<X, B> {
 ///     stream: StreamId::from_uuid(hindsight::Uuid::nil()),
 ///     version: StreamVersion(0),
 ///     correlation_id: None,
+///     causation_id: None,
 ///     created_at: std::time::SystemTime::UNIX_EPOCH,
 /// };
 /// let error = HandlerError { failure: HandlerFailure::Error("no such account"), event };

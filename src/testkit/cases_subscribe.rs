@@ -280,6 +280,7 @@ pub fn rule_20_a_handler_error_or_panic_ends_it_with_the_event<F: StoreFactory>(
                 stream: failed.stream,
                 version: failed.version,
                 correlation_id: failed.correlation_id,
+                causation_id: failed.metadata.causation_id(),
                 created_at: failed.created_at,
             };
             assert!(failed.correlation_id.is_some());

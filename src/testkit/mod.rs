@@ -14,7 +14,7 @@
 //! ```
 //!
 //! or all of them in one test with [`run_all`]. Together the cases check
-//! rules 1-25, 27, 28, 30 and 32 of [the contract](crate::contract); each is named after the
+//! rules 1-25, 27, 28, 30, 32 and 33 of [the contract](crate::contract); each is named after the
 //! first rule it checks, and [`CASES`] lists each with all of its rules.
 //!
 //! # Events
@@ -105,6 +105,7 @@
 //! ```
 
 mod cases_lifecycle;
+mod cases_metadata;
 mod cases_names;
 mod cases_read;
 mod cases_subscribe;
@@ -133,6 +134,7 @@ use std::sync::Mutex;
 /// each.
 pub mod cases {
     pub use super::cases_lifecycle::*;
+    pub use super::cases_metadata::*;
     pub use super::cases_names::*;
     pub use super::cases_read::*;
     pub use super::cases_subscribe::*;
@@ -399,7 +401,7 @@ macro_rules! case_table {
         /// ```
         /// let covered: std::collections::BTreeSet<u8> = hindsight::testkit::CASES
         ///     .iter().flat_map(|case| case.rules.iter().copied()).collect();
-        /// assert_eq!(covered, (1..=25).chain([27, 28, 30, 32]).collect());
+        /// assert_eq!(covered, (1..=25).chain([27, 28, 30, 32, 33]).collect());
         /// ```
         pub const CASES: &[Case] = &[$(Case { name: stringify!($name), rules: &[$($rule),*] }),*];
 
@@ -485,5 +487,7 @@ case_table! {
     rule_30_subscriptions_skip_events_removed_before_they_reach_them => [30, 16, 17],
     rule_30_a_max_count_keeps_the_last_events_visible => [30, 3],
     rule_30_deleting_all_streams_is_a_logical_reset => [30, 2, 3, 17],
+    rule_33_each_event_keeps_its_own_metadata_through_reads_and_subscriptions => [33, 9, 10],
+    rule_33_metadata_at_its_limits_round_trips_exactly => [33],
     model_random_operations_match_a_reference_model => [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 25],
 }

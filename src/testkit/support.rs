@@ -3,8 +3,8 @@
 
 use super::{StoreFactory, TestEvent, TestKind};
 use crate::{
-    Committed, CorrelationId, Cursor, EventId, EventRef, EventStore, ExpectedVersion, Position,
-    StoreError, StreamHead, StreamId, StreamVersion, SubscriberHandle, Transaction, Uuid,
+    Committed, CorrelationId, Cursor, EventId, EventRef, EventStore, ExpectedVersion, Metadata,
+    Position, StoreError, StreamHead, StreamId, StreamVersion, SubscriberHandle, Transaction, Uuid,
     VersionMismatch,
 };
 use std::collections::{HashMap, HashSet};
@@ -132,6 +132,7 @@ pub(crate) struct Row<C> {
     pub(crate) event_id: EventId,
     pub(crate) correlation_id: Option<CorrelationId>,
     pub(crate) created_at: SystemTime,
+    pub(crate) metadata: Metadata,
     pub(crate) event: TestEvent,
 }
 
@@ -144,6 +145,7 @@ impl<C: Cursor> Row<C> {
             event_id: event.event_id,
             correlation_id: event.correlation_id,
             created_at: event.created_at,
+            metadata: event.metadata.clone(),
             event: event.payload.clone(),
         }
     }
