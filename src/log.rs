@@ -301,12 +301,10 @@ impl<E> Record<E> {
         if stamp.0 & 1 == 0 {
             return &EMPTY;
         }
-        // SAFETY: a tagged stamp holds a pointer from `Box::into_raw`
-        // (`OwnedStamp::with_metadata`), freed only by `Log::drop` (which
-        // needs `&mut Log`, so no record borrowed from the log, `self`
-        // included, is alive then): the `TxMeta` outlives `&self`. Its
-        // `first` and `events` were written before the record (`first` in
-        // `Log::reserve`) and never change after.
+        // `first` and `events` were written before the record was (`first`
+        // in `Log::reserve`) and never change after.
+        // SAFETY: a tagged stamp points to a `TxMeta` from `Box::into_raw`,
+        // freed only by `Log::drop`, which needs `&mut Log`: it outlives `&self`.
         let meta = unsafe { &*meta_pointer(stamp) };
         let Some(offset) = position
             .checked_sub(meta.first)
