@@ -57,10 +57,14 @@ const CHUNK_SHIFT: u32 = 14;
 #[cfg(loom)]
 const CHUNK_SHIFT: u32 = 3;
 
+/// Capped segments' pointers per chunk.
+const CHUNK_LEN: usize = 1 << CHUNK_SHIFT;
+
 /// The pointers of `2^CHUNK_SHIFT` capped segments.
 struct Chunk<T> {
-    /// `entries[i]` is null or points to `2^MAX` initialised slots.
-    entries: Box<[AtomicPtr<T>]>,
+    /// `entries[i]` is null or points to `2^MAX` initialised slots. An
+    /// array, so a masked index needs no bounds check.
+    entries: Box<[AtomicPtr<T>; CHUNK_LEN]>,
     /// Zero-sized outside loom. Under loom the chunk is created inside
     /// `install_chunk` on the allocating thread, and every lookup reads this
     /// cell, so a chunk published without Release/Acquire is flagged.
@@ -136,7 +140,9 @@ impl<T: Slot, const SHIFT: u32, const GROUP: u32, const MAX: u32> Segments<T, SH
     #[inline]
     fn locate(index: u64) -> (usize, usize) {
         debug_assert!(index < CAPACITY);
-        if index >= Self::GEO_END {
+        // `CHUNKS > 0` is a constant: an uncapped array (a stream's
+        // positions) compiles without this branch.
+        if Self::CHUNKS > 0 && index >= Self::GEO_END {
             let within = index - Self::GEO_END;
             let segment = Self::GEO_SEGMENTS + (within >> MAX) as usize;
             return (segment, (within & ((1 << MAX) - 1)) as usize);
@@ -156,7 +162,7 @@ impl<T: Slot, const SHIFT: u32, const GROUP: u32, const MAX: u32> Segments<T, SH
     /// The number of slots in segment `segment`.
     #[inline]
     fn capacity(segment: usize) -> usize {
-        if segment >= Self::GEO_SEGMENTS {
+        if Self::CHUNKS > 0 && segment >= Self::GEO_SEGMENTS {
             1 << MAX
         } else {
             1 << (SHIFT as usize + (segment >> GROUP))
@@ -167,9 +173,10 @@ impl<T: Slot, const SHIFT: u32, const GROUP: u32, const MAX: u32> Segments<T, SH
     /// (always, for a geometric segment).
     #[inline]
     fn entry(&self, segment: usize) -> Option<&AtomicPtr<T>> {
-        let Some(capped) = segment.checked_sub(Self::GEO_SEGMENTS) else {
+        if Self::CHUNKS == 0 || segment < Self::GEO_SEGMENTS {
             return Some(&self.segments[segment]);
-        };
+        }
+        let capped = segment - Self::GEO_SEGMENTS;
         // Acquire: pairs with the AcqRel CAS in `install_chunk` that
         // published the chunk, so its initialised entries are visible.
         let chunk = self.chunks[capped >> CHUNK_SHIFT].load(Ordering::Acquire);
@@ -180,7 +187,7 @@ impl<T: Slot, const SHIFT: u32, const GROUP: u32, const MAX: u32> Segments<T, SH
         // `install_chunk`, which stays put until `self` drops.
         let chunk = unsafe { &*chunk };
         chunk.born.with(|_| ());
-        Some(&chunk.entries[capped & ((1 << CHUNK_SHIFT) - 1)])
+        Some(&chunk.entries[capped % CHUNK_LEN])
     }
 
     /// The pointer of segment `segment`, allocating its chunk if need be.
@@ -286,10 +293,15 @@ impl<T: Slot, const SHIFT: u32, const GROUP: u32, const MAX: u32> Segments<T, SH
     #[cold]
     fn install_chunk(&self, segment: usize) -> &AtomicPtr<T> {
         let capped = segment - Self::GEO_SEGMENTS;
+        let entries: Box<[AtomicPtr<T>]> = (0..CHUNK_LEN)
+            .map(|_| AtomicPtr::new(ptr::null_mut()))
+            .collect();
+        let Ok(entries) = entries.try_into() else {
+            // `CHUNK_LEN` entries were collected: the conversion cannot fail.
+            std::process::abort();
+        };
         let fresh = Box::into_raw(Box::new(Chunk {
-            entries: (0..1usize << CHUNK_SHIFT)
-                .map(|_| AtomicPtr::new(ptr::null_mut()))
-                .collect(),
+            entries,
             born: UnsafeCell::new(()),
         }));
         // AcqRel on success: Release publishes the chunk's null entries to
@@ -313,7 +325,7 @@ impl<T: Slot, const SHIFT: u32, const GROUP: u32, const MAX: u32> Segments<T, SH
         // stay put until `self` drops.
         let chunk = unsafe { &*chunk };
         chunk.born.with(|_| ());
-        &chunk.entries[capped & ((1 << CHUNK_SHIFT) - 1)]
+        &chunk.entries[capped % CHUNK_LEN]
     }
 }
 
