@@ -26,7 +26,10 @@
 //! the growth between the first sample at or past 10% of the events and
 //! the end, in bytes per event written. Linux only for the memory figures.
 
+mod common;
+
 use clap::Parser;
+use common::count_in;
 use hindsight::{
     ExpectedVersion, MemoryStore, Selector, Start, StreamId, StreamVersion, Transaction,
 };
@@ -82,39 +85,11 @@ struct Options {
     sample_ms: u64,
 }
 
-/// A clap value parser for a whole number in `min..=max`.
-fn count_in(min: u64, max: u64) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync {
-    move |text| {
-        let value: u64 = text.parse().map_err(|_| "not a whole number".to_owned())?;
-        if value < min {
-            Err(format!("must be at least {min}"))
-        } else if value > max {
-            Err(format!("must be at most {max}"))
-        } else {
-            Ok(value)
-        }
-    }
-}
-
 /// An event: who wrote it and its sequence number there (16 bytes).
 #[derive(Clone, Copy)]
 struct Event {
     writer: u64,
     sequence: u64,
-}
-
-/// A field of `/proc/self/status` in bytes (`VmRSS`, `VmHWM`); `None` where
-/// the kernel does not report it (not Linux).
-fn memory(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with(field))?;
-    let kilobytes: u64 = line[field.len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kilobytes * 1024)
 }
 
 /// A small, fast, deterministic generator (xorshift64*), one per writer.
@@ -248,7 +223,7 @@ fn main() -> ExitCode {
             .collect();
         // The main thread samples memory until the writers are done.
         while !writers.iter().all(|writer| writer.is_finished()) {
-            if let Some(rss) = memory("VmRSS:") {
+            if let Some(rss) = common::memory("VmRSS:") {
                 samples.push((written.load(Ordering::Relaxed), rss));
             }
             std::thread::sleep(Duration::from_millis(options.sample_ms));
@@ -261,7 +236,7 @@ fn main() -> ExitCode {
             }
         }
         write_time = started.elapsed();
-        if let Some(rss) = memory("VmRSS:") {
+        if let Some(rss) = common::memory("VmRSS:") {
             samples.push((written.load(Ordering::Relaxed), rss));
         }
         end.store(store.head().map_or(0, |p| p.0 + 1), Ordering::Relaxed);
@@ -325,7 +300,7 @@ fn main() -> ExitCode {
         },
     );
     println!("visible at the end: {visible_total} events");
-    if let Some(peak) = memory("VmHWM:") {
+    if let Some(peak) = common::memory("VmHWM:") {
         println!(
             "peak memory (VmHWM): {:.1} MiB",
             peak as f64 / (1 << 20) as f64
