@@ -120,7 +120,9 @@ impl<T: Slot, const SHIFT: u32, const GROUP: u32, const MAX: u32> Segments<T, SH
         (CAPACITY - Self::GEO_END).div_ceil(1 << MAX)
     };
 
-    /// Chunks the capped region needs.
+    /// Chunks the capped region needs: `2^(INDEX_BITS - MAX - CHUNK_SHIFT)`
+    /// pointers, allocated with the array (1,024 for the log's `MAX` of 16;
+    /// a small `MAX` outside loom would make this table huge).
     const CHUNKS: usize = Self::CAPPED_SEGMENTS.div_ceil(1 << CHUNK_SHIFT) as usize;
 
     pub(crate) fn new() -> Self {
@@ -483,7 +485,9 @@ mod tests {
         let segments = Segments::<AtomicU64, 2, 0, UNCAPPED>::new();
         assert!(segments.get(CAPACITY).is_none());
         assert!(segments.run(u64::MAX).is_none());
-        let capped = Segments::<AtomicU64, 2, 0, 3>::new();
+        // A small `MAX` would make a huge chunk table (2^(40 - MAX - 14)
+        // pointers): tests that build an array cap at 2^12 (16,384).
+        let capped = Segments::<AtomicU64, 2, 0, 12>::new();
         assert!(capped.get(CAPACITY - 1).is_none());
         assert_eq!(
             capped.get_or_alloc(CAPACITY - 1) as *const AtomicU64,
@@ -493,22 +497,27 @@ mod tests {
         assert!(capped.run(u64::MAX).is_none());
     }
 
+    /// Indexes at the start, around the end of the geometric region
+    /// (16,380 with `SHIFT` 1, `GROUP` 1, `MAX` 12), and far out.
     fn keeps_values_and_addresses<const MAX: u32>() {
-        let segments = Segments::<AtomicU64, 1, 1, MAX>::new();
+        type S<const C: u32> = Segments<AtomicU64, 1, 1, C>;
+        let segments = S::<MAX>::new();
+        let edge = S::<MAX>::GEO_END.min(1 << 14);
+        let indexes = || (0..100u64).chain(edge - 50..edge + 50).chain([1 << 20]);
         let first = segments.get_or_alloc(0) as *const AtomicU64;
-        for index in 0..300u64 {
+        for index in indexes() {
             segments
                 .get_or_alloc(index)
                 .store(index + 1, Ordering::Relaxed);
         }
         assert_eq!(first, segments.get(0).unwrap() as *const AtomicU64);
-        for index in 0..300u64 {
+        for index in indexes() {
             assert_eq!(
                 segments.get(index).unwrap().load(Ordering::Relaxed),
                 index + 1
             );
         }
-        assert!(segments.get(1 << 20).is_none());
+        assert!(segments.get(1 << 21).is_none());
         let run = segments.run_or_alloc(5);
         assert_eq!(run[0].load(Ordering::Relaxed), 6);
     }
@@ -516,36 +525,43 @@ mod tests {
     #[test]
     fn slots_keep_their_values_and_addresses_as_segments_grow() {
         keeps_values_and_addresses::<UNCAPPED>();
-        keeps_values_and_addresses::<3>();
+        keeps_values_and_addresses::<12>();
     }
 
     /// A run ends at its segment's end, which past the geometric groups is
     /// `2^MAX` slots on.
     #[test]
     fn runs_end_at_the_capped_segments_end() {
-        let segments = Segments::<AtomicU64, 1, 0, 2>::new();
-        // Geometric: 2 + 4 slots, then segments of 4.
-        assert_eq!(segments.run_or_alloc(0).len(), 2);
-        assert_eq!(segments.run_or_alloc(2).len(), 4);
-        assert_eq!(segments.run_or_alloc(6).len(), 4);
-        assert_eq!(segments.run_or_alloc(7).len(), 3);
-        assert_eq!(segments.run_or_alloc(10).len(), 4);
-        assert!(segments.run(14).is_none(), "never allocated");
+        let segments = Segments::<AtomicU64, 11, 0, 12>::new();
+        // Geometric: 2,048 + 4,096 slots, then segments of 4,096.
+        assert_eq!(segments.run_or_alloc(0).len(), 2048);
+        assert_eq!(segments.run_or_alloc(2048).len(), 4096);
+        assert_eq!(segments.run_or_alloc(6144).len(), 4096);
+        assert_eq!(segments.run_or_alloc(6145).len(), 4095);
+        assert_eq!(segments.run_or_alloc(10240).len(), 4096);
+        assert!(segments.run(14336).is_none(), "never allocated");
     }
 
+    /// Four threads allocate interleaved slots at the start and across the
+    /// end of the geometric region (8,184 with `SHIFT` 3, `MAX` 12).
     fn racing_allocators<const MAX: u32>() {
-        let segments = Segments::<AtomicU64, 3, 0, MAX>::new();
+        type S<const C: u32> = Segments<AtomicU64, 3, 0, C>;
+        // Fewer slots under Miri, which interprets every instruction.
+        let half = if cfg!(miri) { 16 } else { 256u64 };
+        let edge = S::<MAX>::GEO_END.min(8184);
+        let indexes = move || (0..2 * half).chain(edge - half..edge + half);
+        let segments = S::<MAX>::new();
         std::thread::scope(|scope| {
             for thread in 0..4u64 {
                 let segments = &segments;
                 scope.spawn(move || {
-                    for index in (thread..512).step_by(4) {
+                    for index in indexes().skip(thread as usize).step_by(4) {
                         segments.get_or_alloc(index).store(index, Ordering::Relaxed);
                     }
                 });
             }
         });
-        for index in 0..512u64 {
+        for index in indexes() {
             assert_eq!(segments.get(index).unwrap().load(Ordering::Relaxed), index);
         }
     }
@@ -553,6 +569,6 @@ mod tests {
     #[test]
     fn racing_allocators_share_one_segment() {
         racing_allocators::<UNCAPPED>();
-        racing_allocators::<4>();
+        racing_allocators::<12>();
     }
 }
