@@ -21,6 +21,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 #[cfg(not(loom))]
+mod age;
 mod backend;
 mod builder;
 mod clock;
@@ -70,6 +71,7 @@ pub mod design {}
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 
+pub use age::{max_age_micros, MAX_AGE_LIMIT};
 #[cfg(not(loom))]
 pub use backend::{
     Cursor, CursorSerde, EventRef, EventStore, MemoryError, MemorySubscriber, StoreError,

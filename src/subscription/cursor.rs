@@ -139,10 +139,12 @@ impl<E> Cursor<E> {
                     // Acquire.
                     let record = unsafe { slot.committed_record() };
                     let event = Envelope::new(record, position, &log.ids);
-                    // Removed events are skipped when reached (rule 30);
-                    // the stream is looked at only once anything was ever
-                    // removed from the store.
-                    if inner.may_have_removed() && event.is_removed() {
+                    // Removed and too old events are skipped when reached
+                    // (rule 30); the stream is looked at only once anything
+                    // was ever removed from the store (see `Inner::skips`).
+                    // A custom clock may panic here: before moving past
+                    // the event.
+                    if inner.skips(inner.removals(), event) {
                         self.next = position + 1;
                         continue;
                     }
@@ -205,6 +207,13 @@ impl<E> Cursor<E> {
                     // SAFETY: a committed version's position lies below
                     // `end`, a watermark value loaded with Acquire.
                     let event = unsafe { log.envelope(position) };
+                    // So are events older than the stream's maximum age
+                    // when reached (one load for a stream without one; a
+                    // custom clock may panic: before moving past it).
+                    if event.is_too_old(|| inner.now_nanos()) {
+                        self.next += 1;
+                        continue;
+                    }
                     // The type name is user code and may panic: move past
                     // the event only once it returned (rule 17).
                     let selected = self.selector.selects_type(event.payload());
