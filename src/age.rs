@@ -41,7 +41,102 @@ pub fn max_age_micros(age: Duration) -> u64 {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::{max_age_micros, MAX_AGE_LIMIT};
-    use std::time::Duration;
+    use crate::{ExpectedVersion, MemoryStore, Start, StreamId, StreamVersion, TestClock};
+    use crate::{Selector, Transaction};
+    use std::time::{Duration, SystemTime};
+
+    /// A memory store on a test clock at 1,000 s after the epoch, with one
+    /// event in `stream` written then.
+    fn store_with_one_event(stream: StreamId) -> (MemoryStore<u32>, TestClock) {
+        let clock = TestClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000));
+        let store = MemoryStore::builder().clock(clock.clone()).build();
+        store
+            .insert(Transaction::single(stream, ExpectedVersion::Any, 0))
+            .unwrap();
+        (store, clock)
+    }
+
+    fn visible(store: &MemoryStore<u32>, stream: StreamId) -> usize {
+        let by_stream = store.read_stream(stream, StreamVersion(0)).count();
+        let by_all = store.read_all(Start::Beginning).count();
+        assert_eq!(by_stream, by_all, "stream and log reads agree");
+        by_stream
+    }
+
+    /// An event exactly `max_age` old is visible; a nanosecond older, it is
+    /// hidden ("older than now minus the age").
+    #[test]
+    fn an_event_exactly_max_age_old_is_visible_and_a_nanosecond_older_is_not() {
+        let stream = StreamId::new();
+        let (store, clock) = store_with_one_event(stream);
+        store
+            .set_max_age(stream, Some(Duration::from_secs(30)))
+            .unwrap();
+        clock.advance(Duration::from_secs(30));
+        assert_eq!(visible(&store, stream), 1);
+        clock.advance(Duration::from_nanos(1));
+        assert_eq!(visible(&store, stream), 0);
+        // The head and the stream's existence are untouched.
+        assert_eq!(store.stream_head(stream).unwrap().version, StreamVersion(0));
+    }
+
+    /// A zero age is kept as one microsecond: an event is hidden once the
+    /// clock is more than a microsecond past it; a sub-microsecond age
+    /// rounds up the same way.
+    #[test]
+    fn a_zero_max_age_is_one_microsecond() {
+        for age in [Duration::ZERO, Duration::from_nanos(1)] {
+            let stream = StreamId::new();
+            let (store, clock) = store_with_one_event(stream);
+            store.set_max_age(stream, Some(age)).unwrap();
+            assert_eq!(visible(&store, stream), 1);
+            clock.advance(Duration::from_micros(1));
+            assert_eq!(visible(&store, stream), 1);
+            clock.advance(Duration::from_nanos(1));
+            assert_eq!(visible(&store, stream), 0);
+        }
+    }
+
+    /// `Duration::MAX` neither panics nor overflows, and hides nothing even
+    /// with the clock at the last time the store keeps (2262).
+    #[test]
+    fn the_longest_max_age_hides_nothing() {
+        let stream = StreamId::new();
+        let (store, clock) = store_with_one_event(stream);
+        store.set_max_age(stream, Some(Duration::MAX)).unwrap();
+        clock.set(SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::MAX));
+        assert_eq!(visible(&store, stream), 1);
+    }
+
+    /// Age is evaluated when a reader reaches an event: a read and a
+    /// subscription made while the event was young skip it once the clock
+    /// has passed its age; a longer age later shows it again.
+    #[test]
+    fn readers_evaluate_age_when_they_reach_an_event() {
+        let stream = StreamId::new();
+        let (store, clock) = store_with_one_event(stream);
+        store
+            .set_max_age(stream, Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut by_all = store.read_all(Start::Beginning);
+        let mut by_stream = store.read_stream(stream, StreamVersion(0));
+        let mut all = store.subscribe(Selector::all());
+        let mut one = store.subscribe(Selector::stream(stream));
+        clock.advance(Duration::from_secs(31));
+        assert!(by_all.next().is_none());
+        assert!(by_stream.next().is_none());
+        store
+            .insert(Transaction::single(stream, ExpectedVersion::Any, 1))
+            .unwrap();
+        for subscription in [&mut all, &mut one] {
+            let first = subscription.try_next().unwrap().map(|e| *e.payload());
+            assert_eq!(first, Some(1), "the old event is skipped");
+        }
+        store
+            .set_max_age(stream, Some(Duration::from_secs(60)))
+            .unwrap();
+        assert_eq!(visible(&store, stream), 2);
+    }
 
     /// Zero and sub-microsecond ages round up to one microsecond; whole
     /// microseconds stay as they are.
