@@ -108,6 +108,27 @@ mod tests {
         assert_eq!(visible(&store, stream), 1);
     }
 
+    /// A read compares every event with one clock reading, taken when it
+    /// first reaches an event of a stream with an age: an event that ages
+    /// past the limit during the read stays in it; the next read hides it.
+    #[test]
+    fn a_read_takes_one_clock_reading() {
+        let stream = StreamId::new();
+        let (store, clock) = store_with_one_event(stream);
+        clock.advance(Duration::from_secs(10));
+        store
+            .insert(Transaction::single(stream, ExpectedVersion::Any, 1))
+            .unwrap();
+        store
+            .set_max_age(stream, Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut read = store.read_all(Start::Beginning);
+        assert_eq!(read.next().map(|e| *e.payload()), Some(0));
+        clock.advance(Duration::from_secs(35));
+        assert_eq!(read.next().map(|e| *e.payload()), Some(1));
+        assert_eq!(visible(&store, stream), 0);
+    }
+
     /// Age is evaluated when a reader reaches an event: a read and a
     /// subscription made while the event was young skip it once the clock
     /// has passed its age; a longer age later shows it again.

@@ -73,6 +73,9 @@ pub struct ReadAll<'a, E> {
     next: u64,
     /// The watermark when the read started.
     end: u64,
+    /// The clock reading maximum ages are compared with (rule 30): taken
+    /// when the read first reaches an event of a stream with one.
+    now: Option<u64>,
     /// The slots from `next` to the end of its segment (or to `end`), once
     /// looked up: walking them needs no lookup per event.
     run: std::slice::Iter<'a, Slot<E>>,
@@ -87,6 +90,7 @@ impl<'a, E> ReadAll<'a, E> {
             inner,
             next: start.first(end).min(end),
             end,
+            now: None,
             run: [].iter(),
         }
     }
@@ -118,7 +122,10 @@ impl<'a, E> Iterator for ReadAll<'a, E> {
             // Removed and too old events are skipped when reached (rule
             // 30); the stream is looked at only once anything was ever
             // removed, its age only once any stream has a maximum age.
-            if !self.inner.skips(self.inner.removals(), event) {
+            if !self
+                .inner
+                .skips(self.inner.removals(), event, &mut self.now)
+            {
                 return Some(event);
             }
         }
@@ -146,6 +153,9 @@ pub struct ReadStream<'a, E> {
     log: &'a Log<E>,
     /// The store, for its clock (maximum age, rule 30).
     inner: &'a Inner<E>,
+    /// The clock reading maximum ages are compared with: taken when the
+    /// read first reaches an event, if the stream has one.
+    now: Option<u64>,
     /// `None` for a stream with no committed event.
     stream: Option<&'a Stream>,
     /// Versions still to read: `front..back`.
@@ -191,6 +201,7 @@ impl<'a, E> ReadStream<'a, E> {
         Self {
             log: &inner.log,
             inner,
+            now: None,
             stream,
             front: first.max(floor).min(back),
             back,
@@ -277,7 +288,7 @@ impl<'a, E> Iterator for ReadStream<'a, E> {
             let event = self.next_unaged(stream)?;
             // Events older than the stream's maximum age when reached are
             // skipped too (rule 30): one load for a stream without one.
-            if !event.is_too_old(|| self.inner.now_nanos()) {
+            if !event.is_too_old(|| self.inner.reading(&mut self.now)) {
                 return Some(event);
             }
         }

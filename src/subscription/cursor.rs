@@ -41,6 +41,10 @@ pub(crate) struct Cursor<E> {
     pub(super) pin: Option<Arc<Stream>>,
     /// The watermark as last loaded: everything below it is committed.
     end: u64,
+    /// The clock reading maximum ages are compared with (rule 30): taken
+    /// when the cursor first reaches an event of a stream with one after
+    /// loading the watermark, forgotten at each load.
+    now: Option<u64>,
     /// All streams: the committed slots the cursor walks, looked up once
     /// per run instead of once per event.
     run: Run<E>,
@@ -68,6 +72,7 @@ impl<E> Cursor<E> {
             first,
             pin,
             end: 0,
+            now: None,
             run: Run {
                 slots: std::ptr::null(),
                 start: 0,
@@ -102,6 +107,7 @@ impl<E> Cursor<E> {
         }
         let watermark = inner.log.watermark.get();
         self.loaded = true;
+        self.now = None;
         if watermark > self.end {
             self.end = watermark;
             if let Some(event) = self.advance_below_end(inner) {
@@ -144,7 +150,7 @@ impl<E> Cursor<E> {
                     // was ever removed from the store (see `Inner::skips`).
                     // A custom clock may panic here: before moving past
                     // the event.
-                    if inner.skips(inner.removals(), event) {
+                    if inner.skips(inner.removals(), event, &mut self.now) {
                         self.next = position + 1;
                         continue;
                     }
@@ -210,7 +216,7 @@ impl<E> Cursor<E> {
                     // So are events older than the stream's maximum age
                     // when reached (one load for a stream without one; a
                     // custom clock may panic: before moving past it).
-                    if event.is_too_old(|| inner.now_nanos()) {
+                    if event.is_too_old(|| inner.reading(&mut self.now)) {
                         self.next += 1;
                         continue;
                     }
