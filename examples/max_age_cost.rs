@@ -30,8 +30,10 @@ const EVENTS: u64 = 1_000_000;
 const PER_TRANSACTION: u64 = 100;
 const STREAMS: usize = 100;
 
+type Store = MemoryStore<[u64; 4]>;
+
 /// A store holding the events, and what is done to it before reading.
-fn store(setup: &dyn Fn(&MemoryStore<[u64; 4]>, &[StreamId])) -> MemoryStore<[u64; 4]> {
+fn store(setup: &dyn Fn(&Store, &[StreamId])) -> Store {
     let store = MemoryStore::new();
     let streams: Vec<StreamId> = (0..STREAMS).map(|_| StreamId::new()).collect();
     for t in 0..EVENTS / PER_TRANSACTION {
@@ -51,14 +53,14 @@ fn main() {
         .map(|n| n.parse().expect("the number of reads per store"))
         .unwrap_or(21);
     let hour = Some(Duration::from_secs(3_600));
-    let extra = |store: &MemoryStore<[u64; 4]>| {
+    let extra = |store: &Store| {
         let other = StreamId::new();
         store
             .insert(Transaction::single(other, ExpectedVersion::Any, [0; 4]))
             .unwrap();
         other
     };
-    let stores: Vec<(&str, MemoryStore<[u64; 4]>)> = vec![
+    let stores: Vec<(&str, Store)> = vec![
         ("nothing removed", store(&|_, _| {})),
         (
             "one truncation",

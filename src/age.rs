@@ -34,7 +34,7 @@ pub const MAX_AGE_LIMIT: Duration = Duration::from_secs(500 * 31_557_600);
 pub fn max_age_micros(age: Duration) -> u64 {
     let age = age.min(MAX_AGE_LIMIT);
     // At most 1.6e16 µs: the conversion and the addition cannot overflow.
-    let micros = age.as_micros() as u64 + u64::from(age.subsec_nanos() % 1_000 != 0);
+    let micros = age.as_micros() as u64 + u64::from(!age.subsec_nanos().is_multiple_of(1_000));
     micros.max(1)
 }
 
