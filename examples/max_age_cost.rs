@@ -1,4 +1,4 @@
-//! What a maximum age (rule 30, `set_max_age`) costs `read_all` on the
+//! What a maximum age (rule 30 of the contract, `set_max_age`) costs `read_all` on the
 //! memory store: 1,000,000 events in 100-event transactions round-robin
 //! over 100 streams (the catch-up benchmark's shape, without its hot
 //! stream), read in full, in four stores built the same way:
