@@ -20,8 +20,8 @@
 #![warn(missing_docs, missing_debug_implementations)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
-#[cfg(not(loom))]
 mod age;
+#[cfg(not(loom))]
 mod backend;
 mod builder;
 mod clock;

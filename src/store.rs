@@ -124,7 +124,7 @@ impl<E> Inner<E> {
     pub(crate) fn skips(
         &self,
         removals: u8,
-        event: Envelope<'_, E>,
+        event: crate::envelope::Envelope<'_, E>,
         now: &mut Option<u64>,
     ) -> bool {
         removals != 0
