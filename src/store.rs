@@ -361,6 +361,7 @@ impl<E> MemoryStore<E> {
         expected: ExpectedVersion,
         events: Events<E>,
         correlation_id: Option<CorrelationId>,
+        metadata: Option<Vec<(u32, Metadata)>>,
     ) -> Result<Option<StreamHead>, InsertError> {
         if self.inner.log.watermark.is_poisoned() {
             return Err(InsertError::Poisoned);
@@ -373,7 +374,12 @@ impl<E> MemoryStore<E> {
                 })
                 .map(|_| None);
         }
-        let stamp = OwnedStamp::new(self.inner.now_nanos(), correlation_id);
+        let stamp = match metadata {
+            None => OwnedStamp::new(self.inner.now_nanos(), correlation_id),
+            Some(metadata) => {
+                OwnedStamp::with_metadata(self.inner.now_nanos(), correlation_id, metadata)
+            }
+        };
         match self.reserve_in(stream, None, expected, count, stamp) {
             Ok(reserved) => self.finish(reserved, events).map(Some),
             Err(refused) => self.refuse(stream.id, stream.name().cloned(), expected, refused),
