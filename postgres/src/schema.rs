@@ -15,7 +15,8 @@
 //!   events if it appended by name (rule 32, migration 5), `NULL` otherwise;
 //!   and its lifecycle (rule 30, [`STREAM_LIFECYCLE`]): `deleted_before`,
 //!   `visible_from` (every read skips events below it), `tombstoned`,
-//!   `max_count`.
+//!   `max_count`, and (migration 8, [`MAX_AGE`]) `max_age` in microseconds
+//!   (every read skips events older than it by the server's clock).
 //! - `events(position, stream_id, version, event_id, correlation_id,
 //!   created_at, event_type, payload, payload_bytes, causation_id,
 //!   headers)`, `UNIQUE (stream_id, version)`; exactly one of `payload`
