@@ -32,7 +32,10 @@
 //! (788 MiB measured): the store keeps every event, about 80 bytes each with
 //! this demo's own bookkeeping, so memory grows in proportion to `--events`.
 
+mod common;
+
 use clap::Parser;
+use common::count_in;
 use hdrhistogram::Histogram;
 use hindsight::{
     Committed, ExpectedVersion, InsertError, MemoryStore, Selector, Start, StreamHead, StreamId,
@@ -96,21 +99,6 @@ struct Options {
     #[arg(long, value_name = "N", default_value_t = 1_000, verbatim_doc_comment)]
     #[arg(value_parser = count_in(1, u64::from(u32::MAX)))]
     streams: u64,
-}
-
-/// A clap value parser for a whole number in `min..=max`, with a message
-/// that says which rule the value broke.
-fn count_in(min: u64, max: u64) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync {
-    move |text| {
-        let value: u64 = text.parse().map_err(|_| "not a whole number".to_owned())?;
-        if value < min {
-            Err(format!("must be at least {min}"))
-        } else if value > max {
-            Err(format!("must be at most {max}"))
-        } else {
-            Ok(value)
-        }
-    }
 }
 
 /// What a writer puts in each event, so the checks can find its transaction
@@ -684,21 +672,6 @@ fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
-/// The process's peak resident set in bytes (`VmHWM` in /proc/self/status);
-/// `None` where the kernel does not report it (not Linux).
-fn peak_memory() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
-    let kilobytes: u64 = line
-        .trim_start_matches("VmHWM:")
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kilobytes * 1024)
-}
-
 /// `1234567` as `1,234,567`.
 fn grouped(n: u64) -> String {
     let digits = n.to_string();
@@ -857,7 +830,7 @@ fn lag_rows(table: &mut Table, subscribers: &[SubscriberReport]) {
 }
 
 fn memory_row(table: &mut Table) {
-    let (value, meaning) = match peak_memory() {
+    let (value, meaning) = match common::memory("VmHWM:") {
         Some(bytes) => (
             format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0)),
             "peak resident set of the process (VmHWM)",

@@ -38,6 +38,15 @@ const LOG_GROUP: u32 = 3;
 #[cfg(loom)]
 const LOG_GROUP: u32 = 0;
 
+/// The largest segments: 2^16 slots outside loom (4 MiB for a 32-byte
+/// event), so that no segment grows with the log and whole segments can one
+/// day be freed one by one; 4 slots under it (segments of 2, 4, 4, ...), so
+/// that the models reach the capped region.
+#[cfg(not(loom))]
+const LOG_MAX: u32 = 16;
+#[cfg(loom)]
+const LOG_MAX: u32 = 2;
+
 /// The size of a memory page: a slot that starts this close to a page
 /// boundary may be the first touch of a fresh page (see `committed_len`).
 const PAGE: usize = 4096;
@@ -434,7 +443,7 @@ unsafe impl<E: Send> Send for Slot<E> {}
 pub(crate) struct Full;
 
 pub(crate) struct Log<E> {
-    slots: Segments<Slot<E>, LOG_SHIFT, LOG_GROUP>,
+    slots: Segments<Slot<E>, LOG_SHIFT, LOG_GROUP, LOG_MAX>,
     /// The next unreserved position.
     next: CachePadded<AtomicU64>,
     /// The end of the committed prefix.

@@ -68,8 +68,9 @@ pub fn indexed_streams<E>(store: &crate::MemoryStore<E>) -> usize {
 // ---------------------------------------------------------------------------
 
 /// The crate's `Segments` with the stream index's own slot type
-/// (`AtomicU64`) and segments of 2, 4, 8, ... slots (the loom `SHIFT`).
-pub struct AtomicSegments(crate::segments::Segments<AtomicU64, 1, 0>);
+/// (`AtomicU64`) and segments of 2, 4, then 4, 4, ... slots (the loom
+/// `SHIFT`, capped at 4 so that models reach the capped region).
+pub struct AtomicSegments(crate::segments::Segments<AtomicU64, 1, 0, 2>);
 
 impl AtomicSegments {
     /// An empty array: no segment allocated.
@@ -166,9 +167,9 @@ pub fn created_tracked_slots() -> usize {
     CREATED_TRACKED_SLOTS.with(Cell::get)
 }
 
-/// The crate's `Segments` over [`TrackedSlot`]s, 2, 4, 8, ... slots per
-/// segment.
-pub struct TrackedSegments(crate::segments::Segments<TrackedSlot, 1, 0>);
+/// The crate's `Segments` over [`TrackedSlot`]s, 2, 4, then 4, 4, ... slots
+/// per segment.
+pub struct TrackedSegments(crate::segments::Segments<TrackedSlot, 1, 0, 2>);
 
 impl TrackedSegments {
     /// An empty array: no segment allocated.

@@ -8,7 +8,7 @@
 //! positions.
 
 use crate::ids::{Position, StreamId, StreamVersion};
-use crate::segments::Segments;
+use crate::segments::{Segments, UNCAPPED};
 use crate::signal::Signal;
 use crate::sync::{self, fence, Arc, AtomicU64, Mutex, MutexGuard, Ordering};
 use crate::transaction::StreamHead;
@@ -28,7 +28,7 @@ pub(crate) struct Stream {
     /// How many positions are recorded (committed or not).
     len: AtomicU64,
     /// The global position of each of the stream's events, by version.
-    positions: Segments<AtomicU64, STREAM_SHIFT, 0>,
+    positions: Segments<AtomicU64, STREAM_SHIFT, 0, UNCAPPED>,
     /// Where one-stream subscriptions of this stream park (targeted
     /// wake-ups): every writer of the stream wakes it once its commit is
     /// visible (`MemoryStore::finish`, `lock_and_write`), a cancel of a

@@ -126,3 +126,75 @@ fn racing_get_or_alloc_on_atomic_slots_agree_on_the_segment() {
     });
     outcomes.require(name, &["get saw the segment", "get saw no segment"]);
 }
+
+/// (e) Two threads allocate the first two segments of the capped region
+/// (slots 6 and 10: segments of 4 slots, both pointers in the first chunk)
+/// on an empty `Segments`, so they race to install the chunk as well as
+/// their own segment. Both end up in one chunk (each sees the other's
+/// slot), a chunk or segment published without Release/Acquire is flagged
+/// (the chunk carries a loom cell read on every lookup, the slots are loom
+/// cells), and every slot allocated is dropped by the end.
+#[test]
+fn racing_installs_of_one_chunk_share_it() {
+    let name = "racing_installs_of_one_chunk_share_it";
+    let outcomes = Outcomes::default();
+    let record = outcomes.clone();
+    check(name, 2, move || {
+        let live_before = live_tracked_slots();
+        let segments = Arc::new(TrackedSegments::new());
+        let written = Arc::new(AtomicBool::new(false));
+        let first = {
+            let (segments, written) = (Arc::clone(&segments), Arc::clone(&written));
+            thread::spawn(move || {
+                segments.get_or_alloc(6).set(60);
+                written.store(true, Ordering::Release);
+            })
+        };
+        let second = {
+            let (segments, written) = (Arc::clone(&segments), Arc::clone(&written));
+            thread::spawn(move || {
+                segments.get_or_alloc(10).set(100);
+                if written.load(Ordering::Acquire) {
+                    let six = segments.get(6).expect("the other segment is reachable");
+                    assert_eq!(six.get(), 60, "the other thread's write is visible");
+                    "second thread read the first's slot"
+                } else {
+                    "second thread ran before the first's write"
+                }
+            })
+        };
+        first.join().unwrap();
+        record.record(second.join().unwrap());
+        let slots = (
+            segments.get(6).map(|s| s.get()),
+            segments.get(10).map(|s| s.get()),
+        );
+        assert_eq!(
+            slots,
+            (Some(60), Some(100)),
+            "both threads' slots are reachable"
+        );
+        assert!(
+            segments.get(14).is_none(),
+            "segment 14..18 was never allocated"
+        );
+        assert_eq!(
+            live_tracked_slots() - live_before,
+            8,
+            "two capped segments of 4 slots live"
+        );
+        drop(segments);
+        assert_eq!(
+            live_tracked_slots(),
+            live_before,
+            "a segment was leaked (or freed twice)"
+        );
+    });
+    outcomes.require(
+        name,
+        &[
+            "second thread read the first's slot",
+            "second thread ran before the first's write",
+        ],
+    );
+}
