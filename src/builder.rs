@@ -86,7 +86,7 @@ impl<E> MemoryStoreBuilder<E> {
                 log: Log::new(ids),
                 streams: StreamIndex::new(),
                 clock: self.clock,
-                removed: crate::sync::AtomicBool::new(false),
+                removed: crate::sync::AtomicU8::new(0),
             }),
         }
     }

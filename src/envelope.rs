@@ -175,6 +175,15 @@ impl<'a, E> Envelope<'a, E> {
         self.record.version < unsafe { self.record.stream.get() }.floor()
     }
 
+    /// Whether the event is older than its stream's maximum age, by the
+    /// clock reading `now` (called only if the stream has one; rule 30).
+    #[inline]
+    pub(crate) fn is_too_old(self, now: impl FnOnce() -> u64) -> bool {
+        let created_at = || self.record.stamp.get().created_at_nanos();
+        // SAFETY: as in `stream_id`.
+        unsafe { self.record.stream.get() }.too_old(created_at, now)
+    }
+
     pub(crate) fn record(self) -> &'a Record<E> {
         self.record
     }

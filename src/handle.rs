@@ -3,6 +3,7 @@
 
 use crate::error::InsertError;
 use crate::ids::{CorrelationId, StreamId, StreamVersion};
+use crate::metadata::EventData;
 use crate::read::ReadStream;
 use crate::store::MemoryStore;
 use crate::stream::Stream;
@@ -110,6 +111,44 @@ impl<E> StreamHandle<E> {
         Ok(Committed::of_one(self.id(), head))
     }
 
+    /// Appends `events`, each with its [`Metadata`](crate::Metadata) (a
+    /// causation id and headers, contract rule 33), expecting `expected` of
+    /// the stream just before: [`insert`](MemoryStore::insert) of
+    /// `Transaction::new().append_with(self.id(), expected, events)`.
+    /// Events whose metadata is empty cost what they cost through
+    /// [`append`](Self::append).
+    ///
+    /// # Errors
+    ///
+    /// As for [`append`](Self::append).
+    ///
+    /// ```
+    /// use hindsight::{CausationId, EventData, ExpectedVersion, MemoryStore, Metadata, StreamId, StreamVersion};
+    /// let store = MemoryStore::new();
+    /// let order = store.stream(StreamId::new());
+    /// let cause = CausationId::new();
+    /// let tenant = Metadata::new().with_header("tenant", "acme").unwrap();
+    /// order.append_with(ExpectedVersion::NoStream, [
+    ///     EventData::new("placed").with_causation_id(cause),
+    ///     EventData::new("paid").with_metadata(tenant.clone()),
+    /// ]).unwrap();
+    /// let read: Vec<_> = order.read(StreamVersion(0)).map(|e| e.metadata().clone()).collect();
+    /// assert_eq!(read[0].causation_id(), Some(cause));
+    /// assert_eq!(read[1], tenant);
+    /// ```
+    #[doc(alias = "AppendToStream")]
+    pub fn append_with(
+        &self,
+        expected: ExpectedVersion,
+        events: impl IntoIterator<Item = EventData<E>>,
+    ) -> Result<Committed, InsertError> {
+        let (events, metadata) = Events::collect_with_metadata(events);
+        let head = self
+            .store
+            .append_to(self.resolved(), expected, events, None, metadata)?;
+        Ok(Committed::of_one(self.id(), head))
+    }
+
     /// Appends one event and returns the stream's new head: the fastest
     /// write the store has.
     ///
@@ -140,7 +179,7 @@ impl<E> StreamHandle<E> {
         correlation_id: Option<CorrelationId>,
     ) -> Result<Option<StreamHead>, InsertError> {
         self.store
-            .append_to(self.resolved(), expected, events, correlation_id)
+            .append_to(self.resolved(), expected, events, correlation_id, None)
     }
 
     /// The stream's last committed event, or `None` if it has none.
@@ -182,5 +221,69 @@ impl<E> fmt::Debug for StreamHandle<E> {
             .field("name", &self.resolved().name().map(|name| &**name))
             .field("head", &self.head())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use crate::{CausationId, EventData, ExpectedVersion, InsertError, MemoryStore, Metadata};
+    use crate::{Start, StreamId, StreamVersion, Transaction};
+
+    fn events(cause: CausationId) -> Vec<EventData<u32>> {
+        let header = Metadata::new().with_header("k", "v").unwrap();
+        vec![
+            EventData::new(0),
+            EventData::new(1).with_causation_id(cause),
+            EventData::new(2),
+            EventData::new(3).with_metadata(header),
+        ]
+    }
+
+    fn metadata(store: &MemoryStore<u32>) -> Vec<(u32, Metadata)> {
+        store
+            .read_all(Start::Beginning)
+            .map(|e| (*e.payload(), e.metadata().clone()))
+            .collect()
+    }
+
+    /// A handle's `append_with` writes what `insert` of
+    /// `Transaction::append_with` writes: each event keeps its own
+    /// metadata, at its own offset, and the heads agree.
+    #[test]
+    fn append_with_keeps_each_events_metadata_as_insert_does() {
+        let cause = CausationId::new();
+        let (by_handle, by_insert) = (MemoryStore::new(), MemoryStore::new());
+        let stream = StreamId::new();
+        let done = by_handle
+            .stream(stream)
+            .append_with(ExpectedVersion::NoStream, events(cause))
+            .unwrap();
+        let expected = by_insert
+            .insert(Transaction::new().append_with(
+                stream,
+                ExpectedVersion::NoStream,
+                events(cause),
+            ))
+            .unwrap();
+        assert_eq!(done, expected);
+        assert_eq!(metadata(&by_handle), metadata(&by_insert));
+        assert_eq!(metadata(&by_handle)[1].1.causation_id(), Some(cause));
+        assert!(metadata(&by_handle)[2].1.is_empty());
+    }
+
+    /// A failed expectation writes nothing, metadata included; a
+    /// zero-event `append_with` is a pure check.
+    #[test]
+    fn append_with_checks_the_expectation_first() {
+        let store = MemoryStore::new();
+        let handle = store.stream(StreamId::new());
+        handle.append_one(ExpectedVersion::NoStream, 9).unwrap();
+        let refused = handle.append_with(ExpectedVersion::NoStream, events(CausationId::new()));
+        assert!(matches!(refused, Err(InsertError::VersionConflict(_))));
+        let checked = handle
+            .append_with(ExpectedVersion::Exact(StreamVersion(0)), [])
+            .unwrap();
+        assert_eq!(checked.last_position(), None);
+        assert_eq!(store.read_all(Start::Beginning).count(), 1);
     }
 }

@@ -20,6 +20,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod age;
 #[cfg(not(loom))]
 mod backend;
 mod builder;
@@ -70,6 +71,7 @@ pub mod design {}
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 
+pub use age::{max_age_micros, MAX_AGE_LIMIT};
 #[cfg(not(loom))]
 pub use backend::{
     Cursor, CursorSerde, EventRef, EventStore, MemoryError, MemorySubscriber, StoreError,

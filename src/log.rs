@@ -169,7 +169,7 @@ impl Stamp {
     }
 
     /// The creation time in nanoseconds since the Unix epoch.
-    fn created_at_nanos(self) -> u64 {
+    pub(crate) fn created_at_nanos(self) -> u64 {
         match self.meta() {
             // Relaxed: a raise (`Log::order_created_at`) is published with
             // the range, by the watermark's Release store or CAS that the

@@ -73,6 +73,9 @@ pub struct ReadAll<'a, E> {
     next: u64,
     /// The watermark when the read started.
     end: u64,
+    /// The clock reading maximum ages are compared with (rule 30): taken
+    /// when the read first reaches an event of a stream with one.
+    now: Option<u64>,
     /// The slots from `next` to the end of its segment (or to `end`), once
     /// looked up: walking them needs no lookup per event.
     run: std::slice::Iter<'a, Slot<E>>,
@@ -87,6 +90,7 @@ impl<'a, E> ReadAll<'a, E> {
             inner,
             next: start.first(end).min(end),
             end,
+            now: None,
             run: [].iter(),
         }
     }
@@ -115,9 +119,13 @@ impl<'a, E> Iterator for ReadAll<'a, E> {
             // with Acquire (the run stops at `end`).
             let record = unsafe { slot.committed_record() };
             let event = Envelope::new(record, position, &self.log.ids);
-            // Removed events are skipped when reached (rule 30); the
-            // stream is looked at only once anything was ever removed.
-            if !(self.inner.may_have_removed() && event.is_removed()) {
+            // Removed and too old events are skipped when reached (rule
+            // 30); the stream is looked at only once anything was ever
+            // removed, its age only once any stream has a maximum age.
+            if !self
+                .inner
+                .skips(self.inner.removals(), event, &mut self.now)
+            {
                 return Some(event);
             }
         }
@@ -143,6 +151,11 @@ impl<E> std::fmt::Debug for ReadAll<'_, E> {
 /// [`MemoryStore::read_stream`](crate::MemoryStore::read_stream).
 pub struct ReadStream<'a, E> {
     log: &'a Log<E>,
+    /// The store, for its clock (maximum age, rule 30).
+    inner: &'a Inner<E>,
+    /// The clock reading maximum ages are compared with: taken when the
+    /// read first reaches an event, if the stream has one.
+    now: Option<u64>,
     /// `None` for a stream with no committed event.
     stream: Option<&'a Stream>,
     /// Versions still to read: `front..back`.
@@ -187,6 +200,8 @@ impl<'a, E> ReadStream<'a, E> {
         let floor = stream.map_or(0, Stream::floor);
         Self {
             log: &inner.log,
+            inner,
+            now: None,
             stream,
             front: first.max(floor).min(back),
             back,
@@ -196,6 +211,38 @@ impl<'a, E> ReadStream<'a, E> {
             window_start: 0,
             watermark,
         }
+    }
+
+    /// The next event of the stream not below its floor, whatever its age.
+    #[inline]
+    fn next_unaged(&mut self, stream: &'a Stream) -> Option<Envelope<'a, E>> {
+        // Versions removed since the read started are skipped once reached
+        // (rule 30): the floor only rises.
+        let floor = stream.floor();
+        if self.front < floor {
+            self.front = floor.min(self.back);
+            self.run = &[];
+        }
+        if self.front >= self.back {
+            return None;
+        }
+        let position = if self.backward {
+            self.back -= 1;
+            stream.committed_position(self.back)
+        } else {
+            if self.run.is_empty() {
+                // One lookup per run of the stream's index, not per event.
+                self.run = stream.committed_positions(self.front);
+            }
+            let (first, rest) = self.run.split_first()?;
+            self.run = rest;
+            self.front += 1;
+            // Relaxed: the version is below the committed length, whose
+            // Acquire load published its position.
+            let position = first.load(Ordering::Relaxed);
+            return Some(self.forward_envelope(position));
+        };
+        Some(self.envelope(position))
     }
 
     /// The event at `position`, a committed position of the stream at or
@@ -237,33 +284,14 @@ impl<'a, E> Iterator for ReadStream<'a, E> {
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         let stream = self.stream?;
-        // Versions removed since the read started are skipped once reached
-        // (rule 30): the floor only rises.
-        let floor = stream.floor();
-        if self.front < floor {
-            self.front = floor.min(self.back);
-            self.run = &[];
-        }
-        if self.front >= self.back {
-            return None;
-        }
-        let position = if self.backward {
-            self.back -= 1;
-            stream.committed_position(self.back)
-        } else {
-            if self.run.is_empty() {
-                // One lookup per run of the stream's index, not per event.
-                self.run = stream.committed_positions(self.front);
+        loop {
+            let event = self.next_unaged(stream)?;
+            // Events older than the stream's maximum age when reached are
+            // skipped too (rule 30): one load for a stream without one.
+            if !event.is_too_old(|| self.inner.reading(&mut self.now)) {
+                return Some(event);
             }
-            let (first, rest) = self.run.split_first()?;
-            self.run = rest;
-            self.front += 1;
-            // Relaxed: the version is below the committed length, whose
-            // Acquire load published its position.
-            let position = first.load(Ordering::Relaxed);
-            return Some(self.forward_envelope(position));
-        };
-        Some(self.envelope(position))
+        }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

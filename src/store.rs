@@ -25,7 +25,7 @@ use crate::stream::{Locked, Stream, StreamIndex, StreamPtr, Tombstoned};
 #[cfg(not(loom))]
 use crate::subscription::handler::{Flow, Subscriber};
 use crate::subscription::Subscription;
-use crate::sync::{Arc, AtomicBool, Ordering};
+use crate::sync::{Arc, AtomicU8, Ordering};
 use crate::transaction::{Append, Committed, Events, ExpectedVersion, StreamHead, Transaction};
 use smallvec::SmallVec;
 
@@ -87,20 +87,59 @@ pub(crate) struct Inner<E> {
     /// Where `created_at` comes from; `None` for the system clock, read
     /// without a dynamic call.
     pub(crate) clock: Option<std::sync::Arc<dyn Clock>>,
-    /// Whether any event was ever removed (deleted or truncated, contract
-    /// rule 30): until then, readers of the whole log skip nothing and
-    /// never look at an event's stream to find out.
-    pub(crate) removed: AtomicBool,
+    /// What readers of the whole log must look at (contract rule 30): 0
+    /// until any event was removed (deleted, truncated) or any stream was
+    /// given a maximum count or age; until then they skip nothing and
+    /// never look at an event's stream to find out. Bits: [`REMOVED`],
+    /// [`AGED`].
+    pub(crate) removed: AtomicU8,
 }
 
+/// The bit of `Inner::removed` set once any event may have been removed:
+/// readers of the whole log compare each event with its stream's floor.
+pub(crate) const REMOVED: u8 = 1;
+/// The bit of `Inner::removed` set once any stream was given a maximum
+/// age: readers of the whole log also check each event's age against its
+/// stream's (one more load, on the cache line of the floor).
+pub(crate) const AGED: u8 = 2;
+
 impl<E> Inner<E> {
-    /// Whether any event may have been removed (rule 30), so that a reader
-    /// of the whole log must look at each event's stream.
+    /// What readers of the whole log must look at (bits [`REMOVED`] and
+    /// [`AGED`], 0 for nothing), so that a reader skips the stream of each
+    /// event in a store where nothing was ever removed.
     #[inline]
-    pub(crate) fn may_have_removed(&self) -> bool {
-        // Acquire: pairs with the Release stores in `MemoryStore::remove`
-        // and `truncate_stream`.
+    pub(crate) fn removals(&self) -> u8 {
+        // Acquire: pairs with the Release stores in `MemoryStore::remove`,
+        // `truncate_stream`, `set_max_count` and `set_max_age`.
         self.removed.load(Ordering::Acquire)
+    }
+
+    /// Whether a reader of the whole log that reaches `event` now skips it
+    /// (rule 30): removed from its stream (below its floor) or, in a store
+    /// with a maximum age, too old for its stream's by the reader's clock
+    /// reading `now` (taken here, once, if the reader has none yet and the
+    /// event's stream has a maximum age). `removals` is
+    /// [`removals`](Self::removals), loaded for this event.
+    #[inline]
+    pub(crate) fn skips(
+        &self,
+        removals: u8,
+        event: crate::envelope::Envelope<'_, E>,
+        now: &mut Option<u64>,
+    ) -> bool {
+        removals != 0
+            && (event.is_removed()
+                || (removals & AGED != 0 && event.is_too_old(|| self.reading(now))))
+    }
+
+    /// A reader's clock reading for maximum ages (rule 30): `now`, or the
+    /// store's clock now if the reader has none yet. A reader takes one
+    /// per read, or per watermark load for a subscription: the clock costs
+    /// 20-40 ns, several times a whole event's read. A custom clock may
+    /// panic.
+    #[inline]
+    pub(crate) fn reading(&self, now: &mut Option<u64>) -> u64 {
+        *now.get_or_insert_with(|| self.now_nanos())
     }
 
     /// The time for a new transaction, in nanoseconds since the Unix epoch.
@@ -322,6 +361,7 @@ impl<E> MemoryStore<E> {
         expected: ExpectedVersion,
         events: Events<E>,
         correlation_id: Option<CorrelationId>,
+        metadata: Option<Vec<(u32, Metadata)>>,
     ) -> Result<Option<StreamHead>, InsertError> {
         if self.inner.log.watermark.is_poisoned() {
             return Err(InsertError::Poisoned);
@@ -334,7 +374,12 @@ impl<E> MemoryStore<E> {
                 })
                 .map(|_| None);
         }
-        let stamp = OwnedStamp::new(self.inner.now_nanos(), correlation_id);
+        let stamp = match metadata {
+            None => OwnedStamp::new(self.inner.now_nanos(), correlation_id),
+            Some(metadata) => {
+                OwnedStamp::with_metadata(self.inner.now_nanos(), correlation_id, metadata)
+            }
+        };
         match self.reserve_in(stream, None, expected, count, stamp) {
             Ok(reserved) => self.finish(reserved, events).map(Some),
             Err(refused) => self.refuse(stream.id, stream.name().cloned(), expected, refused),
@@ -762,9 +807,9 @@ impl<E> MemoryStore<E> {
             }
             if found.is_some() || tombstone {
                 // Release: pairs with the Acquire loads of readers of the
-                // whole log (`Inner::may_have_removed`); set before the
+                // whole log (`Inner::removals`); set before the
                 // floor, so a reader that sees the floor sees the flag.
-                self.inner.removed.store(true, Ordering::Release);
+                self.inner.removed.fetch_or(REMOVED, Ordering::Release);
                 locked.delete(tombstone);
             }
             Ok(found)
@@ -830,7 +875,7 @@ impl<E> MemoryStore<E> {
             }
             if locked.len() > 0 && before.0 > 0 {
                 // Release: as in `remove`.
-                self.inner.removed.store(true, Ordering::Release);
+                self.inner.removed.fetch_or(REMOVED, Ordering::Release);
                 locked.truncate(before.0);
             }
             Ok(())
@@ -886,7 +931,7 @@ impl<E> MemoryStore<E> {
         // Ascending id order, as transactions lock: no deadlock.
         let locked: Vec<Locked<'_>> = streams.iter().map(|stream| stream.lock()).collect();
         // Release: as in `remove`.
-        self.inner.removed.store(true, Ordering::Release);
+        self.inner.removed.fetch_or(REMOVED, Ordering::Release);
         let mut seen: Option<StreamHead> = None;
         for stream in &locked {
             if let Ok(Some(head)) = stream.head() {
@@ -949,8 +994,88 @@ impl<E> MemoryStore<E> {
                 return Err(Tombstoned);
             }
             // Release: as in `remove`.
-            self.inner.removed.store(true, Ordering::Release);
+            self.inner.removed.fetch_or(REMOVED, Ordering::Release);
             locked.set_max_count(max_count);
+            Ok(())
+        });
+        match outcome {
+            Some(Err(Tombstoned)) => Err(self.deleted(stream)),
+            None | Some(Ok(())) => Ok(()),
+        }
+    }
+
+    /// Sets the longest time readers see an event of `stream` for
+    /// (KurrentDB's `$maxAge`; contract rule 30), or removes the limit
+    /// (`None`).
+    ///
+    /// Every reader (reads and subscriptions of every kind) skips an event
+    /// of the stream created ([`Envelope::created_at`], the store's clock)
+    /// more than `max_age` before the reader reaches it: before the clock
+    /// reading the reader took when it first reached an event of a stream
+    /// with an age (a read takes one; a subscription one after each time it
+    /// loads the store's head, so a live one reads the clock about once
+    /// per event it waits for). Age is evaluated
+    /// when each event is reached, as KurrentDB does (until a scavenge), so
+    /// a longer maximum age, or `None`, shows again the events it covers;
+    /// an event a reader delivered is never retracted. The head, versions
+    /// and expectations do not change, and the stream still exists when
+    /// every event is too old. A stream not written yet keeps the limit for
+    /// its first events; deletes keep it. The events stay in memory.
+    ///
+    /// `max_age` is kept in whole microseconds, rounded up, at least one
+    /// (a zero age hides every event written before the call) and at most
+    /// [`MAX_AGE_LIMIT`](crate::MAX_AGE_LIMIT) (500 years): see
+    /// [`max_age_micros`](crate::max_age_micros). Any `Duration` is taken;
+    /// none panics.
+    ///
+    /// Cost: readers of the whole log look at an event's age only once
+    /// some stream has a maximum age (one load per event then), and read
+    /// its `created_at` only for events of such streams; see PERF.md.
+    ///
+    /// # Errors
+    ///
+    /// - [`InsertError::StreamDeleted`]: the stream is hard-deleted.
+    /// - [`InsertError::Poisoned`]: never, unless this crate has a bug.
+    ///
+    /// ```
+    /// use hindsight::{ExpectedVersion, MemoryStore, StreamId, StreamVersion, TestClock, Transaction};
+    /// use std::time::{Duration, SystemTime};
+    /// let clock = TestClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000));
+    /// let store = MemoryStore::builder().clock(clock.clone()).build();
+    /// let stream = StreamId::new();
+    /// store.insert(Transaction::single(stream, ExpectedVersion::Any, "old")).unwrap();
+    /// clock.advance(Duration::from_secs(60));
+    /// store.insert(Transaction::single(stream, ExpectedVersion::Any, "new")).unwrap();
+    /// store.set_max_age(stream, Some(Duration::from_secs(30))).unwrap();
+    /// let read: Vec<_> = store.read_stream(stream, StreamVersion(0)).map(|e| *e.payload()).collect();
+    /// assert_eq!(read, ["new"]);
+    /// assert_eq!(store.stream_head(stream).unwrap().version, StreamVersion(1));
+    /// store.set_max_age(stream, None).unwrap(); // evaluated when read
+    /// assert_eq!(store.read_stream(stream, StreamVersion(0)).count(), 2);
+    /// ```
+    #[doc(alias = "$maxAge", alias = "max age")]
+    pub fn set_max_age(
+        &self,
+        stream: StreamId,
+        max_age: Option<std::time::Duration>,
+    ) -> Result<(), InsertError> {
+        if self.inner.log.watermark.is_poisoned() {
+            return Err(InsertError::Poisoned);
+        }
+        // At most 1.6e19: fits (`MAX_AGE_LIMIT`).
+        let nanos = max_age.map_or(0, |age| crate::age::max_age_micros(age) * 1_000);
+        // The limit is kept for a stream not written yet: its entry stays.
+        let outcome = self.inner.streams.with_or_create(stream, true, |found| {
+            let locked = found.lock();
+            if locked.marks().tombstoned() {
+                return Err(Tombstoned);
+            }
+            locked.set_max_age(nanos);
+            if nanos != 0 {
+                // Release: after the age, as in `remove` (see
+                // `Stream::too_old` for why the age needs no more).
+                self.inner.removed.fetch_or(AGED, Ordering::Release);
+            }
             Ok(())
         });
         match outcome {

@@ -57,6 +57,12 @@ pub(crate) struct Stream {
     /// for a stream nothing was removed from. May exceed `len` (a
     /// truncation ahead of the stream).
     floor: AtomicU64,
+    /// The stream's maximum age in nanoseconds (KurrentDB's `$maxAge`,
+    /// rule 30), 0 for none: readers hide an event created more than this
+    /// long before they reach it. Next to `floor`, which every reader of
+    /// the stream loads first, so the check costs no cache miss. Written
+    /// only under `lock`.
+    max_age: AtomicU64,
     /// The stream's marks ([`Marks`]): where it was last deleted, whether
     /// for good, whether it has a maximum count. Written only under `lock`.
     deleted: AtomicU64,
@@ -120,6 +126,7 @@ impl Stream {
             signal: Signal::new(),
             name: std::sync::OnceLock::new(),
             floor: AtomicU64::new(0),
+            max_age: AtomicU64::new(0),
             deleted: AtomicU64::new(0),
             max_count: AtomicU64::new(u64::MAX),
         }
@@ -132,6 +139,25 @@ impl Stream {
         // `Locked::truncate`, so a reader that sees a raised floor also sees
         // the deletion mark stored before it in the same critical section.
         self.floor.load(Ordering::Acquire)
+    }
+
+    /// Whether a reader that reaches an event of this stream now hides it
+    /// for its age (rule 30, maximum age): the stream has a maximum age,
+    /// and the event was created (`created_at()`, nanoseconds since the
+    /// Unix epoch) more than that long before `now()`, the store's clock;
+    /// both are called only for a stream with a maximum age. Never panics
+    /// unless `now` does.
+    #[inline]
+    pub(crate) fn too_old(
+        &self,
+        created_at: impl FnOnce() -> u64,
+        now: impl FnOnce() -> u64,
+    ) -> bool {
+        // Relaxed: a value, not a publication; a reader that reaches the
+        // event after `Locked::set_max_age` returned (happens-before, by
+        // whatever ordered the two) reads it or a later one by coherence.
+        let max_age = self.max_age.load(Ordering::Relaxed);
+        max_age != 0 && created_at() < now().saturating_sub(max_age)
     }
 
     /// The version a delete left the stream at (its versions below are
@@ -380,6 +406,14 @@ impl Locked<'_> {
         if let Some(floor) = self.len().checked_sub(max) {
             self.raise_floor(floor);
         }
+    }
+
+    /// Sets the stream's maximum age in nanoseconds (0: none). Readers
+    /// hide by age when they reach an event, so nothing else changes now.
+    /// Never panics.
+    pub(crate) fn set_max_age(&self, nanos: u64) {
+        // Relaxed: see `Stream::too_old`.
+        self.stream.max_age.store(nanos, Ordering::Relaxed);
     }
 
     fn raise_floor(&self, floor: u64) {

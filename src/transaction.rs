@@ -129,6 +129,27 @@ impl<E> Events<E> {
         Events::Many(events.collect())
     }
 
+    /// Collects the payloads of `events`, inline if there is exactly one,
+    /// and the metadata of those that have some, by index (`None` if none
+    /// has).
+    pub(crate) fn collect_with_metadata(
+        events: impl IntoIterator<Item = EventData<E>>,
+    ) -> (Self, Option<Vec<(u32, Metadata)>>) {
+        let mut metadata = Vec::new();
+        // Straight into `Events`: one event stays inline (no `Vec`).
+        let payloads = events.into_iter().enumerate().map(|(index, event)| {
+            if !event.metadata.is_empty() {
+                // Past `u32::MAX` events the transaction is refused as too
+                // large before its metadata is looked at.
+                let index = u32::try_from(index).unwrap_or(u32::MAX);
+                metadata.push((index, event.metadata));
+            }
+            event.payload
+        });
+        let events = Events::collect(payloads);
+        (events, (!metadata.is_empty()).then_some(metadata))
+    }
+
     pub(crate) fn len(&self) -> usize {
         match self {
             Events::One(_) => 1,
@@ -335,20 +356,11 @@ impl<E> Transaction<E> {
         expected: ExpectedVersion,
         events: impl IntoIterator<Item = EventData<E>>,
     ) -> Self {
-        let mut metadata = Vec::new();
-        // Straight into `Events`: one event stays inline (no `Vec`).
-        let payloads = events.into_iter().enumerate().map(|(index, event)| {
-            if !event.metadata.is_empty() {
-                let index = u32::try_from(index).unwrap_or(u32::MAX);
-                metadata.push((index, event.metadata));
-            }
-            event.payload
-        });
-        let events = Events::collect(payloads);
+        let (events, metadata) = Events::collect_with_metadata(events);
         let mut tx = self.append(stream, expected, std::iter::empty());
         if let Some(append) = tx.appends.last_mut() {
             append.events = events;
-            append.metadata = (!metadata.is_empty()).then_some(metadata);
+            append.metadata = metadata;
         }
         tx
     }

@@ -1,6 +1,6 @@
 //! Loom models of the stream lifecycle (contract rule 30): a delete racing
-//! an append and a reader, and the lock-free trim of a stream with a
-//! maximum count.
+//! an append and a reader, the lock-free trim of a stream with a maximum
+//! count, and a maximum age racing a reader of the whole log.
 //!
 //! A delete, a truncation and a change of the maximum count run under the
 //! stream's lock, as a writer's check and record do; the visibility floor
@@ -12,8 +12,9 @@
 mod common;
 
 use common::{check, stream, Outcomes};
-use hindsight::{ExpectedVersion, MemoryStore, Start, StreamVersion, Transaction};
+use hindsight::{ExpectedVersion, MemoryStore, Start, StreamVersion, TestClock, Transaction};
 use loom::thread;
+use std::time::{Duration, SystemTime};
 
 /// (D1) A soft delete racing an append to the same stream and a reader of
 /// the whole log. Whichever order they take, the append continues the
@@ -132,4 +133,63 @@ fn racing_trims_of_a_stream_with_a_max_count_never_move_the_floor_back() {
         }
     });
     outcomes.require(name, &["10 first", "20 first"]);
+}
+
+/// (D3) A maximum age set, then an insert into another stream, racing a
+/// reader of the whole log: the age is not turned into a floor, so the
+/// reader finds it through the store-wide flag's `AGED` bit and the
+/// stream's `max_age`, which it reads after reaching the old event. A
+/// reader that sees the insert (so loaded the watermark after it, and
+/// after the age was set, in happens-before) must not see the old event:
+/// `[0, 1]` is the outcome the flag exists to forbid (a `set_max_age`
+/// that leaves the flag unset shows it). Requires a reader before the age
+/// and one after the insert.
+#[test]
+fn a_reader_that_sees_a_write_made_after_a_max_age_hides_the_old_event() {
+    let name = "a_reader_that_sees_a_write_made_after_a_max_age_hides_the_old_event";
+    let outcomes = Outcomes::default();
+    let record = outcomes.clone();
+    check(name, 2, move || {
+        // A test clock: a plain value under loom (std atomics), set
+        // before the threads start.
+        let clock = TestClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000));
+        let store = MemoryStore::<u32>::builder().clock(clock.clone()).build();
+        let (s, t) = (stream(1), stream(2));
+        store
+            .insert(Transaction::single(s, ExpectedVersion::NoStream, 0))
+            .unwrap();
+        clock.advance(Duration::from_secs(60));
+        let setter = {
+            let store = store.clone();
+            thread::spawn(move || {
+                store.set_max_age(s, Some(Duration::from_secs(30))).unwrap();
+                store
+                    .insert(Transaction::single(t, ExpectedVersion::NoStream, 1))
+                    .unwrap();
+            })
+        };
+        let reader = {
+            let store = store.clone();
+            thread::spawn(move || {
+                store
+                    .read_all(Start::Beginning)
+                    .map(|e| *e.payload())
+                    .collect::<Vec<u32>>()
+            })
+        };
+        setter.join().unwrap();
+        let read = reader.join().unwrap();
+        match read.as_slice() {
+            [0] => record.record("reader before the age"),
+            [] => record.record("reader between the age and the insert"),
+            [1] => record.record("reader after the insert"),
+            other => panic!("the reader saw {other:?}"),
+        }
+        let after: Vec<u32> = store
+            .read_all(Start::Beginning)
+            .map(|e| *e.payload())
+            .collect();
+        assert_eq!(after, [1], "a read after both hides the old event");
+    });
+    outcomes.require(name, &["reader before the age", "reader after the insert"]);
 }

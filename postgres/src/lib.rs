@@ -75,7 +75,12 @@
 //!   expectations against the head since the last delete, and raises
 //!   `visible_from` for a stream with a maximum count in the inserting
 //!   transaction. Every read and subscription query skips events below
-//!   `visible_from`; their rows stay (nothing is reclaimed).
+//!   `visible_from`; their rows stay (nothing is reclaimed). A maximum age
+//!   (migration 8, `streams.max_age`, microseconds) is one more condition
+//!   of the same queries: an event older than it at the query's
+//!   `statement_timestamp()`, the server's clock that stamped
+//!   `created_at`, is skipped; age is judged per page, so a longer age
+//!   shows events again.
 //! - **Reads** page by position or by (stream, version), 500 rows a query,
 //!   bounded by the head read once at the start.
 //! - **Subscriptions** ([`PgSubscriber`]) page by position, one snapshot

@@ -206,3 +206,67 @@ async fn a_one_stream_subscription_page_is_not_jit_compiled() {
         drop(sql, pool).await;
     }
 }
+
+/// With a maximum age on every stream (one hour: nothing hidden), an
+/// all-streams read or subscription page still scans one window; none of
+/// them, and no stream read's page (`Sql::read_stream`, which joins the
+/// stream's row for `visible_from` and the age), is JIT-compiled.
+///
+/// A stream page has no row bound here, as a one-stream subscription's
+/// page has none: without statistics PostgreSQL reads and sorts the
+/// stream's rows (14,286 here) before the `LIMIT`, with this query and
+/// with the one before the maximum age (a subquery for `visible_from`)
+/// alike: tried by hand.
+#[tokio::test]
+async fn aged_read_pages_scan_one_window_and_are_not_jit_compiled() {
+    for statistics in STATES {
+        let Some((sql, pool)) = schema(statistics).await else {
+            return;
+        };
+        let stream = hindsight::Uuid::parse_str("cfcd2084-95d5-65ef-66e7-dff9f98764da").unwrap();
+        for aged in [false, true] {
+            if aged {
+                pool.execute(sqlx::raw_sql(&format!(
+                    "UPDATE {}.streams SET max_age = 3600000000",
+                    sql.quoted
+                )))
+                .await
+                .expect("set an age");
+            }
+            let explain = format!("EXPLAIN ANALYZE {}", sql.read_stream);
+            for first in [0i64, PAGE] {
+                let query = sqlx::query(&explain)
+                    .bind(stream)
+                    .bind(first)
+                    .bind(EVENTS)
+                    .bind(PAGE);
+                let lines = plan(&pool, query).await;
+                let what =
+                    format!("the stream page at {first} (aged: {aged}), statistics {statistics:?}");
+                check(&lines, PAGE as u64, None, &what);
+            }
+            if aged {
+                let explain = format!("EXPLAIN ANALYZE {}", sql.read_all);
+                let query = sqlx::query(&explain)
+                    .bind(0i64)
+                    .bind(EVENTS.min(window_end(0)))
+                    .bind(PAGE);
+                let lines = plan(&pool, query).await;
+                let what = format!("the aged read_all page, statistics {statistics:?}");
+                check(&lines, PAGE as u64, Some(PAGE as u64), &what);
+                let explain = format!(
+                    "EXPLAIN ANALYZE {}",
+                    sql.subscription_page(false, false, false)
+                );
+                let query = sqlx::query(&explain)
+                    .bind(0i64)
+                    .bind(PAGE)
+                    .bind(window_end(0));
+                let lines = plan(&pool, query).await;
+                let what = format!("the aged subscription page, statistics {statistics:?}");
+                check(&lines, PAGE as u64, Some(PAGE as u64), &what);
+            }
+        }
+        drop(sql, pool).await;
+    }
+}

@@ -15,7 +15,8 @@
 //!   events if it appended by name (rule 32, migration 5), `NULL` otherwise;
 //!   and its lifecycle (rule 30, [`STREAM_LIFECYCLE`]): `deleted_before`,
 //!   `visible_from` (every read skips events below it), `tombstoned`,
-//!   `max_count`.
+//!   `max_count`, and (migration 8, [`MAX_AGE`]) `max_age` in microseconds
+//!   (every read skips events older than it by the server's clock).
 //! - `events(position, stream_id, version, event_id, correlation_id,
 //!   created_at, event_type, payload, payload_bytes, causation_id,
 //!   headers)`, `UNIQUE (stream_id, version)`; exactly one of `payload`
@@ -49,6 +50,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (5, STREAM_NAMES),
     (6, STREAM_LIFECYCLE),
     (7, EVENT_METADATA),
+    (8, MAX_AGE),
 ];
 
 const TABLES: &str = r#"
@@ -294,6 +296,18 @@ $fn$;
 const STREAM_NAMES: &str = r#"
 ALTER TABLE {s}.streams ADD COLUMN name TEXT, ADD COLUMN category TEXT;
 CREATE INDEX streams_category ON {s}.streams (category) WHERE category IS NOT NULL;
+"#;
+
+/// Maximum age (rule 30, KurrentDB's `$maxAge`): `streams.max_age`, in
+/// microseconds (`hindsight::max_age_micros`: at least 1, at most
+/// `MAX_AGE_LIMIT`'s), `NULL` for none. Constant time on any table (no
+/// default). Read and page queries hide an event whose `created_at` is
+/// older than `statement_timestamp()` minus it: the server's clock, which
+/// stamped `created_at` (`clock_timestamp()` in `insert_events`), read
+/// once per statement. No function is replaced: the filter lives in the
+/// queries of [`Sql`], and `insert_events` does not look at the age.
+const MAX_AGE: &str = r#"
+ALTER TABLE {s}.streams ADD COLUMN max_age BIGINT CHECK (max_age > 0);
 "#;
 
 /// Stream lifecycle (rule 30: soft delete, hard delete, truncate before;
@@ -617,6 +631,10 @@ pub(crate) struct Sql {
     /// `visible_from`, unless the stream is hard-deleted; returns
     /// `tombstoned` and the name.
     pub(crate) max_count: String,
+    /// `$1` stream, `$2` the maximum age in microseconds (`NULL`: none):
+    /// sets it (a placeholder row for a stream not written yet) unless the
+    /// stream is hard-deleted; returns `tombstoned` and the name.
+    pub(crate) max_age: String,
     /// Every stream row, locked in id order (as `insert_events` locks), for
     /// a store-wide delete.
     pub(crate) lock_all: String,
@@ -628,6 +646,12 @@ pub(crate) struct Sql {
     /// `$1` stream, `$2` first version, `$3` end position (exclusive), `$4` limit.
     pub(crate) read_stream: String,
 }
+
+/// The filter every read and page query applies for the maximum age (rule
+/// 30), on `e` (the event) joined to `st` (its stream's row): no age, or
+/// created within it of the statement's start, by the server's clock.
+const YOUNG_ENOUGH: &str = "(st.max_age IS NULL \
+    OR e.created_at >= statement_timestamp() - st.max_age * interval '1 microsecond')";
 
 impl Sql {
     /// The SQL of the store in `schema`, which must be a plain identifier.
@@ -682,6 +706,12 @@ impl Sql {
                  ELSE greatest(st.visible_from, st.last_version + 1 - $2) END \
                  RETURNING tombstoned, name"
             ),
+            max_age: format!(
+                "INSERT INTO {s}.streams AS st (stream_id, max_age) VALUES ($1, $2) \
+                 ON CONFLICT (stream_id) DO UPDATE SET \
+                 max_age = CASE WHEN st.tombstoned THEN st.max_age ELSE $2 END \
+                 RETURNING tombstoned, name"
+            ),
             lock_all: format!(
                 "SELECT 1 FROM {s}.streams ORDER BY stream_id FOR UPDATE"
             ),
@@ -694,13 +724,13 @@ impl Sql {
                 "SELECT {EVENT_COLUMNS} FROM {s}.events e \
                  JOIN {s}.streams st ON st.stream_id = e.stream_id \
                  WHERE e.position >= $1 AND e.position < $2 AND e.version >= st.visible_from \
-                 ORDER BY e.position LIMIT $3"
+                 AND {YOUNG_ENOUGH} ORDER BY e.position LIMIT $3"
             ),
             read_stream: format!(
                 "SELECT {EVENT_COLUMNS} FROM {s}.events e \
-                 WHERE e.stream_id = $1 AND e.position < $3 AND e.version >= greatest($2, \
-                 (SELECT visible_from FROM {s}.streams WHERE stream_id = $1)) \
-                 ORDER BY e.version LIMIT $4"
+                 JOIN {s}.streams st ON st.stream_id = e.stream_id \
+                 WHERE e.stream_id = $1 AND e.position < $3 \
+                 AND e.version >= greatest($2, st.visible_from) AND {YOUNG_ENOUGH} ORDER BY e.version LIMIT $4"
             ),
             channel: format!("hindsight_{schema}"),
             name: schema.to_owned(),
@@ -755,7 +785,7 @@ impl Sql {
              LEFT JOIN LATERAL (SELECT {EVENT_COLUMNS} FROM {s}.events e \
              JOIN {s}.streams st ON st.stream_id = e.stream_id \
              WHERE e.position >= $1 AND e.position < h.next_position AND e.position < $3 \
-             AND e.version >= st.visible_from{stream}{types}{category} \
+             AND e.version >= st.visible_from AND {YOUNG_ENOUGH}{stream}{types}{category} \
              ORDER BY e.position LIMIT $2) page ON true ORDER BY page.position"
         )
     }

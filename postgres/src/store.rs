@@ -716,6 +716,33 @@ where
         }
     }
 
+    /// Sets or clears the stream's maximum age (one statement, under the
+    /// stream's row lock).
+    async fn max_age_untraced(
+        &self,
+        stream: StreamId,
+        max_age: Option<std::time::Duration>,
+    ) -> Result<(), StoreError<PgError>> {
+        // At most 1.6e16 µs (`MAX_AGE_LIMIT`): fits.
+        let max_age = max_age.map(|age| hindsight::max_age_micros(age) as i64);
+        let row: (bool, Option<String>) = sqlx::query_as(&self.inner.sql.max_age)
+            .bind(stream.as_uuid())
+            .bind(max_age)
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(|error| StoreError::Backend(PgError::Database(error)))?;
+        match row {
+            (true, name) => Err(StoreError::StreamDeleted {
+                stream,
+                stream_name: name
+                    .map(|name| stored_name(stream, &name))
+                    .transpose()
+                    .map_err(StoreError::Backend)?,
+            }),
+            (false, _) => Ok(()),
+        }
+    }
+
     /// Every stream deleted in one transaction, holding every row lock
     /// (taken in id order, as `insert_events` takes them).
     async fn delete_all_untraced(&self) -> Result<(), StoreError<PgError>> {
@@ -1045,6 +1072,31 @@ where
         }
         #[cfg(not(feature = "tracing"))]
         self.truncate_untraced(stream, before).await
+    }
+
+    /// One statement (an upsert of the stream's row).
+    async fn set_max_age(
+        &self,
+        stream: StreamId,
+        max_age: Option<std::time::Duration>,
+    ) -> Result<(), StoreError<PgError>> {
+        #[cfg(feature = "tracing")]
+        {
+            let span = tracing::debug_span!(
+                "hindsight.set_max_age",
+                %stream,
+                max_age_us = max_age.map(hindsight::max_age_micros),
+                error = tracing::field::Empty,
+            );
+            let result = self
+                .max_age_untraced(stream, max_age)
+                .instrument(span.clone())
+                .await;
+            trace::record_result(&span, "set_max_age", &result);
+            result
+        }
+        #[cfg(not(feature = "tracing"))]
+        self.max_age_untraced(stream, max_age).await
     }
 
     /// One transaction: every stream row locked, then updated.

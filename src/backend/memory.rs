@@ -265,6 +265,29 @@ impl<E: Send + Sync + 'static> EventStore for MemoryStore<E> {
         MemoryStore::set_max_count(self, stream, max_count).map_err(StoreError::from)
     }
 
+    async fn set_max_age(
+        &self,
+        stream: StreamId,
+        max_age: Option<std::time::Duration>,
+    ) -> Result<(), StoreError<MemoryError>> {
+        #[cfg(feature = "tracing")]
+        {
+            let span = tracing::debug_span!(
+                "hindsight.set_max_age",
+                %stream,
+                max_age_us = max_age.map(crate::age::max_age_micros),
+                error = tracing::field::Empty,
+            );
+            let result = span.in_scope(|| {
+                MemoryStore::set_max_age(self, stream, max_age).map_err(StoreError::from)
+            });
+            super::trace::record_result(&span, "set_max_age", &result);
+            result
+        }
+        #[cfg(not(feature = "tracing"))]
+        MemoryStore::set_max_age(self, stream, max_age).map_err(StoreError::from)
+    }
+
     async fn delete_all_streams(&self) -> Result<(), StoreError<MemoryError>> {
         #[cfg(feature = "tracing")]
         {

@@ -544,6 +544,45 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         max_count: Option<u64>,
     ) -> impl Future<Output = Result<(), StoreError<Self::Error>>> + Send;
 
+    /// Sets the longest time readers see an event of `stream` for
+    /// (KurrentDB's `$maxAge`; rule 30), or removes the limit (`None`).
+    /// Every reader skips an event created (by the store's clock: the
+    /// server's for PostgreSQL) more than `max_age` before the reader
+    /// reaches it; age is evaluated when each event is reached, so a longer
+    /// age (or `None`) shows again the events it covers. The head, versions
+    /// and expectations do not change; a stream not written yet keeps the
+    /// limit for its first events. `max_age` is kept as
+    /// [`max_age_micros`](crate::max_age_micros) says: whole microseconds,
+    /// rounded up, at least one, at most
+    /// [`MAX_AGE_LIMIT`](crate::MAX_AGE_LIMIT). Fails with
+    /// [`StoreError::StreamDeleted`] on a hard-deleted stream.
+    ///
+    /// ```
+    /// use hindsight::{EventStore, ExpectedVersion, MemoryStore, StreamId, StreamVersion, TestClock, Transaction};
+    /// use std::time::{Duration, SystemTime};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let clock = TestClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000));
+    /// let store = MemoryStore::builder().clock(clock.clone()).build();
+    /// let stream = StreamId::new();
+    /// EventStore::insert(&store, Transaction::single(stream, ExpectedVersion::Any, 0)).await.unwrap();
+    /// clock.advance(Duration::from_secs(60));
+    /// EventStore::insert(&store, Transaction::single(stream, ExpectedVersion::Any, 1)).await.unwrap();
+    /// EventStore::set_max_age(&store, stream, Some(Duration::from_secs(30))).await.unwrap();
+    /// let mut read = Vec::new();
+    /// EventStore::read_stream(&store, stream, StreamVersion(0), |e| {
+    ///     read.push(*e.payload);
+    ///     std::ops::ControlFlow::Continue(())
+    /// }).await.unwrap();
+    /// assert_eq!(read, [1]);
+    /// # }
+    /// ```
+    #[doc(alias = "$maxAge", alias = "max age")]
+    fn set_max_age(
+        &self,
+        stream: StreamId,
+        max_age: Option<std::time::Duration>,
+    ) -> impl Future<Output = Result<(), StoreError<Self::Error>>> + Send;
+
     /// Deletes every stream at once (a soft delete of each; rule 30): a
     /// logical reset of the store (Marten's `ResetAllData`), for handles
     /// shared between tests or components. Every event committed before

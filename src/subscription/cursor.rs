@@ -41,6 +41,10 @@ pub(crate) struct Cursor<E> {
     pub(super) pin: Option<Arc<Stream>>,
     /// The watermark as last loaded: everything below it is committed.
     end: u64,
+    /// The clock reading maximum ages are compared with (rule 30): taken
+    /// when the cursor first reaches an event of a stream with one after
+    /// loading the watermark, forgotten at each load.
+    now: Option<u64>,
     /// All streams: the committed slots the cursor walks, looked up once
     /// per run instead of once per event.
     run: Run<E>,
@@ -68,6 +72,7 @@ impl<E> Cursor<E> {
             first,
             pin,
             end: 0,
+            now: None,
             run: Run {
                 slots: std::ptr::null(),
                 start: 0,
@@ -102,6 +107,7 @@ impl<E> Cursor<E> {
         }
         let watermark = inner.log.watermark.get();
         self.loaded = true;
+        self.now = None;
         if watermark > self.end {
             self.end = watermark;
             if let Some(event) = self.advance_below_end(inner) {
@@ -139,10 +145,12 @@ impl<E> Cursor<E> {
                     // Acquire.
                     let record = unsafe { slot.committed_record() };
                     let event = Envelope::new(record, position, &log.ids);
-                    // Removed events are skipped when reached (rule 30);
-                    // the stream is looked at only once anything was ever
-                    // removed from the store.
-                    if inner.may_have_removed() && event.is_removed() {
+                    // Removed and too old events are skipped when reached
+                    // (rule 30); the stream is looked at only once anything
+                    // was ever removed from the store (see `Inner::skips`).
+                    // A custom clock may panic here: before moving past
+                    // the event.
+                    if inner.skips(inner.removals(), event, &mut self.now) {
                         self.next = position + 1;
                         continue;
                     }
@@ -205,6 +213,13 @@ impl<E> Cursor<E> {
                     // SAFETY: a committed version's position lies below
                     // `end`, a watermark value loaded with Acquire.
                     let event = unsafe { log.envelope(position) };
+                    // So are events older than the stream's maximum age
+                    // when reached (one load for a stream without one; a
+                    // custom clock may panic: before moving past it).
+                    if event.is_too_old(|| inner.reading(&mut self.now)) {
+                        self.next += 1;
+                        continue;
+                    }
                     // The type name is user code and may panic: move past
                     // the event only once it returned (rule 17).
                     let selected = self.selector.selects_type(event.payload());

@@ -8,6 +8,7 @@ use crate::{
     StreamVersion, SubscriberHandle, Transaction,
 };
 use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 use ExpectedVersion::{Any, Exact, ExactPosition, NoStream, StreamExists};
 
 /// `(version, position, value)` of each row, in the order read.
@@ -553,6 +554,91 @@ pub fn rule_30_a_max_count_keeps_the_last_events_visible<F: StoreFactory>(factor
 
         ok(store.tombstone_stream(b, Any).await);
         hard_deleted(store.set_max_count(b, Some(3)).await, b);
+    });
+}
+
+/// Rule 30: a maximum age hides, from every reader that reaches them,
+/// the events of the stream created longer ago than the age, by the
+/// store's clock; newer events, other streams, the head, versions and
+/// expectations are untouched (a stream whose every event is too old still
+/// exists); an age set before the stream's first event is kept for it;
+/// age is evaluated when read, so removing the limit shows them again; a
+/// subscriber already past them keeps them; a hard-deleted stream refuses
+/// it.
+///
+/// Real time passes: the old events are written, then 1.2 s of sleep, then
+/// a new one, and the age is 0.7 s. The old ones are then always too old;
+/// the new one stays young enough as long as this task is not held up
+/// 0.7 s between its write and the checks (a slack, not a measurement).
+pub fn rule_30_a_max_age_hides_events_older_than_it_when_reached<F: StoreFactory>(factory: &F) {
+    run("rule_30_max_age", async {
+        let store = factory.create().await;
+        let (a, b, c) = (sid(1), sid(2), sid(3));
+        // Set before the stream's first event: kept for it.
+        ok(store.set_max_age(c, Some(Duration::from_millis(700))).await);
+        insert(
+            &store,
+            Transaction::new()
+                .append(a, NoStream, [ev(0), ev(1)])
+                .append(b, NoStream, [ev(2)])
+                .append(c, NoStream, [ev(5)]),
+        )
+        .await;
+        let (early, early_rows) = record(&store, Selector::all()).await;
+        reach(&early, Position(3)).await;
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
+        insert(
+            &store,
+            Transaction::single(a, Exact(StreamVersion(1)), ev(3)),
+        )
+        .await;
+        ok(store.set_max_age(a, Some(Duration::from_millis(700))).await);
+
+        // Every kind of read skips the old events of `a` and `c`, and only
+        // those.
+        assert_eq!(
+            triples(&read_stream(&store, a, StreamVersion(0)).await),
+            [(2, 4, 3)]
+        );
+        assert_eq!(positions(&read_all(&store, None).await), [2, 4]);
+        assert_eq!(values(&store, b).await, [2]);
+        assert!(read_stream(&store, c, StreamVersion(0)).await.is_empty());
+        let (all, all_rows) = record(&store, Selector::all()).await;
+        let (one, one_rows) = record(&store, Selector::stream(a)).await;
+        reach(&all, Position(4)).await;
+        reach(&one, Position(4)).await;
+        assert_eq!(positions(&snapshot(&all_rows)), [2, 4]);
+        assert_eq!(positions(&snapshot(&one_rows)), [4]);
+
+        // The head, versions and expectations are those of every event;
+        // a stream whose every event is too old still exists.
+        assert_eq!(stream_head(&store, a).await, Some(head(2, 4)));
+        assert_eq!(stream_head(&store, c).await, Some(head(0, 3)));
+        let done = insert(
+            &store,
+            Transaction::new()
+                .append(a, Exact(StreamVersion(2)), [ev(4)])
+                .append(c, StreamExists, []),
+        )
+        .await;
+        assert_eq!(done.stream(a), Some(head(3, 5)));
+
+        // A subscriber that delivered them keeps them, and goes on.
+        reach(&early, Position(5)).await;
+        assert_eq!(positions(&snapshot(&early_rows)), [0, 1, 2, 3, 4, 5]);
+
+        // Evaluated when read: no limit, or the longest, shows them again.
+        ok(store.set_max_age(a, None).await);
+        assert_eq!(values(&store, a).await, [0, 1, 3, 4]);
+        assert_eq!(positions(&read_all(&store, None).await), [0, 1, 2, 4, 5]);
+        ok(store.set_max_age(c, Some(Duration::MAX)).await);
+        assert_eq!(positions(&read_all(&store, None).await), [0, 1, 2, 3, 4, 5]);
+
+        ok(store.tombstone_stream(b, Any).await);
+        hard_deleted(store.set_max_age(b, Some(Duration::from_secs(1))).await, b);
+        for subscriber in [early, all, one] {
+            subscriber.cancel().await;
+        }
     });
 }
 

@@ -294,6 +294,14 @@ impl<S: EventStore> EventStore for Faulty<S> {
         self.inner.set_max_count(stream, max_count)
     }
 
+    fn set_max_age(
+        &self,
+        stream: StreamId,
+        max_age: Option<std::time::Duration>,
+    ) -> impl Future<Output = Result<(), StoreError<Self::Error>>> + Send {
+        self.inner.set_max_age(stream, max_age)
+    }
+
     fn delete_all_streams(
         &self,
     ) -> impl Future<Output = Result<(), StoreError<Self::Error>>> + Send {

@@ -486,6 +486,7 @@ case_table! {
     rule_30_truncate_hides_versions_below_and_never_moves_back => [30, 3],
     rule_30_subscriptions_skip_events_removed_before_they_reach_them => [30, 16, 17],
     rule_30_a_max_count_keeps_the_last_events_visible => [30, 3],
+    rule_30_a_max_age_hides_events_older_than_it_when_reached => [30, 16, 17],
     rule_30_deleting_all_streams_is_a_logical_reset => [30, 2, 3, 17],
     rule_33_each_event_keeps_its_own_metadata_through_reads_and_subscriptions => [33, 9, 10],
     rule_33_metadata_at_its_limits_round_trips_exactly => [33],
