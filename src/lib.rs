@@ -27,6 +27,7 @@ mod clock;
 mod envelope;
 mod error;
 mod handle;
+mod idempotency;
 mod ids;
 mod log;
 mod metadata;
@@ -78,13 +79,14 @@ pub use backend::{
 pub use builder::MemoryStoreBuilder;
 pub use clock::{Clock, SystemClock, TestClock};
 pub use envelope::{Envelope, OwnedEnvelope};
-pub use error::{InsertError, StreamNameError, VersionMismatch};
+pub use error::{EventIdMismatch, InsertError, StreamNameError, VersionMismatch};
 pub use handle::StreamHandle;
 pub use ids::{CausationId, CorrelationId, EventId, Position, StreamId, StreamVersion};
 pub use metadata::{EventData, Metadata, MetadataError};
 pub use name::{StreamName, MAX_STREAM_NAME_LEN};
 pub use read::{ReadAll, ReadStream, Start};
 pub use selector::{EventType, Selector};
+pub use idempotency::DEFAULT_IDEMPOTENCY_WINDOW;
 pub use store::{MemoryStore, MAX_TRANSACTION_EVENTS, STORE_CAPACITY};
 #[cfg(not(loom))]
 pub use subscription::{

@@ -16,7 +16,7 @@
 //! derived from it (see [`EventIds`]), so neither is stored.
 
 use crate::envelope::Envelope;
-use crate::ids::{CorrelationId, EventIds};
+use crate::ids::{CorrelationId, EventId, EventIds};
 use crate::metadata::{Metadata, EMPTY};
 use crate::segments::{self, Segments, CAPACITY};
 use crate::stream::{StreamIndex, StreamPtr};
@@ -106,10 +106,16 @@ struct TxMeta {
     /// the reserving writer still owns the `TxMeta` alone, before any
     /// record points to it.
     first: u64,
+    /// The transaction's length: set with `first`, read by the idempotency
+    /// check (contract rule 29) to tell whether a retry covers all of it.
+    len: u64,
     /// The metadata of the transaction's events that have some, by offset
     /// from `first`, in ascending offset order (offsets are below
     /// `MAX_TRANSACTION_EVENTS`, 2^24).
     events: Box<[(u32, Metadata)]>,
+    /// The client-supplied ids of the transaction's events that have one
+    /// (contract rule 29), by offset from `first`, ascending.
+    ids: Box<[(u32, EventId)]>,
 }
 
 /// The most nanoseconds a [`Stamp`] keeps: 63 bits, until the year 2262.
@@ -199,43 +205,94 @@ impl OwnedStamp {
         debug_assert!(created_at <= MAX_NANOS);
         match correlation_id {
             None => OwnedStamp(Stamp(created_at << 1)),
-            Some(_) => Self::with_metadata(created_at, correlation_id, Vec::new()),
+            Some(_) => Self::with_metadata(created_at, correlation_id, Vec::new(), Vec::new()),
         }
     }
 
     /// [`new`](Self::new), with the metadata of the transaction's events
     /// that have some: `(offset in the transaction, metadata)`, offsets
-    /// ascending and below 2^24, none of them empty.
+    /// ascending and below 2^24, none of them empty; and the client ids of
+    /// those that have one, `(offset, id)`, offsets ascending.
     pub(crate) fn with_metadata(
         created_at: u64,
         correlation_id: Option<CorrelationId>,
         events: Vec<(u32, Metadata)>,
+        ids: Vec<(u32, EventId)>,
     ) -> Self {
         debug_assert!(created_at <= MAX_NANOS);
         debug_assert!(events.windows(2).all(|pair| pair[0].0 < pair[1].0));
-        OwnedStamp(Stamp(if correlation_id.is_none() && events.is_empty() {
-            created_at << 1
-        } else {
+        debug_assert!(ids.windows(2).all(|pair| pair[0].0 < pair[1].0));
+        OwnedStamp(Stamp(
+            if correlation_id.is_none() && events.is_empty() && ids.is_empty() {
+                created_at << 1
+            } else {
+                Self::allocate(created_at, correlation_id, events, ids)
+            },
+        ))
+    }
+
+    /// A tagged stamp word for a new `TxMeta`.
+    fn allocate(
+        created_at: u64,
+        correlation_id: Option<CorrelationId>,
+        events: Vec<(u32, Metadata)>,
+        ids: Vec<(u32, EventId)>,
+    ) -> u64 {
+        {
             let meta = Box::into_raw(Box::new(TxMeta {
                 created_at: AtomicU64::new(created_at),
                 correlation_id,
                 first: 0,
+                len: 0,
                 events: events.into_boxed_slice(),
+                ids: ids.into_boxed_slice(),
             }));
             // Exposed: the pointer round-trips through an integer.
             meta.expose_provenance() as u64 | 1
-        }))
+        }
     }
 
-    /// Records the transaction's first position in its metadata, if it
-    /// has some.
-    fn set_first(&mut self, first: u64) {
+    /// Records the transaction's first position and length in its
+    /// metadata, if it has some.
+    fn set_range(&mut self, first: u64, len: u64) {
         if self.0 .0 & 1 == 1 {
             // SAFETY: not given to the log yet, so this stamp owns the
             // `TxMeta` alone (no record holds a copy of the pointer, and no
             // reference to it is alive): a plain write through the pointer
             // from `Box::into_raw` is exclusive.
-            unsafe { (*meta_pointer(self.0)).first = first };
+            unsafe {
+                (*meta_pointer(self.0)).first = first;
+                (*meta_pointer(self.0)).len = len;
+            }
+        }
+    }
+
+    /// The transaction's `TxMeta`, if it has one; readable while the
+    /// stamp is owned here (nobody else holds it).
+    fn tx_meta(&self) -> Option<&TxMeta> {
+        self.0.meta()
+    }
+
+    /// The client ids of the transaction's events at offsets `from..to`,
+    /// `(offset, id)` in ascending order (contract rule 29).
+    pub(crate) fn client_ids(&self, from: u32, to: u32) -> &[(u32, EventId)] {
+        let Some(meta) = self.tx_meta() else {
+            return &[];
+        };
+        let start = meta.ids.partition_point(|(at, _)| *at < from);
+        let end = meta.ids.partition_point(|(at, _)| *at < to);
+        &meta.ids[start..end]
+    }
+
+    /// The metadata of the transaction's event at `offset` (the empty
+    /// `Metadata` if it has none).
+    pub(crate) fn metadata_at(&self, offset: u32) -> &Metadata {
+        match self.tx_meta() {
+            Some(meta) => match meta.events.binary_search_by_key(&offset, |(at, _)| *at) {
+                Ok(index) => &meta.events[index].1,
+                Err(_) => &EMPTY,
+            },
+            None => &EMPTY,
         }
     }
 
@@ -316,6 +373,52 @@ impl<E> Record<E> {
             Ok(index) => &meta.events[index].1,
             Err(_) => &EMPTY,
         }
+    }
+}
+
+/// Where a committed event with a client id sits in its transaction, for
+/// the idempotency check (contract rule 29).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct TxRange {
+    /// The transaction's first position.
+    pub(crate) first: u64,
+    /// Its number of events.
+    pub(crate) len: u64,
+}
+
+impl<E> Record<E> {
+    /// The client-supplied id of this record, at `position`, if its
+    /// transaction gave it one (contract rule 29).
+    #[inline]
+    pub(crate) fn client_id(&self, position: u64) -> Option<EventId> {
+        let stamp = self.stamp.get();
+        if stamp.0 & 1 == 0 {
+            return None;
+        }
+        // SAFETY: as in `metadata`.
+        let meta = unsafe { &*meta_pointer(stamp) };
+        if meta.ids.is_empty() {
+            return None;
+        }
+        let offset = u32::try_from(position.checked_sub(meta.first)?).ok()?;
+        meta.ids
+            .binary_search_by_key(&offset, |(at, _)| *at)
+            .ok()
+            .map(|index| meta.ids[index].1)
+    }
+
+    /// The range of this record's transaction, if it has a `TxMeta` (every
+    /// transaction with a client id does).
+    pub(crate) fn tx_range(&self) -> Option<TxRange> {
+        let stamp = self.stamp.get();
+        // SAFETY: as in `metadata`.
+        (stamp.0 & 1 == 1).then(|| unsafe {
+            let meta = &*meta_pointer(stamp);
+            TxRange {
+                first: meta.first,
+                len: meta.len,
+            }
+        })
     }
 }
 
@@ -476,8 +579,8 @@ impl<E> Log<E> {
             return Err(Full);
         }
         let mut stamp = stamp;
-        // A plain store, before any record is written: cannot panic.
-        stamp.set_first(start);
+        // Plain stores, before any record is written: cannot panic.
+        stamp.set_range(start, len);
         Ok(Reservation {
             log: self,
             start,

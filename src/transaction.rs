@@ -1,6 +1,6 @@
 //! Transactions: what to write, to which streams, under which expectations.
 
-use crate::ids::{CorrelationId, Position, StreamId, StreamVersion};
+use crate::ids::{CorrelationId, EventId, Position, StreamId, StreamVersion};
 use crate::metadata::{EventData, Metadata};
 use crate::name::StreamName;
 use smallvec::SmallVec;
@@ -140,6 +140,14 @@ impl<E> Events<E> {
         self.len() == 0
     }
 
+    /// The events in order, by reference.
+    pub(crate) fn iter(&self) -> std::slice::Iter<'_, E> {
+        match self {
+            Events::One(event) => std::slice::from_ref(event).iter(),
+            Events::Many(events) => events.iter(),
+        }
+    }
+
     /// Appends `other`'s events after these.
     pub(crate) fn extend(&mut self, other: Events<E>) {
         if other.is_empty() {
@@ -207,6 +215,13 @@ pub(crate) struct Append<E> {
     /// inlined test). An index past `u32::MAX` saturates: such an append
     /// is refused as too large before its metadata is used.
     pub(crate) metadata: Option<Vec<(u32, Metadata)>>,
+    /// The client-supplied ids of the events that have one (contract rule
+    /// 29), as `metadata`: `(index in events, id)`, indices ascending;
+    /// `None` when no event has one.
+    pub(crate) ids: Option<Vec<(u32, EventId)>>,
+    /// `<E as PartialEq>::eq`, from the first event given an id
+    /// ([`EventData::with_event_id`]): one per stream write, not per event.
+    pub(crate) eq: Option<fn(&E, &E) -> bool>,
 }
 
 /// A set of writes to one or more streams, inserted all or nothing.
@@ -272,6 +287,8 @@ impl<E> Transaction<E> {
             expected,
             events: Events::One(event),
             metadata: None,
+            ids: None,
+            eq: None,
         });
         tx
     }
@@ -307,6 +324,8 @@ impl<E> Transaction<E> {
             expected,
             events: Events::collect(events),
             metadata: None,
+            ids: None,
+            eq: None,
         });
         self
     }
@@ -336,11 +355,17 @@ impl<E> Transaction<E> {
         events: impl IntoIterator<Item = EventData<E>>,
     ) -> Self {
         let mut metadata = Vec::new();
+        let mut ids = Vec::new();
+        let mut eq = None;
         // Straight into `Events`: one event stays inline (no `Vec`).
         let payloads = events.into_iter().enumerate().map(|(index, event)| {
+            let index = u32::try_from(index).unwrap_or(u32::MAX);
             if !event.metadata.is_empty() {
-                let index = u32::try_from(index).unwrap_or(u32::MAX);
                 metadata.push((index, event.metadata));
+            }
+            if let Some(id) = event.event_id {
+                ids.push((index, id));
+                eq = eq.or(event.eq);
             }
             event.payload
         });
@@ -349,6 +374,8 @@ impl<E> Transaction<E> {
         if let Some(append) = tx.appends.last_mut() {
             append.events = events;
             append.metadata = (!metadata.is_empty()).then_some(metadata);
+            append.ids = (!ids.is_empty()).then_some(ids);
+            append.eq = eq;
         }
         tx
     }
@@ -447,6 +474,14 @@ impl<E> Transaction<E> {
                         .map(|(index, metadata)| (offset.saturating_add(index), metadata)),
                 );
             }
+            if let Some(later) = later.ids.take() {
+                earlier.ids.get_or_insert_with(Vec::new).extend(
+                    later
+                        .into_iter()
+                        .map(|(index, id)| (offset.saturating_add(index), id)),
+                );
+            }
+            earlier.eq = earlier.eq.or(later.eq);
             earlier.events.extend(events);
             if earlier.name.is_none() {
                 earlier.name = later.name.take();
@@ -493,6 +528,18 @@ impl<E> Transaction<E> {
                         dense
                     }
                 };
+                let event_ids = match append.ids {
+                    None => Vec::new(),
+                    Some(sparse) => {
+                        let mut dense = vec![None; events.len()];
+                        for (index, id) in sparse {
+                            if let Some(slot) = dense.get_mut(index as usize) {
+                                *slot = Some(id);
+                            }
+                        }
+                        dense
+                    }
+                };
                 StreamWrite {
                     stream: append.stream,
                     name: append
@@ -501,6 +548,7 @@ impl<E> Transaction<E> {
                     expected: append.expected,
                     events,
                     metadata,
+                    event_ids,
                 }
             })
             .collect();
@@ -534,6 +582,12 @@ pub struct StreamWrite<E> {
     /// case, which allocates nothing), else one per event, in order, the
     /// empty [`Metadata`] for an event without (rule 33).
     pub metadata: Vec<Metadata>,
+    /// Its events' client-supplied ids ([`EventData::with_event_id`], rule
+    /// 29): empty if none of them has one (the common case, which
+    /// allocates nothing), else one per event, in order, `None` for an
+    /// event without. A backend stores them as the events' ids, and checks
+    /// a re-send as the contract's rule 29 says.
+    pub event_ids: Vec<Option<EventId>>,
 }
 
 /// What a successful insert wrote.
