@@ -52,7 +52,7 @@ pub mod loom_api;
 /// The contract: what the store promises, as numbered rules.
 ///
 /// The API docs, the tests and the conformance kit cite these rules by
-/// number ("rule 7"); the kit checks rules 1-25, 27, 28, 30, 32 and 33 on any backend.
+/// number ("rule 7"); the kit checks rules 1-25, 27-30, 32 and 33 on any backend.
 #[doc = include_str!("contract.md")]
 pub mod contract {}
 
@@ -66,7 +66,7 @@ pub mod contract {}
 #[doc = include_str!("../DESIGN.md")]
 pub mod design {}
 
-// The conformance kit: store-agnostic tests of rules 1-25, 27, 28, 30, 32 and 33 of the contract.
+// The conformance kit: store-agnostic tests of rules 1-25, 27-30, 32 and 33 of the contract.
 #[cfg(all(feature = "testkit", not(loom)))]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;

@@ -776,25 +776,32 @@ impl<E> MemoryStore<E> {
         if fresh.is_none() && total == range.len {
             return Ok(IdsChecked::Retry(range));
         }
-        // Partly a retry: blame the first write that is not one, or else
-        // the first that is (the stored transaction has more).
+        // Partly a retry: blame the first write that is not one if it has
+        // an id to name, or else the first write with ids (the stored
+        // transaction has more than this one re-sends).
         let blamed = fresh.unwrap_or(0);
         let mut offset = 0u32;
+        let mut first_with_ids = None;
         for (index, append) in appends.iter().enumerate() {
             let count = append.events.len() as u32;
-            if index >= blamed && count > 0 {
-                let ids = stamp.client_ids(offset, u32::MAX);
-                let event_id = ids.first().map(|(_, id)| *id);
-                if let Some(event_id) = event_id {
-                    let kept = locked[index].as_ref().and_then(Locked::stream_name);
-                    let name = kept.or(append.name.as_ref()).cloned();
-                    let mismatch = EventIdMismatch::PartOfTransaction;
-                    return Err(id_conflict(append.stream, name, event_id, mismatch));
-                }
-            }
+            let ids = stamp.client_ids(offset, offset + count);
             offset += count;
+            let Some(&(_, event_id)) = ids.first() else {
+                continue;
+            };
+            let kept = locked[index].as_ref().and_then(Locked::stream_name);
+            let name = kept.or(append.name.as_ref()).cloned();
+            let conflict = (append.stream, name, event_id);
+            if index >= blamed {
+                first_with_ids = Some(conflict);
+                break;
+            }
+            first_with_ids.get_or_insert(conflict);
         }
-        Err(InsertError::Poisoned)
+        // Some write has ids: one of them is a retry.
+        let (stream, name, event_id) =
+            first_with_ids.unwrap_or((StreamId::from_uuid(uuid::Uuid::nil()), None, EventId::from_uuid(uuid::Uuid::nil())));
+        Err(id_conflict(stream, name, event_id, EventIdMismatch::PartOfTransaction))
     }
 
     /// Answers a failed check: waits until what the check saw is visible,

@@ -3,7 +3,7 @@
 //! Application code is written once against [`EventStore`] and runs on
 //! [`MemoryStore`](crate::MemoryStore) in tests and on a durable backend
 //! (PostgreSQL, say) in production; the conformance kit (`hindsight::testkit`,
-//! feature `testkit`) checks that a backend keeps rules 1-25, 27, 28, 30, 32 and 33 of
+//! feature `testkit`) checks that a backend keeps rules 1-25, 27-30, 32 and 33 of
 //! [the contract](crate::contract).
 //!
 //! - Every method is async and returns `impl Future + Send`. The trait is
@@ -363,7 +363,7 @@ impl<B: std::error::Error + 'static> std::error::Error for StoreError<B> {
 /// An event store, whatever keeps its events: the interface application
 /// code is written against.
 ///
-/// Every implementation keeps rules 1-25, 27, 28, 30, 32 and 33 of [the contract](crate::contract)
+/// Every implementation keeps rules 1-25, 27-30, 32 and 33 of [the contract](crate::contract)
 /// (the conformance kit, `hindsight::testkit`, checks them): dense global
 /// positions, dense stream versions, all-or-nothing transactions under expected
 /// versions reporting every failing stream, read-your-writes, and
