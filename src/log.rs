@@ -13,7 +13,9 @@
 //! transaction's [`Stamp`] (creation time, and correlation id and per-event
 //! metadata if any) and the payload: 32 bytes beside the payload, 64 for a
 //! 32-byte event. The position is the slot's index, and the event id is
-//! derived from it (see [`EventIds`]), so neither is stored.
+//! derived from it (see [`EventIds`]) unless the writer gave one (kept in
+//! the transaction's [`TxMeta`], contract rule 29), so neither is stored
+//! in the slot.
 
 use crate::envelope::Envelope;
 use crate::ids::{CorrelationId, EventId, EventIds};
@@ -86,9 +88,9 @@ impl Marker {
 /// its correlation id and its events' metadata if it has any.
 ///
 /// One word: the creation time in nanoseconds since the Unix epoch, shifted
-/// left by one (bit 0 clear), or, for a transaction with a correlation id
-/// or an event with [`Metadata`], a pointer to a [`TxMeta`] holding all of
-/// it, with bit 0 set (a `TxMeta` is 8-aligned). The `TxMeta` belongs to
+/// left by one (bit 0 clear), or, for a transaction with a correlation id,
+/// an event with [`Metadata`] or an event with a client id, a pointer to a
+/// [`TxMeta`] holding all of it, with bit 0 set (a `TxMeta` is 8-aligned). The `TxMeta` belongs to
 /// the log once the transaction is written, and is freed with it; every
 /// event of the transaction carries a copy of the pointer. A transaction
 /// without either allocates nothing and stores nothing more.

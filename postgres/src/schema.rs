@@ -706,8 +706,13 @@ BEGIN
         FOR i IN 1 .. n LOOP
             CONTINUE WHEN p_counts[i] = 0;
             v_s := v_s + p_counts[i];
-            CONTINUE WHEN NOT EXISTS (
-                SELECT 1 FROM unnest(p_ids[v_s - p_counts[i] + 1 : v_s]) AS x WHERE x IS NOT NULL);
+            IF NOT EXISTS (
+                SELECT 1 FROM unnest(p_ids[v_s - p_counts[i] + 1 : v_s]) AS x WHERE x IS NOT NULL)
+            THEN
+                -- No ids: never a retry.
+                v_fresh := true;
+                CONTINUE;
+            END IF;
             v_first_id := p_ids[v_s - p_counts[i] + 1];
             v_place := CASE p_kinds[i]
                 WHEN 3 THEN p_values[i] + 1
@@ -736,8 +741,8 @@ BEGIN
                     PERFORM {s}.event_id_conflict(p_streams[i], v_id, 'other_version',
                                                   v_found, v_place);
                 END IF;
-                IF NOT v_fresh THEN
-                    v_fresh := true;
+                v_fresh := true;
+                IF v_fresh_id IS NULL THEN
                     v_fresh_stream := p_streams[i];
                     SELECT x INTO v_fresh_id FROM unnest(p_ids[v_s - p_counts[i] + 1 : v_s]) AS x
                         WHERE x IS NOT NULL LIMIT 1;
