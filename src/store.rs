@@ -506,11 +506,9 @@ impl<E> MemoryStore<E> {
             Refused::IdConflict(event_id, mismatch) => {
                 Err(id_conflict(id, name, event_id, mismatch))
             }
-            // Answered by the callers that can see one (`insert_one`).
-            Refused::Retry(range) => {
-                self.committed_of(range)?;
-                Err(InsertError::Poisoned)
-            }
+            // Never: only `insert_one` passes client ids, and it answers a
+            // retry itself. Failing closed all the same.
+            Refused::Retry(_) => Err(InsertError::Poisoned),
         }
     }
 
