@@ -21,9 +21,15 @@ use crate::transaction::{Events, ExpectedVersion};
 use crate::watermark::Poisoned;
 use std::collections::{HashMap, VecDeque};
 
-/// How many of a stream's last versions [`IdWindow`] covers unless the
-/// store is built with another
+/// How many of a stream's last versions the memory store searches for a
+/// re-sent event id when the write expects `Any` or `StreamExists`
+/// ([contract](crate::contract) rule 29), unless it is built with another
+/// number
 /// ([`MemoryStoreBuilder::idempotency_window`](crate::MemoryStoreBuilder::idempotency_window)).
+///
+/// ```
+/// assert_eq!(hindsight::DEFAULT_IDEMPOTENCY_WINDOW, 1024);
+/// ```
 pub const DEFAULT_IDEMPOTENCY_WINDOW: u64 = 1024;
 
 /// The client ids of a stream's last versions, kept under the stream's

@@ -81,12 +81,12 @@ pub use clock::{Clock, SystemClock, TestClock};
 pub use envelope::{Envelope, OwnedEnvelope};
 pub use error::{EventIdMismatch, InsertError, StreamNameError, VersionMismatch};
 pub use handle::StreamHandle;
+pub use idempotency::DEFAULT_IDEMPOTENCY_WINDOW;
 pub use ids::{CausationId, CorrelationId, EventId, Position, StreamId, StreamVersion};
 pub use metadata::{EventData, Metadata, MetadataError};
 pub use name::{StreamName, MAX_STREAM_NAME_LEN};
 pub use read::{ReadAll, ReadStream, Start};
 pub use selector::{EventType, Selector};
-pub use idempotency::DEFAULT_IDEMPOTENCY_WINDOW;
 pub use store::{MemoryStore, MAX_TRANSACTION_EVENTS, STORE_CAPACITY};
 #[cfg(not(loom))]
 pub use subscription::{

@@ -13,8 +13,8 @@ use crate::clock::Clock;
 #[cfg(not(loom))]
 use crate::envelope::Envelope;
 use crate::error::{EventIdMismatch, InsertError, VersionMismatch};
-use crate::idempotency::{self, Refusal, Verdict};
 use crate::handle::StreamHandle;
+use crate::idempotency::{self, Refusal, Verdict};
 use crate::ids::{CorrelationId, EventId, Position, StreamId, StreamVersion};
 use crate::log::{nanos_since_epoch, now_nanos, Full, Log, OwnedStamp, Reservation, TxRange};
 use crate::metadata::Metadata;
@@ -600,7 +600,12 @@ impl<E> MemoryStore<E> {
         if idem {
             if let Some(event_id) = idempotency::duplicate(&stamp) {
                 let (stream, name) = stream_of_id(&appends, &stamp, event_id);
-                return Err(id_conflict(stream, name, event_id, EventIdMismatch::Duplicate));
+                return Err(id_conflict(
+                    stream,
+                    name,
+                    event_id,
+                    EventIdMismatch::Duplicate,
+                ));
             }
         }
         // Lock in ascending id order (`appends` is sorted): any two
@@ -797,9 +802,17 @@ impl<E> MemoryStore<E> {
             first_with_ids.get_or_insert(conflict);
         }
         // Some write has ids: one of them is a retry.
-        let (stream, name, event_id) =
-            first_with_ids.unwrap_or((StreamId::from_uuid(uuid::Uuid::nil()), None, EventId::from_uuid(uuid::Uuid::nil())));
-        Err(id_conflict(stream, name, event_id, EventIdMismatch::PartOfTransaction))
+        let (stream, name, event_id) = first_with_ids.unwrap_or((
+            StreamId::from_uuid(uuid::Uuid::nil()),
+            None,
+            EventId::from_uuid(uuid::Uuid::nil()),
+        ));
+        Err(id_conflict(
+            stream,
+            name,
+            event_id,
+            EventIdMismatch::PartOfTransaction,
+        ))
     }
 
     /// Answers a failed check: waits until what the check saw is visible,

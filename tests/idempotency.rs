@@ -67,7 +67,10 @@ fn assert_written_once(store: &MemoryStore<u64>, results: &[Committed], before: 
         Some(Position(before + events - 1))
     );
     assert_eq!(store.head(), Some(Position(before + events - 1)));
-    assert_eq!(store.read_all(Start::Beginning).count() as u64, before + events);
+    assert_eq!(
+        store.read_all(Start::Beginning).count() as u64,
+        before + events
+    );
 }
 
 #[test]
@@ -103,7 +106,10 @@ fn concurrent_resends_of_one_stream_write_write_once_under_every_expectation() {
             let results = race(&store, threads, &tx);
             assert_written_once(&store, &results, before, 2);
         }
-        let values: Vec<u64> = store.read_all(Start::Beginning).map(|e| *e.payload()).collect();
+        let values: Vec<u64> = store
+            .read_all(Start::Beginning)
+            .map(|e| *e.payload())
+            .collect();
         assert_eq!(values, (0..rounds * 2).collect::<Vec<_>>());
     });
 }

@@ -7,9 +7,9 @@ use crate::row::{self, Stored};
 use crate::schema::{Sql, CONFLICT_SQLSTATE, DELETED_SQLSTATE, ID_CONFLICT_SQLSTATE};
 use crate::subscription::{self, PgSubscriber};
 use hindsight::{
-    Committed, CorrelationId, EventId, EventIdMismatch, EventRef, EventStore, EventType, ExpectedVersion, Flow, Position,
-    Selector, StoreError, StreamHead, StreamId, StreamName, StreamVersion, StreamWrite,
-    Transaction, Uuid, VersionMismatch,
+    Committed, CorrelationId, EventId, EventIdMismatch, EventRef, EventStore, EventType,
+    ExpectedVersion, Flow, Position, Selector, StoreError, StreamHead, StreamId, StreamName,
+    StreamVersion, StreamWrite, Transaction, Uuid, VersionMismatch,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -351,7 +351,9 @@ struct IdConflict {
 
 /// The event id conflict (rule 29) `insert_events` raised in `error`, if
 /// that is what it is: the stream, the id and what differed.
-fn id_conflict(error: &sqlx::Error) -> Option<Result<(StreamId, EventId, EventIdMismatch), PgError>> {
+fn id_conflict(
+    error: &sqlx::Error,
+) -> Option<Result<(StreamId, EventId, EventIdMismatch), PgError>> {
     let database = error.as_database_error()?;
     if database.code().as_deref() != Some(ID_CONFLICT_SQLSTATE) {
         return None;

@@ -337,13 +337,9 @@ impl<B: fmt::Display> fmt::Display for StoreError<B> {
                 stream_name,
                 event_id,
                 mismatch,
-            } => crate::error::fmt_id_conflict(
-                f,
-                *stream,
-                stream_name.as_ref(),
-                *event_id,
-                mismatch,
-            ),
+            } => {
+                crate::error::fmt_id_conflict(f, *stream, stream_name.as_ref(), *event_id, mismatch)
+            }
             StoreError::Backend(error) => write!(f, "backend error: {error}"),
         }
     }

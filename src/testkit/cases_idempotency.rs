@@ -35,7 +35,9 @@ fn id_conflict<'a, S: EventStore<Event = TestEvent>>(
                 ..
             }) => (stream, event_id, mismatch),
             Ok(committed) => {
-                panic!("{caller}: expected an event id conflict, the insert succeeded: {committed:?}")
+                panic!(
+                    "{caller}: expected an event id conflict, the insert succeeded: {committed:?}"
+                )
             }
             Err(error) => panic!("{caller}: expected an event id conflict, got: {error}"),
         }
@@ -57,7 +59,11 @@ fn retry<'a, S: EventStore<Event = TestEvent>>(
             Ok(committed) => assert_eq!(&committed, original, "{caller}: the original result"),
             Err(error) => panic!("{caller}: expected the original result, got: {error}"),
         }
-        assert_eq!(read_all(store, None).await, before, "{caller}: wrote nothing");
+        assert_eq!(
+            read_all(store, None).await,
+            before,
+            "{caller}: wrote nothing"
+        );
     }
 }
 
@@ -72,7 +78,9 @@ pub fn rule_29_a_retry_returns_the_original_result_and_writes_nothing<F: StoreFa
     run("rule_29", async {
         let store = factory.create().await;
         let (stream, other) = (sid(1), sid(2));
-        let meta = Metadata::new().with_header("user", "ada").expect("a header");
+        let meta = Metadata::new()
+            .with_header("user", "ada")
+            .expect("a header");
         let first = || {
             Transaction::new().append_with(
                 stream,
@@ -83,14 +91,16 @@ pub fn rule_29_a_retry_returns_the_original_result_and_writes_nothing<F: StoreFa
         let c0 = insert(&store, first()).await;
         retry(&store, first(), &c0).await;
 
-        let exact = || Transaction::new().append_with(stream, Exact(StreamVersion(1)), [given(2, 2)]);
+        let exact =
+            || Transaction::new().append_with(stream, Exact(StreamVersion(1)), [given(2, 2)]);
         let c1 = insert(&store, exact()).await;
         insert(&store, Transaction::single(other, Any, ev(100))).await;
         retry(&store, exact(), &c1).await;
 
         let at = c1.last_position().expect("one event");
-        let positioned =
-            || Transaction::new().append_with(stream, ExactPosition(at), [given(3, 3), given(4, 4)]);
+        let positioned = || {
+            Transaction::new().append_with(stream, ExactPosition(at), [given(3, 3), given(4, 4)])
+        };
         let c2 = insert(&store, positioned()).await;
         let any = || Transaction::new().append_with(stream, Any, [given(5, 5)]);
         let c3 = insert(&store, any()).await;
@@ -147,7 +157,11 @@ pub fn rule_29_a_multi_stream_retry_is_recognised_only_whole<F: StoreFactory>(fa
         let beside_plain = tx().append(c, Any, [ev(15)]);
         let (_, _, mismatch) = id_conflict(&store, beside_plain).await;
         assert_eq!(mismatch, EventIdMismatch::PartOfTransaction);
-        assert_eq!(store_head(&store).await, head, "the conflicts wrote nothing");
+        assert_eq!(
+            store_head(&store).await,
+            head,
+            "the conflicts wrote nothing"
+        );
         assert_eq!(stream_head(&store, c).await, None);
     });
 }
@@ -250,12 +264,18 @@ pub fn rule_29_an_id_twice_in_one_transaction_is_refused<F: StoreFactory>(factor
         let (a, b) = (sid(1), sid(2));
         let one = Transaction::new().append_with(a, Any, [given(0, 0), given(1, 0)]);
         let (stream, id, mismatch) = id_conflict(&store, one).await;
-        assert_eq!((stream, id, mismatch), (a, eid(0), EventIdMismatch::Duplicate));
+        assert_eq!(
+            (stream, id, mismatch),
+            (a, eid(0), EventIdMismatch::Duplicate)
+        );
         let two = Transaction::new()
             .append_with(a, Any, [given(0, 3)])
             .append_with(b, Any, [given(1, 3)]);
         let (stream, id, mismatch) = id_conflict(&store, two).await;
-        assert_eq!((stream, id, mismatch), (b, eid(3), EventIdMismatch::Duplicate));
+        assert_eq!(
+            (stream, id, mismatch),
+            (b, eid(3), EventIdMismatch::Duplicate)
+        );
         assert_eq!(store_head(&store).await, None, "nothing written");
         assert_eq!(stream_head(&store, a).await, None);
     });
@@ -291,12 +311,7 @@ pub fn rule_29_client_ids_read_back_everywhere<F: StoreFactory>(factory: &F) {
         };
         let all = assert_well_formed(&store).await;
         // `a` is laid out first.
-        let expected = vec![
-            (2, Some(eid(21))),
-            (0, Some(eid(20))),
-            (1, None),
-            (3, None),
-        ];
+        let expected = vec![(2, Some(eid(21))), (0, Some(eid(20))), (1, None), (3, None)];
         assert_eq!(ids(&all), expected, "read_all");
         assert_eq!(
             ids(&read_stream(&store, b, StreamVersion(0)).await),
