@@ -556,6 +556,36 @@ impl<E> Transaction<E> {
     }
 }
 
+impl<E: PartialEq> Transaction<E> {
+    /// Appends `events` to `stream`, expecting `expected` of it, each with
+    /// its own client-supplied id: [`append_with`](Self::append_with) of
+    /// [`EventData::with_event_id`] for each, so that re-sending the
+    /// transaction is idempotent ([contract](crate::contract) rule 29).
+    ///
+    /// ```
+    /// use hindsight::{EventId, ExpectedVersion, MemoryStore, StreamId, Transaction, Uuid};
+    /// let store = MemoryStore::new();
+    /// let stream = StreamId::new();
+    /// let (a, b) = (EventId::from_uuid(Uuid::from_u128(1)), EventId::from_uuid(Uuid::from_u128(2)));
+    /// let tx = || Transaction::new().append_with_ids(stream, ExpectedVersion::NoStream, [(a, "placed"), (b, "paid")]);
+    /// let first = store.insert(tx()).unwrap();
+    /// assert_eq!(store.insert(tx()).unwrap(), first); // the retry writes nothing
+    /// assert_eq!(store.stream_head(stream).unwrap().version.0, 1);
+    /// ```
+    #[doc(alias = "AppendToStream")]
+    pub fn append_with_ids(
+        self,
+        stream: StreamId,
+        expected: ExpectedVersion,
+        events: impl IntoIterator<Item = (EventId, E)>,
+    ) -> Self {
+        let events = events
+            .into_iter()
+            .map(|(id, payload)| EventData::new(payload).with_event_id(id));
+        self.append_with(stream, expected, events)
+    }
+}
+
 /// The writes of one stream in a transaction, as a backend applies them.
 ///
 /// ```
