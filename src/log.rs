@@ -108,16 +108,32 @@ struct TxMeta {
     /// the reserving writer still owns the `TxMeta` alone, before any
     /// record points to it.
     first: u64,
-    /// The transaction's length: set with `first`, read by the idempotency
-    /// check (contract rule 29) to tell whether a retry covers all of it.
-    len: u64,
+    /// The transaction's length (at most `MAX_TRANSACTION_EVENTS`, 2^24):
+    /// set with `first`, read by the idempotency check (contract rule 29)
+    /// to tell whether a retry covers all of it.
+    len: u32,
     /// The metadata of the transaction's events that have some, by offset
     /// from `first`, in ascending offset order (offsets are below
     /// `MAX_TRANSACTION_EVENTS`, 2^24).
     events: Box<[(u32, Metadata)]>,
     /// The client-supplied ids of the transaction's events that have one
-    /// (contract rule 29), by offset from `first`, ascending.
-    ids: Box<[(u32, EventId)]>,
+    /// (contract rule 29), by offset from `first`, ascending; `None` when
+    /// none has. Behind a thin pointer: a `TxMeta` of metadata only stays
+    /// small (64 bytes).
+    ids: Option<Box<ClientIds>>,
+}
+
+/// The client ids of one transaction: `(offset, id)`, offsets ascending.
+struct ClientIds(Box<[(u32, EventId)]>);
+
+impl TxMeta {
+    /// The client ids, empty if none.
+    fn ids(&self) -> &[(u32, EventId)] {
+        match &self.ids {
+            Some(ids) => &ids.0,
+            None => &[],
+        }
+    }
 }
 
 /// The most nanoseconds a [`Stamp`] keeps: 63 bits, until the year 2262.
@@ -247,7 +263,7 @@ impl OwnedStamp {
                 first: 0,
                 len: 0,
                 events: events.into_boxed_slice(),
-                ids: ids.into_boxed_slice(),
+                ids: (!ids.is_empty()).then(|| Box::new(ClientIds(ids.into_boxed_slice()))),
             }));
             // Exposed: the pointer round-trips through an integer.
             meta.expose_provenance() as u64 | 1
@@ -264,7 +280,8 @@ impl OwnedStamp {
             // from `Box::into_raw` is exclusive.
             unsafe {
                 (*meta_pointer(self.0)).first = first;
-                (*meta_pointer(self.0)).len = len;
+                // A transaction is at most 2^24 events (`measure`).
+                (*meta_pointer(self.0)).len = len as u32;
             }
         }
     }
@@ -281,9 +298,10 @@ impl OwnedStamp {
         let Some(meta) = self.tx_meta() else {
             return &[];
         };
-        let start = meta.ids.partition_point(|(at, _)| *at < from);
-        let end = meta.ids.partition_point(|(at, _)| *at < to);
-        &meta.ids[start..end]
+        let ids = meta.ids();
+        let start = ids.partition_point(|(at, _)| *at < from);
+        let end = ids.partition_point(|(at, _)| *at < to);
+        &ids[start..end]
     }
 
     /// The metadata of the transaction's event at `offset` (the empty
@@ -399,14 +417,12 @@ impl<E> Record<E> {
         }
         // SAFETY: as in `metadata`.
         let meta = unsafe { &*meta_pointer(stamp) };
-        if meta.ids.is_empty() {
-            return None;
-        }
+        let ids = meta.ids.as_deref()?;
         let offset = u32::try_from(position.checked_sub(meta.first)?).ok()?;
-        meta.ids
+        ids.0
             .binary_search_by_key(&offset, |(at, _)| *at)
             .ok()
-            .map(|index| meta.ids[index].1)
+            .map(|index| ids.0[index].1)
     }
 
     /// The range of this record's transaction, if it has a `TxMeta` (every
@@ -418,7 +434,7 @@ impl<E> Record<E> {
             let meta = &*meta_pointer(stamp);
             TxRange {
                 first: meta.first,
-                len: meta.len,
+                len: u64::from(meta.len),
             }
         })
     }
@@ -1092,6 +1108,13 @@ mod tests {
     fn a_slot_is_32_bytes_beside_its_payload() {
         assert_eq!(std::mem::size_of::<Slot<[u64; 4]>>(), 64);
         assert_eq!(std::mem::size_of::<Slot<()>>(), 32);
+    }
+
+    /// A transaction's `TxMeta` (time, correlation id, range, metadata and
+    /// client ids) is one 64-byte allocation.
+    #[test]
+    fn a_tx_meta_is_64_bytes() {
+        assert_eq!(std::mem::size_of::<TxMeta>(), 64);
     }
 
     #[test]
