@@ -326,3 +326,46 @@ pub fn rule_29_client_ids_read_back_everywhere<F: StoreFactory>(factory: &F) {
         }
     });
 }
+
+/// Rule 29 with rule 30: removed events still count. A re-send of events
+/// since soft-deleted (or truncated away) is recognised and returns the
+/// original result; a `NoStream` re-send after the delete names the
+/// version after it, so finds its ids at another version: a conflict.
+/// Nothing is written either way.
+pub fn rule_29_removed_events_still_count<F: StoreFactory>(factory: &F) {
+    run("rule_29", async {
+        let store = factory.create().await;
+        let (kept, deleted) = (sid(1), sid(2));
+        let any = || Transaction::new().append_with(kept, Any, [given(0, 0), given(1, 1)]);
+        let first = insert(&store, any()).await;
+        ok(store.truncate_stream(kept, StreamVersion(2)).await);
+        retry(&store, any(), &first).await;
+
+        let created = || Transaction::new().append_with(deleted, NoStream, [given(2, 2)]);
+        insert(&store, created()).await;
+        ok(store.delete_stream(deleted, Any).await);
+        let head = store_head(&store).await;
+        let (stream, id, mismatch) = id_conflict(&store, created()).await;
+        assert_eq!(
+            (stream, id, mismatch),
+            (
+                deleted,
+                eid(2),
+                EventIdMismatch::OtherVersion {
+                    found: StreamVersion(0),
+                    expected: Some(StreamVersion(1)),
+                }
+            )
+        );
+        assert_eq!(store_head(&store).await, head, "wrote nothing");
+        assert_eq!(stream_head(&store, deleted).await, None, "still deleted");
+    });
+}
+
+/// `result`, which must be `Ok`.
+#[track_caller]
+fn ok<B: std::fmt::Display>(result: Result<(), StoreError<B>>) {
+    if let Err(error) = result {
+        panic!("expected success, got: {error}");
+    }
+}
