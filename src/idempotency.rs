@@ -285,3 +285,51 @@ pub(crate) fn duplicate(stamp: &OwnedStamp) -> Option<EventId> {
         .find(|pair| pair[0] == pair[1])
         .map(|pair| pair[0])
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use crate::{
+        EventData, EventId, ExpectedVersion, MemoryStore, Position, StreamId, Transaction,
+    };
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+
+    /// An event whose `==` panics (user code, rule 27).
+    #[derive(Debug)]
+    struct Touchy(u32);
+
+    impl PartialEq for Touchy {
+        fn eq(&self, _: &Self) -> bool {
+            panic!("Touchy::eq");
+        }
+    }
+
+    /// A panic in the captured `==` of a re-send fails that insert (the
+    /// caller's own code panics in its call, as a panicking iterator does)
+    /// with nothing reserved: the store is not poisoned, the stream's lock
+    /// is usable, and the re-send writes nothing.
+    #[test]
+    fn a_panicking_eq_fails_the_resend_and_leaves_the_store_usable() {
+        let store = MemoryStore::new();
+        let stream = StreamId::new();
+        let id = EventId::from_uuid(uuid::Uuid::from_u128(1));
+        let tx = || {
+            Transaction::new().append_with(
+                stream,
+                ExpectedVersion::Any,
+                [EventData::new(Touchy(1)).with_event_id(id)],
+            )
+        };
+        store.insert(tx()).unwrap();
+        let resent = catch_unwind(AssertUnwindSafe(|| store.insert(tx())));
+        assert!(resent.is_err(), "the re-send ran the panicking `==`");
+        assert!(!store.is_poisoned());
+        assert_eq!(store.head(), Some(Position(0)));
+        store
+            .insert(Transaction::single(stream, ExpectedVersion::Any, Touchy(2)))
+            .unwrap();
+        assert_eq!(
+            store.stream_head(stream).map(|head| head.version.0),
+            Some(1)
+        );
+    }
+}
