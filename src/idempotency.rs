@@ -295,7 +295,7 @@ mod tests {
 
     /// An event whose `==` panics (user code, rule 27).
     #[derive(Debug)]
-    struct Touchy(u32);
+    struct Touchy;
 
     impl PartialEq for Touchy {
         fn eq(&self, _: &Self) -> bool {
@@ -316,7 +316,7 @@ mod tests {
             Transaction::new().append_with(
                 stream,
                 ExpectedVersion::Any,
-                [EventData::new(Touchy(1)).with_event_id(id)],
+                [EventData::new(Touchy).with_event_id(id)],
             )
         };
         store.insert(tx()).unwrap();
@@ -325,7 +325,7 @@ mod tests {
         assert!(!store.is_poisoned());
         assert_eq!(store.head(), Some(Position(0)));
         store
-            .insert(Transaction::single(stream, ExpectedVersion::Any, Touchy(2)))
+            .insert(Transaction::single(stream, ExpectedVersion::Any, Touchy))
             .unwrap();
         assert_eq!(
             store.stream_head(stream).map(|head| head.version.0),
