@@ -523,7 +523,10 @@ impl StreamIndex {
     /// `f` runs under the index shard's read lock, which keeps the stream
     /// in the index without a reference count: `f` must not touch the
     /// index, and must not wait for anything but the stream's own lock
-    /// (whose holders never wait on the index). A stream that `f` leaves
+    /// (whose holders never wait on the index) and the watermark over
+    /// positions already reserved (the idempotency check of rule 29 waits
+    /// for a re-sent write's original to commit: a writer holding reserved
+    /// positions commits them without touching the index). A stream that `f` leaves
     /// empty may be removed once `f` returns: see
     /// [`remove_if_unused`](Self::remove_if_unused).
     pub(crate) fn with_or_create<R>(
