@@ -172,14 +172,14 @@ pub enum InsertError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum EventIdMismatch {
-    /// The id is stored at `found`, not at the version right after the
-    /// write's expectation (`expected`, `None` for `Any` and
-    /// `StreamExists`, which name no place: then the id is not the write's
-    /// first, so the write would be only partly stored).
+    /// The id is stored at `found`, not where the write's expectation puts
+    /// its event (`expected`; `None` for `Any` and `StreamExists`, which
+    /// name no place: then the id is not the write's first, so the write
+    /// would be only partly stored).
     OtherVersion {
         /// Where the id is stored.
         found: StreamVersion,
-        /// Where the write's expectation says its first event goes.
+        /// Where the write's expectation puts the event with this id.
         expected: Option<StreamVersion>,
     },
     /// The event stored at `version` has this id but another payload.

@@ -153,31 +153,36 @@ pub(crate) fn check<E>(
         return Ok(Verdict::Fresh);
     };
     let len = locked.len();
-    let first_id = ids
-        .first()
-        .filter(|(at, _)| *at == write.offset)
-        .map(|(_, id)| *id);
+    // The write's first event with an id, `skip` events into the write:
+    // the one that locates it.
+    let (first_at, first_id) = ids[0];
+    let skip = u64::from(first_at - write.offset);
     let place = place(write.expected, locked, marks);
     // Where the write's first event is stored, if it is: at the place its
-    // expectation names, else wherever the window saw its id.
+    // expectation names, else where the window saw its first id.
     let mut anchor = None;
-    if let (Some(place), Some(first_id)) = (place, first_id) {
-        if place < len && stored_id(log, locked, place)? == Some(first_id) {
+    if let Some(place) = place {
+        let at = place.saturating_add(skip);
+        if at < len && stored_id(log, locked, at)? == Some(first_id) {
             anchor = Some(place);
         }
     }
     if anchor.is_none() {
-        anchor = first_id.and_then(|id| locked.window().and_then(|window| window.find(id)));
+        anchor = locked
+            .window()
+            .and_then(|window| window.find(first_id))
+            .and_then(|found| found.checked_sub(skip));
     }
     let Some(anchor) = anchor else {
         // Not stored where a retry would be: any id of the write already
         // in the window is at another place.
         if let Some(window) = locked.window() {
-            for &(_, id) in ids {
+            for &(at, id) in ids {
                 if let Some(found) = window.find(id) {
+                    let offset = u64::from(at - write.offset);
                     let mismatch = EventIdMismatch::OtherVersion {
                         found: StreamVersion(found),
-                        expected: place.map(StreamVersion),
+                        expected: place.map(|place| StreamVersion(place + offset)),
                     };
                     return Err(Refusal::Conflict(id, mismatch));
                 }
@@ -185,12 +190,11 @@ pub(crate) fn check<E>(
         }
         return Ok(Verdict::Fresh);
     };
-    let first_id = first_id.unwrap_or(ids[0].1);
     if let Some(place) = place {
         if anchor != place {
             let mismatch = EventIdMismatch::OtherVersion {
-                found: StreamVersion(anchor),
-                expected: Some(StreamVersion(place)),
+                found: StreamVersion(anchor + skip),
+                expected: Some(StreamVersion(place + skip)),
             };
             return Err(Refusal::Conflict(first_id, mismatch));
         }

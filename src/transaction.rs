@@ -699,3 +699,45 @@ impl Committed {
         &self.streams
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::MemoryStore;
+
+    fn id(n: u128) -> EventId {
+        EventId::from_uuid(uuid::Uuid::from_u128(n))
+    }
+
+    /// Appends to one stream merged in a transaction (rule 10) keep each
+    /// event's client id at its place, for backends (`into_writes`) and
+    /// for the memory store's re-send check.
+    #[test]
+    fn merged_appends_keep_each_events_client_id() {
+        let stream = StreamId::new();
+        let tx = || {
+            Transaction::new()
+                .append(stream, ExpectedVersion::NoStream, [0])
+                .append_with_ids(stream, ExpectedVersion::Any, [(id(1), 1)])
+                .append_with(
+                    stream,
+                    ExpectedVersion::Any,
+                    [EventData::new(2), EventData::new(3).with_event_id(id(3))],
+                )
+        };
+        let (writes, _) = tx().into_writes();
+        assert_eq!(writes.len(), 1);
+        assert_eq!(writes[0].events, [0, 1, 2, 3]);
+        assert_eq!(writes[0].event_ids, [None, Some(id(1)), None, Some(id(3))]);
+
+        let store = MemoryStore::new();
+        let first = store.insert(tx()).unwrap();
+        let ids: Vec<_> = store
+            .read_stream(stream, StreamVersion(0))
+            .map(|e| e.event_id())
+            .collect();
+        assert_eq!((ids[1], ids[3]), (id(1), id(3)));
+        assert_eq!(store.insert(tx()).unwrap(), first, "the merged re-send");
+        assert_eq!(store.head(), Some(Position(3)));
+    }
+}

@@ -631,6 +631,7 @@ DECLARE
     v_message_pure TEXT := '';
     v_s INT := 0;
     v_first_id UUID;
+    v_skip INT;
     v_place BIGINT;
     v_anchor BIGINT;
     v_found BIGINT;
@@ -713,7 +714,10 @@ BEGIN
                 v_fresh := true;
                 CONTINUE;
             END IF;
-            v_first_id := p_ids[v_s - p_counts[i] + 1];
+            -- The write's first event with an id, `v_skip` events in.
+            SELECT x.id, x.k - 1 INTO v_first_id, v_skip
+                FROM unnest(p_ids[v_s - p_counts[i] + 1 : v_s]) WITH ORDINALITY AS x(id, k)
+                WHERE x.id IS NOT NULL ORDER BY x.k LIMIT 1;
             v_place := CASE p_kinds[i]
                 WHEN 3 THEN p_values[i] + 1
                 WHEN 4 THEN (SELECT version + 1 FROM {s}.events
@@ -721,25 +725,28 @@ BEGIN
                 WHEN 1 THEN v_bases[i]
                 ELSE NULL END;
             v_anchor := NULL;
-            IF v_place IS NOT NULL AND v_first_id IS NOT NULL THEN
-                SELECT version INTO v_anchor FROM {s}.events
-                    WHERE stream_id = p_streams[i] AND version = v_place
+            IF v_place IS NOT NULL THEN
+                SELECT version - v_skip INTO v_anchor FROM {s}.events
+                    WHERE stream_id = p_streams[i] AND version = v_place + v_skip
                       AND client_id AND event_id = v_first_id;
             END IF;
-            IF v_anchor IS NULL AND v_first_id IS NOT NULL THEN
-                SELECT max(version) INTO v_anchor FROM {s}.events
+            IF v_anchor IS NULL THEN
+                SELECT max(version) - v_skip INTO v_anchor FROM {s}.events
                     WHERE stream_id = p_streams[i] AND client_id AND event_id = v_first_id;
+                IF v_anchor < 0 THEN
+                    v_anchor := NULL;
+                END IF;
             END IF;
             IF v_anchor IS NULL THEN
                 v_id := NULL;
-                SELECT x.id, e.version INTO v_id, v_found
+                SELECT x.id, e.version, x.k - 1 INTO v_id, v_found, v_skip
                     FROM unnest(p_ids[v_s - p_counts[i] + 1 : v_s]) WITH ORDINALITY AS x(id, k)
                     JOIN {s}.events e ON e.stream_id = p_streams[i] AND e.client_id
                                       AND e.event_id = x.id
                     ORDER BY x.k, e.version DESC LIMIT 1;
                 IF v_id IS NOT NULL THEN
                     PERFORM {s}.event_id_conflict(p_streams[i], v_id, 'other_version',
-                                                  v_found, v_place);
+                                                  v_found, v_place + v_skip);
                 END IF;
                 v_fresh := true;
                 IF v_fresh_id IS NULL THEN
@@ -749,13 +756,9 @@ BEGIN
                 END IF;
                 CONTINUE;
             END IF;
-            IF v_first_id IS NULL THEN
-                SELECT x INTO v_first_id FROM unnest(p_ids[v_s - p_counts[i] + 1 : v_s]) AS x
-                    WHERE x IS NOT NULL LIMIT 1;
-            END IF;
             IF v_place IS NOT NULL AND v_anchor <> v_place THEN
                 PERFORM {s}.event_id_conflict(p_streams[i], v_first_id, 'other_version',
-                                              v_anchor, v_place);
+                                              v_anchor + v_skip, v_place + v_skip);
             END IF;
             IF v_anchor + p_counts[i] - 1 > v_versions[i] THEN
                 PERFORM {s}.event_id_conflict(p_streams[i], v_first_id, 'partial', NULL, NULL);

@@ -120,6 +120,20 @@ pub fn rule_29_a_retry_returns_the_original_result_and_writes_nothing<F: StoreFa
         }
         assert_eq!(values(&store, stream).await, [0, 1, 2, 3, 4, 5, 6, 7]);
         assert_eq!(store_head(&store).await, Some(Position(8)));
+
+        // Appends merged into one write (rule 10) whose first event has no
+        // id: located by its first id, at its place in the write, under an
+        // exact expectation (the first append's) and under `Any`.
+        let merged = sid(3);
+        let tx = |expected| {
+            Transaction::new()
+                .append(merged, expected, [ev(20)])
+                .append_with(merged, Any, [given(21, 21), EventData::new(ev(22))])
+        };
+        let original = insert(&store, tx(NoStream)).await;
+        retry(&store, tx(NoStream), &original).await;
+        retry(&store, tx(Any), &original).await;
+        assert_eq!(values(&store, merged).await, [20, 21, 22]);
         assert_well_formed(&store).await;
     });
 }
