@@ -1,6 +1,7 @@
 //! `MemoryStore::builder()`: a store with a chosen clock and event ids.
 
 use crate::clock::Clock;
+use crate::idempotency::DEFAULT_IDEMPOTENCY_WINDOW;
 use crate::ids::EventIds;
 use crate::log::Log;
 use crate::store::{Inner, MemoryStore};
@@ -40,6 +41,7 @@ pub struct MemoryStoreBuilder<E> {
     /// loom's `Arc` cannot hold a `dyn` value).
     clock: Option<std::sync::Arc<dyn Clock>>,
     event_id_seed: Option<u64>,
+    idempotency_window: u64,
     events: PhantomData<fn() -> E>,
 }
 
@@ -50,6 +52,7 @@ impl<E> MemoryStore<E> {
         MemoryStoreBuilder {
             clock: None,
             event_id_seed: None,
+            idempotency_window: DEFAULT_IDEMPOTENCY_WINDOW,
             events: PhantomData,
         }
     }
@@ -75,6 +78,34 @@ impl<E> MemoryStoreBuilder<E> {
         self
     }
 
+    /// How many of a stream's last versions are searched for a re-sent
+    /// event id when the write expects `Any` or `StreamExists`
+    /// ([contract](crate::contract) rule 29); [`DEFAULT_IDEMPOTENCY_WINDOW`]
+    /// (1,024) unless set. A re-send whose first event is older than that
+    /// is not recognised, and writes again. Writes with an exact
+    /// expectation (`Exact`, `ExactPosition`, `NoStream`) are recognised
+    /// however old, at the place they name. Costs about 60 bytes per id
+    /// kept, for streams written with ids only; 0 keeps none.
+    ///
+    /// ```
+    /// use hindsight::{EventData, EventId, ExpectedVersion, MemoryStore, Position, StreamId, Transaction, Uuid};
+    /// let store = MemoryStore::builder().idempotency_window(1).build();
+    /// let stream = StreamId::new();
+    /// let id = |n| EventId::from_uuid(Uuid::from_u128(n));
+    /// let send = |n| store.insert(Transaction::new()
+    ///     .append_with(stream, ExpectedVersion::Any, [EventData::new(n).with_event_id(id(n))]));
+    /// send(1).unwrap();
+    /// send(1).unwrap(); // recognised: version 0 is the stream's last
+    /// send(2).unwrap();
+    /// send(1).unwrap(); // out of the window: written again
+    /// assert_eq!(store.head(), Some(Position(2)));
+    /// ```
+    #[doc(alias = "idempotency")]
+    pub fn idempotency_window(mut self, versions: u64) -> Self {
+        self.idempotency_window = versions;
+        self
+    }
+
     /// The store.
     pub fn build(self) -> MemoryStore<E> {
         let ids = match self.event_id_seed {
@@ -87,6 +118,7 @@ impl<E> MemoryStoreBuilder<E> {
                 streams: StreamIndex::new(),
                 clock: self.clock,
                 removed: crate::sync::AtomicU8::new(0),
+                idempotency_window: self.idempotency_window,
             }),
         }
     }
@@ -97,6 +129,7 @@ impl<E> fmt::Debug for MemoryStoreBuilder<E> {
         f.debug_struct("MemoryStoreBuilder")
             .field("custom_clock", &self.clock.is_some())
             .field("event_id_seed", &self.event_id_seed)
+            .field("idempotency_window", &self.idempotency_window)
             .finish()
     }
 }

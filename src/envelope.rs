@@ -115,10 +115,30 @@ impl<'a, E> Envelope<'a, E> {
         category_of(self.stream_name()?)
     }
 
-    /// The event's unique id, fixed when it was written: reading the event
-    /// again always gives the same id.
+    /// The event's id: the one its writer gave it
+    /// ([`EventData::with_event_id`](crate::EventData::with_event_id),
+    /// contract rule 29), or else the one the store derived from its
+    /// position. Fixed when it was written: reading the event again always
+    /// gives the same id.
+    ///
+    /// ```
+    /// use hindsight::{EventData, EventId, ExpectedVersion, MemoryStore, Start, StreamId, Transaction, Uuid};
+    /// let store = MemoryStore::new();
+    /// let id = EventId::from_uuid(Uuid::from_u128(42));
+    /// store.insert(Transaction::new().append_with(StreamId::new(), ExpectedVersion::Any, [
+    ///     EventData::new("given").with_event_id(id),
+    ///     EventData::new("derived"),
+    /// ])).unwrap();
+    /// let ids: Vec<_> = store.read_all(Start::Beginning).map(|e| e.event_id()).collect();
+    /// assert_eq!(ids[0], id);
+    /// assert_ne!(ids[1], id);
+    /// ```
+    #[inline]
     pub fn event_id(self) -> EventId {
-        self.ids.id(self.position)
+        match self.record.client_id(self.position) {
+            Some(id) => id,
+            None => self.ids.id(self.position),
+        }
     }
 
     /// The correlation id of the transaction that wrote the event, if it had

@@ -1,6 +1,6 @@
 //! Errors of writes.
 
-use crate::ids::StreamId;
+use crate::ids::{EventId, StreamId, StreamVersion};
 use crate::name::StreamName;
 use crate::transaction::{ExpectedVersion, StreamHead};
 use std::fmt;
@@ -128,6 +128,123 @@ pub enum InsertError {
         /// Its name, if the store keeps one.
         stream_name: Option<StreamName>,
     },
+    /// A client-supplied event id ([`EventData::with_event_id`](crate::EventData::with_event_id))
+    /// is already in the stream, but the write is not a retry of the
+    /// transaction that stored it (contract rule 29): the id is at another
+    /// version, the stored event differs, only some of the events are
+    /// stored, or the transaction is only partly a retry. Or the id is
+    /// given twice in one transaction. Nothing was written, no position
+    /// used.
+    ///
+    /// ```
+    /// use hindsight::{EventData, EventId, EventIdMismatch, ExpectedVersion, InsertError, MemoryStore, StreamId, StreamVersion, Transaction, Uuid};
+    /// let store = MemoryStore::new();
+    /// let stream = StreamId::new();
+    /// let id = EventId::from_uuid(Uuid::from_u128(7));
+    /// let tx = |amount| Transaction::new()
+    ///     .append_with(stream, ExpectedVersion::Any, [EventData::new(amount).with_event_id(id)]);
+    /// store.insert(tx(10)).unwrap();
+    /// let error = store.insert(tx(20)).unwrap_err();
+    /// assert_eq!(error, InsertError::EventIdConflict {
+    ///     stream,
+    ///     stream_name: None,
+    ///     event_id: id,
+    ///     mismatch: EventIdMismatch::OtherPayload { version: StreamVersion(0) },
+    /// });
+    /// assert_eq!(error.to_string(), format!(
+    ///     "event id {id} conflicts on stream {stream}: the event stored at version 0 has another payload"));
+    /// ```
+    #[doc(alias = "idempotency")]
+    EventIdConflict {
+        /// The stream of the write whose id conflicts.
+        stream: StreamId,
+        /// Its name: the one the store keeps, or else the one the write gave.
+        stream_name: Option<StreamName>,
+        /// The conflicting id.
+        event_id: EventId,
+        /// What differed.
+        mismatch: EventIdMismatch,
+    },
+}
+
+/// What made a re-sent event id a conflict rather than a retry
+/// ([`InsertError::EventIdConflict`], contract rule 29).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EventIdMismatch {
+    /// The id is stored at `found`, not where the write's expectation puts
+    /// its event (`expected`; `None` for `Any` and `StreamExists`, which
+    /// name no place: then the id is not the write's first, so the write
+    /// would be only partly stored).
+    OtherVersion {
+        /// Where the id is stored.
+        found: StreamVersion,
+        /// Where the write's expectation puts the event with this id.
+        expected: Option<StreamVersion>,
+    },
+    /// The event stored at `version` has this id but another payload.
+    OtherPayload {
+        /// The stored event's version.
+        version: StreamVersion,
+    },
+    /// The event stored at `version` has this id but other metadata.
+    OtherMetadata {
+        /// The stored event's version.
+        version: StreamVersion,
+    },
+    /// Where this event of the write would be, at `version`, the stream
+    /// holds an event with another id (or none).
+    OtherId {
+        /// The stored event's version.
+        version: StreamVersion,
+    },
+    /// The stream ends before the write's last event: only some of its
+    /// events are stored.
+    Partial,
+    /// The write's events are stored, but the transaction is not a whole
+    /// retry of the one that stored them: other streams of it are not
+    /// retries, or the stored events belong to a transaction with more.
+    PartOfTransaction,
+    /// The id is given to two events of the transaction.
+    Duplicate,
+}
+
+impl fmt::Display for EventIdMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EventIdMismatch::OtherVersion {
+                found,
+                expected: Some(expected),
+            } => write!(
+                f,
+                "it is stored at version {found}, not at version {expected} that the expectation names"
+            ),
+            EventIdMismatch::OtherVersion {
+                found,
+                expected: None,
+            } => write!(
+                f,
+                "it is stored at version {found}, apart from the write's first event"
+            ),
+            EventIdMismatch::OtherPayload { version } => {
+                write!(f, "the event stored at version {version} has another payload")
+            }
+            EventIdMismatch::OtherMetadata { version } => {
+                write!(f, "the event stored at version {version} has other metadata")
+            }
+            EventIdMismatch::OtherId { version } => {
+                write!(f, "the event stored at version {version} has another id")
+            }
+            EventIdMismatch::Partial => {
+                write!(f, "only some of the write's events are stored")
+            }
+            EventIdMismatch::PartOfTransaction => write!(
+                f,
+                "the transaction is not a whole retry of the one that stored it"
+            ),
+            EventIdMismatch::Duplicate => write!(f, "it is given twice in the transaction"),
+        }
+    }
 }
 
 /// Writes "stream "name" (id)" or "stream id".
@@ -173,8 +290,28 @@ impl fmt::Display for InsertError {
                 fmt_stream(f, *stream, stream_name.as_ref())?;
                 write!(f, " is hard-deleted: it refuses every write")
             }
+            InsertError::EventIdConflict {
+                stream,
+                stream_name,
+                event_id,
+                mismatch,
+            } => fmt_id_conflict(f, *stream, stream_name.as_ref(), *event_id, mismatch),
         }
     }
+}
+
+/// The `Display` of an event id conflict, shared by [`InsertError`] and
+/// [`StoreError`](crate::StoreError).
+pub(crate) fn fmt_id_conflict(
+    f: &mut fmt::Formatter<'_>,
+    stream: StreamId,
+    name: Option<&StreamName>,
+    event_id: EventId,
+    mismatch: &EventIdMismatch,
+) -> fmt::Result {
+    write!(f, "event id {event_id} conflicts on ")?;
+    fmt_stream(f, stream, name)?;
+    write!(f, ": {mismatch}")
 }
 
 impl std::error::Error for InsertError {}

@@ -116,7 +116,10 @@ impl<E> StreamHandle<E> {
     /// the stream just before: [`insert`](MemoryStore::insert) of
     /// `Transaction::new().append_with(self.id(), expected, events)`.
     /// Events whose metadata is empty cost what they cost through
-    /// [`append`](Self::append).
+    /// [`append`](Self::append). Events given their own ids
+    /// ([`EventData::with_event_id`](crate::EventData::with_event_id)) go
+    /// through [`insert`](MemoryStore::insert) and its idempotency check
+    /// (contract rule 29): a re-send returns the original result.
     ///
     /// # Errors
     ///
@@ -142,10 +145,19 @@ impl<E> StreamHandle<E> {
         expected: ExpectedVersion,
         events: impl IntoIterator<Item = EventData<E>>,
     ) -> Result<Committed, InsertError> {
-        let (events, metadata) = Events::collect_with_metadata(events);
-        let head = self
-            .store
-            .append_to(self.resolved(), expected, events, None, metadata)?;
+        let collected = Events::collect_data(events);
+        if collected.ids.is_some() {
+            // Client ids: the idempotency check of `insert` (rule 29).
+            let tx = crate::Transaction::new().append_collected(self.id(), expected, collected);
+            return self.store.insert(tx);
+        }
+        let head = self.store.append_to(
+            self.resolved(),
+            expected,
+            collected.events,
+            None,
+            collected.metadata,
+        )?;
         Ok(Committed::of_one(self.id(), head))
     }
 
@@ -285,5 +297,34 @@ mod tests {
             .unwrap();
         assert_eq!(checked.last_position(), None);
         assert_eq!(store.read_all(Start::Beginning).count(), 1);
+    }
+
+    /// Events given their own ids through a handle get `insert`'s
+    /// idempotency check (rule 29): a re-send returns the original result
+    /// and writes nothing, other content is a conflict, and the ids are
+    /// read back. (The handle's fast path would drop the ids.)
+    #[test]
+    fn append_with_client_ids_is_idempotent_as_insert_is() {
+        let store = MemoryStore::new();
+        let handle = store.stream(StreamId::new());
+        let first = crate::EventId::from_uuid(crate::Uuid::from_u128(1));
+        let second = crate::EventId::from_uuid(crate::Uuid::from_u128(2));
+        let send = |b: i32| {
+            handle.append_with(
+                ExpectedVersion::NoStream,
+                [
+                    EventData::new(1).with_event_id(first),
+                    EventData::new(b).with_event_id(second),
+                ],
+            )
+        };
+        let done = send(2).unwrap();
+        assert_eq!(send(2).unwrap(), done, "the original result");
+        assert!(matches!(send(3), Err(InsertError::EventIdConflict { .. })));
+        let ids: Vec<_> = store
+            .read_all(Start::Beginning)
+            .map(|e| e.event_id())
+            .collect();
+        assert_eq!(ids, [first, second], "written once, with the client's ids");
     }
 }

@@ -64,8 +64,11 @@ uuid_newtype! {
 }
 
 uuid_newtype! {
-    /// Names one stored event. The store assigns it when the event is
-    /// inserted; reading the event again always gives the same id.
+    /// Names one stored event. The writer may give it
+    /// ([`EventData::with_event_id`](crate::EventData::with_event_id), which
+    /// makes re-sending the event idempotent: contract rule 29); otherwise
+    /// the store assigns it when the event is inserted. Reading the event
+    /// again always gives the same id.
     ///
     /// ```
     /// use hindsight::{ExpectedVersion, MemoryStore, StreamId, Transaction};

@@ -28,6 +28,7 @@ mod clock;
 mod envelope;
 mod error;
 mod handle;
+mod idempotency;
 mod ids;
 mod log;
 mod metadata;
@@ -52,7 +53,7 @@ pub mod loom_api;
 /// The contract: what the store promises, as numbered rules.
 ///
 /// The API docs, the tests and the conformance kit cite these rules by
-/// number ("rule 7"); the kit checks rules 1-25, 27, 28, 30, 32 and 33 on any backend.
+/// number ("rule 7"); the kit checks rules 1-25, 27-30, 32 and 33 on any backend.
 #[doc = include_str!("contract.md")]
 pub mod contract {}
 
@@ -66,7 +67,7 @@ pub mod contract {}
 #[doc = include_str!("../DESIGN.md")]
 pub mod design {}
 
-// The conformance kit: store-agnostic tests of rules 1-25, 27, 28, 30, 32 and 33 of the contract.
+// The conformance kit: store-agnostic tests of rules 1-25, 27-30, 32 and 33 of the contract.
 #[cfg(all(feature = "testkit", not(loom)))]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
@@ -80,8 +81,9 @@ pub use backend::{
 pub use builder::MemoryStoreBuilder;
 pub use clock::{Clock, SystemClock, TestClock};
 pub use envelope::{Envelope, OwnedEnvelope};
-pub use error::{InsertError, StreamNameError, VersionMismatch};
+pub use error::{EventIdMismatch, InsertError, StreamNameError, VersionMismatch};
 pub use handle::StreamHandle;
+pub use idempotency::DEFAULT_IDEMPOTENCY_WINDOW;
 pub use ids::{CausationId, CorrelationId, EventId, Position, StreamId, StreamVersion};
 pub use metadata::{EventData, Metadata, MetadataError};
 pub use name::{StreamName, MAX_STREAM_NAME_LEN};

@@ -13,10 +13,12 @@
 //! transaction's [`Stamp`] (creation time, and correlation id and per-event
 //! metadata if any) and the payload: 32 bytes beside the payload, 64 for a
 //! 32-byte event. The position is the slot's index, and the event id is
-//! derived from it (see [`EventIds`]), so neither is stored.
+//! derived from it (see [`EventIds`]) unless the writer gave one (kept in
+//! the transaction's [`TxMeta`], contract rule 29), so neither is stored
+//! in the slot.
 
 use crate::envelope::Envelope;
-use crate::ids::{CorrelationId, EventIds};
+use crate::ids::{CorrelationId, EventId, EventIds};
 use crate::metadata::{Metadata, EMPTY};
 use crate::segments::{self, Segments, CAPACITY};
 use crate::stream::{StreamIndex, StreamPtr};
@@ -95,9 +97,9 @@ impl Marker {
 /// its correlation id and its events' metadata if it has any.
 ///
 /// One word: the creation time in nanoseconds since the Unix epoch, shifted
-/// left by one (bit 0 clear), or, for a transaction with a correlation id
-/// or an event with [`Metadata`], a pointer to a [`TxMeta`] holding all of
-/// it, with bit 0 set (a `TxMeta` is 8-aligned). The `TxMeta` belongs to
+/// left by one (bit 0 clear), or, for a transaction with a correlation id,
+/// an event with [`Metadata`] or an event with a client id, a pointer to a
+/// [`TxMeta`] holding all of it, with bit 0 set (a `TxMeta` is 8-aligned). The `TxMeta` belongs to
 /// the log once the transaction is written, and is freed with it; every
 /// event of the transaction carries a copy of the pointer. A transaction
 /// without either allocates nothing and stores nothing more.
@@ -115,10 +117,32 @@ struct TxMeta {
     /// the reserving writer still owns the `TxMeta` alone, before any
     /// record points to it.
     first: u64,
+    /// The transaction's length (at most `MAX_TRANSACTION_EVENTS`, 2^24):
+    /// set with `first`, read by the idempotency check (contract rule 29)
+    /// to tell whether a retry covers all of it.
+    len: u32,
     /// The metadata of the transaction's events that have some, by offset
     /// from `first`, in ascending offset order (offsets are below
     /// `MAX_TRANSACTION_EVENTS`, 2^24).
     events: Box<[(u32, Metadata)]>,
+    /// The client-supplied ids of the transaction's events that have one
+    /// (contract rule 29), by offset from `first`, ascending; `None` when
+    /// none has. Behind a thin pointer: a `TxMeta` of metadata only stays
+    /// small (64 bytes).
+    ids: Option<Box<ClientIds>>,
+}
+
+/// The client ids of one transaction: `(offset, id)`, offsets ascending.
+struct ClientIds(Box<[(u32, EventId)]>);
+
+impl TxMeta {
+    /// The client ids, empty if none.
+    fn ids(&self) -> &[(u32, EventId)] {
+        match &self.ids {
+            Some(ids) => &ids.0,
+            None => &[],
+        }
+    }
 }
 
 /// The most nanoseconds a [`Stamp`] keeps: 63 bits, until the year 2262.
@@ -208,43 +232,96 @@ impl OwnedStamp {
         debug_assert!(created_at <= MAX_NANOS);
         match correlation_id {
             None => OwnedStamp(Stamp(created_at << 1)),
-            Some(_) => Self::with_metadata(created_at, correlation_id, Vec::new()),
+            Some(_) => Self::with_metadata(created_at, correlation_id, Vec::new(), Vec::new()),
         }
     }
 
     /// [`new`](Self::new), with the metadata of the transaction's events
     /// that have some: `(offset in the transaction, metadata)`, offsets
-    /// ascending and below 2^24, none of them empty.
+    /// ascending and below 2^24, none of them empty; and the client ids of
+    /// those that have one, `(offset, id)`, offsets ascending.
     pub(crate) fn with_metadata(
         created_at: u64,
         correlation_id: Option<CorrelationId>,
         events: Vec<(u32, Metadata)>,
+        ids: Vec<(u32, EventId)>,
     ) -> Self {
         debug_assert!(created_at <= MAX_NANOS);
         debug_assert!(events.windows(2).all(|pair| pair[0].0 < pair[1].0));
-        OwnedStamp(Stamp(if correlation_id.is_none() && events.is_empty() {
-            created_at << 1
-        } else {
+        debug_assert!(ids.windows(2).all(|pair| pair[0].0 < pair[1].0));
+        OwnedStamp(Stamp(
+            if correlation_id.is_none() && events.is_empty() && ids.is_empty() {
+                created_at << 1
+            } else {
+                Self::allocate(created_at, correlation_id, events, ids)
+            },
+        ))
+    }
+
+    /// A tagged stamp word for a new `TxMeta`.
+    fn allocate(
+        created_at: u64,
+        correlation_id: Option<CorrelationId>,
+        events: Vec<(u32, Metadata)>,
+        ids: Vec<(u32, EventId)>,
+    ) -> u64 {
+        {
             let meta = Box::into_raw(Box::new(TxMeta {
                 created_at: AtomicU64::new(created_at),
                 correlation_id,
                 first: 0,
+                len: 0,
                 events: events.into_boxed_slice(),
+                ids: (!ids.is_empty()).then(|| Box::new(ClientIds(ids.into_boxed_slice()))),
             }));
             // Exposed: the pointer round-trips through an integer.
             meta.expose_provenance() as u64 | 1
-        }))
+        }
     }
 
-    /// Records the transaction's first position in its metadata, if it
-    /// has some.
-    fn set_first(&mut self, first: u64) {
+    /// Records the transaction's first position and length in its
+    /// metadata, if it has some.
+    fn set_range(&mut self, first: u64, len: u64) {
         if self.0 .0 & 1 == 1 {
             // SAFETY: not given to the log yet, so this stamp owns the
             // `TxMeta` alone (no record holds a copy of the pointer, and no
             // reference to it is alive): a plain write through the pointer
             // from `Box::into_raw` is exclusive.
-            unsafe { (*meta_pointer(self.0)).first = first };
+            unsafe {
+                (*meta_pointer(self.0)).first = first;
+                // A transaction is at most 2^24 events (`measure`).
+                (*meta_pointer(self.0)).len = len as u32;
+            }
+        }
+    }
+
+    /// The transaction's `TxMeta`, if it has one; readable while the
+    /// stamp is owned here (nobody else holds it).
+    fn tx_meta(&self) -> Option<&TxMeta> {
+        self.0.meta()
+    }
+
+    /// The client ids of the transaction's events at offsets `from..to`,
+    /// `(offset, id)` in ascending order (contract rule 29).
+    pub(crate) fn client_ids(&self, from: u32, to: u32) -> &[(u32, EventId)] {
+        let Some(meta) = self.tx_meta() else {
+            return &[];
+        };
+        let ids = meta.ids();
+        let start = ids.partition_point(|(at, _)| *at < from);
+        let end = ids.partition_point(|(at, _)| *at < to);
+        &ids[start..end]
+    }
+
+    /// The metadata of the transaction's event at `offset` (the empty
+    /// `Metadata` if it has none).
+    pub(crate) fn metadata_at(&self, offset: u32) -> &Metadata {
+        match self.tx_meta() {
+            Some(meta) => match meta.events.binary_search_by_key(&offset, |(at, _)| *at) {
+                Ok(index) => &meta.events[index].1,
+                Err(_) => &EMPTY,
+            },
+            None => &EMPTY,
         }
     }
 
@@ -325,6 +402,50 @@ impl<E> Record<E> {
             Ok(index) => &meta.events[index].1,
             Err(_) => &EMPTY,
         }
+    }
+}
+
+/// Where a committed event with a client id sits in its transaction, for
+/// the idempotency check (contract rule 29).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct TxRange {
+    /// The transaction's first position.
+    pub(crate) first: u64,
+    /// Its number of events.
+    pub(crate) len: u64,
+}
+
+impl<E> Record<E> {
+    /// The client-supplied id of this record, at `position`, if its
+    /// transaction gave it one (contract rule 29).
+    #[inline]
+    pub(crate) fn client_id(&self, position: u64) -> Option<EventId> {
+        let stamp = self.stamp.get();
+        if stamp.0 & 1 == 0 {
+            return None;
+        }
+        // SAFETY: as in `metadata`.
+        let meta = unsafe { &*meta_pointer(stamp) };
+        let ids = meta.ids.as_deref()?;
+        let offset = u32::try_from(position.checked_sub(meta.first)?).ok()?;
+        ids.0
+            .binary_search_by_key(&offset, |(at, _)| *at)
+            .ok()
+            .map(|index| ids.0[index].1)
+    }
+
+    /// The range of this record's transaction, if it has a `TxMeta` (every
+    /// transaction with a client id does).
+    pub(crate) fn tx_range(&self) -> Option<TxRange> {
+        let stamp = self.stamp.get();
+        // SAFETY: as in `metadata`.
+        (stamp.0 & 1 == 1).then(|| unsafe {
+            let meta = &*meta_pointer(stamp);
+            TxRange {
+                first: meta.first,
+                len: u64::from(meta.len),
+            }
+        })
     }
 }
 
@@ -485,8 +606,8 @@ impl<E> Log<E> {
             return Err(Full);
         }
         let mut stamp = stamp;
-        // A plain store, before any record is written: cannot panic.
-        stamp.set_first(start);
+        // Plain stores, before any record is written: cannot panic.
+        stamp.set_range(start, len);
         Ok(Reservation {
             log: self,
             start,
@@ -996,6 +1117,13 @@ mod tests {
     fn a_slot_is_32_bytes_beside_its_payload() {
         assert_eq!(std::mem::size_of::<Slot<[u64; 4]>>(), 64);
         assert_eq!(std::mem::size_of::<Slot<()>>(), 32);
+    }
+
+    /// A transaction's `TxMeta` (time, correlation id, range, metadata and
+    /// client ids) is one 64-byte allocation.
+    #[test]
+    fn a_tx_meta_is_64_bytes() {
+        assert_eq!(std::mem::size_of::<TxMeta>(), 64);
     }
 
     #[test]

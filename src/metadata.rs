@@ -1,6 +1,6 @@
 //! Per-event metadata: a causation id and a small map of headers.
 
-use crate::ids::CausationId;
+use crate::ids::{CausationId, EventId};
 use std::fmt;
 
 /// What one event carries beside its payload, set by the writer: a
@@ -285,18 +285,39 @@ impl std::error::Error for MetadataError {}
 /// assert_eq!(read.metadata().causation_id(), Some(cause));
 /// assert_eq!(read.metadata().header("carrier"), Some("ups"));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct EventData<E> {
     pub(crate) payload: E,
     pub(crate) metadata: Metadata,
+    /// The writer's own id for the event (contract rule 29), if it gave one.
+    pub(crate) event_id: Option<EventId>,
+    /// `<E as PartialEq>::eq`, captured by [`with_event_id`](Self::with_event_id)
+    /// (the one place that knows `E: PartialEq`), so that the store can
+    /// compare a re-sent event with the stored one without a bound of its
+    /// own. Set exactly when `event_id` is.
+    pub(crate) eq: Option<fn(&E, &E) -> bool>,
 }
 
+/// Two events are equal when their payloads, metadata and ids are (the
+/// captured comparison is not compared: it is `E`'s own `eq`).
+impl<E: PartialEq> PartialEq for EventData<E> {
+    fn eq(&self, other: &Self) -> bool {
+        self.payload == other.payload
+            && self.metadata == other.metadata
+            && self.event_id == other.event_id
+    }
+}
+
+impl<E: Eq> Eq for EventData<E> {}
+
 impl<E> EventData<E> {
-    /// `payload` with no metadata.
+    /// `payload` with no metadata and no id of its own.
     pub fn new(payload: E) -> Self {
         EventData {
             payload,
             metadata: Metadata::new(),
+            event_id: None,
+            eq: None,
         }
     }
 
@@ -318,6 +339,12 @@ impl<E> EventData<E> {
         self
     }
 
+    /// The event's own id, if one was given with
+    /// [`with_event_id`](Self::with_event_id).
+    pub fn event_id(&self) -> Option<EventId> {
+        self.event_id
+    }
+
     /// The payload.
     pub fn payload(&self) -> &E {
         &self.payload
@@ -331,6 +358,41 @@ impl<E> EventData<E> {
     /// The payload and the metadata.
     pub fn into_parts(self) -> (E, Metadata) {
         (self.payload, self.metadata)
+    }
+}
+
+impl<E: PartialEq> EventData<E> {
+    /// Gives the event its own id, KurrentDB's client-supplied event id:
+    /// reads return it as the event's [`event_id`](crate::Envelope::event_id),
+    /// and re-sending the event makes the insert idempotent
+    /// ([contract](crate::contract) rule 29): a retry of a committed
+    /// transaction returns the original [`Committed`](crate::Committed) and
+    /// writes nothing, and the same id with other content or at another
+    /// place is an [`InsertError::EventIdConflict`](crate::InsertError::EventIdConflict).
+    ///
+    /// Needs `E: PartialEq`: a re-sent event is compared with the stored
+    /// one (payload by `E`'s `==`, and metadata). The store calls that
+    /// `==` under the stream's lock, before anything is reserved: a panic
+    /// in it fails the insert, which writes nothing.
+    ///
+    /// ```
+    /// use hindsight::{EventData, EventId, ExpectedVersion, MemoryStore, Position, StreamId, Transaction};
+    /// let store = MemoryStore::new();
+    /// let stream = StreamId::new();
+    /// let tx = || Transaction::new().append_with(stream, ExpectedVersion::Any, [
+    ///     EventData::new("paid").with_event_id(EventId::from_uuid(uuid::Uuid::from_u128(1))),
+    /// ]);
+    /// let first = store.insert(tx()).unwrap();
+    /// // The reply was lost; the client sends the same transaction again.
+    /// let again = store.insert(tx()).unwrap();
+    /// assert_eq!(again, first);
+    /// assert_eq!(store.head(), Some(Position(0))); // written once
+    /// ```
+    #[doc(alias = "eventId")]
+    pub fn with_event_id(mut self, event_id: EventId) -> Self {
+        self.event_id = Some(event_id);
+        self.eq = Some(<E as PartialEq>::eq);
+        self
     }
 }
 

@@ -12,10 +12,11 @@
 use crate::clock::Clock;
 #[cfg(not(loom))]
 use crate::envelope::Envelope;
-use crate::error::{InsertError, VersionMismatch};
+use crate::error::{EventIdMismatch, InsertError, VersionMismatch};
 use crate::handle::StreamHandle;
-use crate::ids::{CorrelationId, Position, StreamId, StreamVersion};
-use crate::log::{nanos_since_epoch, now_nanos, Full, Log, OwnedStamp, Reservation};
+use crate::idempotency::{self, Refusal, Verdict};
+use crate::ids::{CorrelationId, EventId, Position, StreamId, StreamVersion};
+use crate::log::{nanos_since_epoch, now_nanos, Full, Log, OwnedStamp, Reservation, TxRange};
 use crate::metadata::Metadata;
 use crate::name::StreamName;
 use crate::read::{ReadAll, ReadStream, Start};
@@ -93,6 +94,9 @@ pub(crate) struct Inner<E> {
     /// never look at an event's stream to find out. Bits: [`REMOVED`],
     /// [`AGED`].
     pub(crate) removed: AtomicU8,
+    /// How many of a stream's last versions its window of client ids
+    /// covers (contract rule 29).
+    pub(crate) idempotency_window: u64,
 }
 
 /// The bit of `Inner::removed` set once any event may have been removed:
@@ -197,7 +201,16 @@ enum Refused {
     Deleted,
     /// The store refused (full).
     Store(InsertError),
+    /// The write re-sends the events of this committed transaction, all
+    /// of it (rule 29): answer with its original result.
+    Retry(TxRange),
+    /// A client id conflicts (rule 29).
+    IdConflict(EventId, EventIdMismatch),
 }
+
+/// A one-stream write's events and captured comparison, when some of its
+/// events carry client ids (rule 29).
+type Idem<'a, E> = Option<(&'a Events<E>, fn(&E, &E) -> bool)>;
 
 /// The heads an insert reports, inline for one stream.
 type Heads = SmallVec<[(StreamId, StreamHead); 1]>;
@@ -280,6 +293,8 @@ impl<E> MemoryStore<E> {
             expected,
             events,
             metadata,
+            ids,
+            eq,
         } = append;
         let index = &self.inner.streams;
         if events.is_empty() {
@@ -290,23 +305,36 @@ impl<E> MemoryStore<E> {
         // `Any` and `NoStream` may create the stream; the others fail on a
         // missing stream, which is answered without creating it.
         let may_create = matches!(expected, ExpectedVersion::Any | ExpectedVersion::NoStream);
-        let stamp = match metadata {
-            None => OwnedStamp::new(self.inner.now_nanos(), correlation_id),
-            Some(metadata) => {
-                OwnedStamp::with_metadata(self.inner.now_nanos(), correlation_id, metadata)
-            }
+        let stamp = match (metadata, ids) {
+            (None, None) => OwnedStamp::new(self.inner.now_nanos(), correlation_id),
+            (metadata, ids) => OwnedStamp::with_metadata(
+                self.inner.now_nanos(),
+                correlation_id,
+                metadata.unwrap_or_default(),
+                ids.unwrap_or_default(),
+            ),
         };
+        let idem = eq.map(|eq| (&events, eq));
+        if idem.is_some() {
+            if let Some(event_id) = idempotency::duplicate(&stamp) {
+                return Err(id_conflict(id, name, event_id, EventIdMismatch::Duplicate));
+            }
+        }
         let count = events.len() as u64;
+        // `Any` and `StreamExists` retries are found through the stream's
+        // window, so the stream must be looked up even when `StreamExists`
+        // would fail on a missing one: it cannot hold the ids then anyway.
         // Under the index shard's read lock, and only until the positions
         // are recorded: from then on the stream holds events and stays.
         let reserved = index.with_or_create(id, may_create, |stream| {
-            self.reserve_in(stream, name.as_ref(), expected, count, stamp)
+            self.reserve_in(stream, name.as_ref(), expected, count, stamp, idem)
         });
         match reserved {
             Some(Ok(reserved)) => {
                 let head = self.finish(reserved, events)?;
                 Ok(Committed::of_one(id, Some(head)))
             }
+            Some(Err(Refused::Retry(range))) => self.committed_of(range),
             Some(Err(refused)) => {
                 // The entry may have been created for this insert: remove it
                 // if it holds nothing (a stream with a head holds events).
@@ -376,11 +404,14 @@ impl<E> MemoryStore<E> {
         }
         let stamp = match metadata {
             None => OwnedStamp::new(self.inner.now_nanos(), correlation_id),
-            Some(metadata) => {
-                OwnedStamp::with_metadata(self.inner.now_nanos(), correlation_id, metadata)
-            }
+            Some(metadata) => OwnedStamp::with_metadata(
+                self.inner.now_nanos(),
+                correlation_id,
+                metadata,
+                Vec::new(),
+            ),
         };
-        match self.reserve_in(stream, None, expected, count, stamp) {
+        match self.reserve_in(stream, None, expected, count, stamp, None) {
             Ok(reserved) => self.finish(reserved, events).map(Some),
             Err(refused) => self.refuse(stream.id, stream.name().cloned(), expected, refused),
         }
@@ -397,13 +428,44 @@ impl<E> MemoryStore<E> {
         expected: ExpectedVersion,
         count: u64,
         stamp: OwnedStamp,
+        idem: Idem<'_, E>,
     ) -> Result<Reserved<'_, E>, Refused> {
-        let locked = stream.lock();
+        let mut locked = stream.lock();
         // The stream's marks: one Relaxed load, for the hard delete, the
         // head since the last delete and the maximum count.
         let marks = locked.marks();
         if marks.tombstoned() {
             return Err(Refused::Deleted);
+        }
+        let first_version = locked.len();
+        // Rule 29, before the expectation: a retry's expectation fails.
+        let mut window_ids = Vec::new();
+        if let Some((events, eq)) = idem {
+            let write = idempotency::Write {
+                expected,
+                events,
+                offset: 0,
+                eq: Some(eq),
+            };
+            match idempotency::check(&self.inner.log, &locked, marks, &stamp, &write) {
+                Ok(Verdict::Fresh) => {}
+                Ok(Verdict::Retry(range)) if range.len == count => {
+                    return Err(Refused::Retry(range))
+                }
+                Ok(Verdict::Retry(_)) => {
+                    let first = stamp.client_ids(0, u32::MAX)[0].1;
+                    return Err(Refused::IdConflict(
+                        first,
+                        EventIdMismatch::PartOfTransaction,
+                    ));
+                }
+                Err(Refusal::Conflict(id, mismatch)) => {
+                    return Err(Refused::IdConflict(id, mismatch))
+                }
+                Err(Refusal::Poisoned) => return Err(Refused::Store(InsertError::Poisoned)),
+            }
+            window_ids = window_entries(&stamp, 0, u32::MAX, first_version);
+            locked.window_mut().prepare(window_ids.len());
         }
         // `Any` needs no head: it always passes.
         if expected != ExpectedVersion::Any {
@@ -416,9 +478,14 @@ impl<E> MemoryStore<E> {
         // ---- From here to `commit` (in `finish`), nothing may panic. ----
         #[cfg(test)]
         fault::check(0);
-        let first_version = locked.len();
         locked.name(name);
         locked.append(reservation.start(), count);
+        if !window_ids.is_empty() {
+            let window = self.inner.idempotency_window;
+            locked
+                .window_mut()
+                .record(window_ids.into_iter(), first_version + count, window);
+        }
         Ok(Reserved {
             reservation,
             stream: StreamPtr::new(stream),
@@ -484,7 +551,44 @@ impl<E> MemoryStore<E> {
             }
             Refused::Deleted => Err(self.deleted(id)),
             Refused::Store(error) => Err(error),
+            Refused::IdConflict(event_id, mismatch) => {
+                Err(id_conflict(id, name, event_id, mismatch))
+            }
+            // Never: only `insert_one` passes client ids, and it answers a
+            // retry itself. Failing closed all the same.
+            Refused::Retry(_) => Err(InsertError::Poisoned),
         }
+    }
+
+    /// The original result of the committed transaction `range` (rule
+    /// 29): its last position and the head each of its streams had then,
+    /// read back from its records.
+    fn committed_of(&self, range: TxRange) -> Result<Committed, InsertError> {
+        let end = range.first + range.len;
+        self.wait_visible_end(end)?;
+        let log = &self.inner.log;
+        let mut heads = Heads::new();
+        for position in range.first..end {
+            // SAFETY: `wait_visible_end` loaded the watermark at or above
+            // `end` with Acquire.
+            let record = unsafe { log.committed(position) };
+            // SAFETY: the stream holds this committed event, so the index
+            // keeps it for as long as the log `self` borrows.
+            let stream = unsafe { record.stream.get() }.id;
+            let head = StreamHead {
+                version: StreamVersion(record.version),
+                position: Position(position),
+            };
+            // A transaction's streams are contiguous (rule 9).
+            match heads.last_mut() {
+                Some((last, last_head)) if *last == stream => *last_head = head,
+                _ => heads.push((stream, head)),
+            }
+        }
+        Ok(Committed {
+            last_position: Some(Position(end - 1)),
+            streams: heads,
+        })
     }
 
     /// The error for a write to hard-deleted stream `id`.
@@ -533,26 +637,84 @@ impl<E> MemoryStore<E> {
         total: u64,
         correlation_id: Option<CorrelationId>,
     ) -> Result<Committed, InsertError> {
+        let ids = gather_ids(&mut appends);
+        let idem = !ids.is_empty();
         let stamp = OwnedStamp::with_metadata(
             self.inner.now_nanos(),
             correlation_id,
             gather_metadata(&mut appends),
+            ids,
         );
+        if idem {
+            if let Some(event_id) = idempotency::duplicate(&stamp) {
+                let (stream, name) = stream_of_id(&appends, &stamp, event_id);
+                return Err(id_conflict(
+                    stream,
+                    name,
+                    event_id,
+                    EventIdMismatch::Duplicate,
+                ));
+            }
+        }
         // Lock in ascending id order (`appends` is sorted): any two
         // transactions take their common locks in the same order, so they
         // cannot deadlock.
-        let locked: SmallVec<[Option<Locked<'_>>; 4]> = streams
+        let mut locked: SmallVec<[Option<Locked<'_>>; 4]> = streams
             .iter()
             .map(|stream| stream.as_deref().map(Stream::lock))
             .collect();
 
-        let (mismatches, seen) = match check(&appends, &locked) {
+        let (mut mismatches, seen) = match check(&appends, &locked) {
             Ok(checked) => checked,
             Err(deleted) => {
                 drop(locked);
                 return Err(self.deleted(deleted));
             }
         };
+        // Rule 29: which writes re-send committed events.
+        let mut window_ids: SmallVec<[Vec<(u64, EventId)>; 4]> = SmallVec::new();
+        if idem {
+            match self.check_ids(&appends, &locked, &stamp) {
+                Ok(IdsChecked::Fresh) => {}
+                Ok(IdsChecked::Retry(range)) => {
+                    // A retry's own expectations failed, as they should;
+                    // only its pure checks are still checked.
+                    mismatches.retain(|m| {
+                        appends
+                            .iter()
+                            .any(|a| a.stream == m.stream && a.events.is_empty())
+                    });
+                    drop(locked);
+                    if !mismatches.is_empty() {
+                        return self.conflict(mismatches, seen);
+                    }
+                    return self.committed_of(range);
+                }
+                Err(error) => {
+                    drop(locked);
+                    return Err(error);
+                }
+            }
+            if mismatches.is_empty() {
+                let mut offset = 0u32;
+                for (append, stream) in appends.iter().zip(locked.iter_mut()) {
+                    let count = append.events.len() as u32;
+                    let entries = match stream {
+                        Some(stream) if count > 0 => {
+                            let entries =
+                                window_entries(&stamp, offset, offset + count, stream.len());
+                            if !entries.is_empty() {
+                                stream.window_mut().prepare(entries.len());
+                            }
+                            entries
+                        }
+                        _ => Vec::new(),
+                    };
+                    window_ids.push(entries);
+                    offset += count;
+                }
+            }
+        }
         if !mismatches.is_empty() || total == 0 {
             drop(locked);
             return if mismatches.is_empty() {
@@ -573,6 +735,15 @@ impl<E> MemoryStore<E> {
         #[cfg(test)]
         fault::check(0);
         let heads = record(&appends, &locked, reservation.start());
+        if idem {
+            let window = self.inner.idempotency_window;
+            for (entries, stream) in window_ids.into_iter().zip(locked.iter_mut()) {
+                if let (false, Some(stream)) = (entries.is_empty(), stream) {
+                    let len = stream.len();
+                    stream.window_mut().record(entries.into_iter(), len, window);
+                }
+            }
+        }
         // Unlock: the positions are recorded, so later transactions on these
         // streams are checked against them and reserve after them.
         drop(locked);
@@ -602,6 +773,94 @@ impl<E> MemoryStore<E> {
             last_position: Some(Position(end - 1)),
             streams: heads,
         })
+    }
+
+    /// Rule 29 for a transaction of several streams, under their locks:
+    /// whether it is new, a whole retry of one committed transaction, or
+    /// a conflict.
+    fn check_ids(
+        &self,
+        appends: &[Append<E>],
+        locked: &[Option<Locked<'_>>],
+        stamp: &OwnedStamp,
+    ) -> Result<IdsChecked, InsertError> {
+        let mut offset = 0u32;
+        let mut retried: Option<(TxRange, u64)> = None;
+        // The first write that is not a retry, to blame if another is.
+        let mut fresh: Option<usize> = None;
+        for (index, (append, stream)) in appends.iter().zip(locked).enumerate() {
+            let count = append.events.len() as u32;
+            let write_offset = offset;
+            offset += count;
+            let (Some(stream), true) = (stream, count > 0) else {
+                continue;
+            };
+            let write = idempotency::Write {
+                expected: append.expected,
+                events: &append.events,
+                offset: write_offset,
+                eq: append.eq,
+            };
+            let name = || stream.stream_name().or(append.name.as_ref()).cloned();
+            match idempotency::check(&self.inner.log, stream, stream.marks(), stamp, &write) {
+                Ok(Verdict::Fresh) => {
+                    fresh.get_or_insert(index);
+                }
+                Ok(Verdict::Retry(range)) => match &mut retried {
+                    None => retried = Some((range, u64::from(count))),
+                    Some((seen, total)) if *seen == range => *total += u64::from(count),
+                    Some(_) => {
+                        let first = stamp.client_ids(write_offset, offset)[0].1;
+                        let mismatch = EventIdMismatch::PartOfTransaction;
+                        return Err(id_conflict(append.stream, name(), first, mismatch));
+                    }
+                },
+                Err(Refusal::Conflict(event_id, mismatch)) => {
+                    return Err(id_conflict(append.stream, name(), event_id, mismatch));
+                }
+                Err(Refusal::Poisoned) => return Err(InsertError::Poisoned),
+            }
+        }
+        let Some((range, total)) = retried else {
+            return Ok(IdsChecked::Fresh);
+        };
+        if fresh.is_none() && total == range.len {
+            return Ok(IdsChecked::Retry(range));
+        }
+        // Partly a retry: blame the first write that is not one if it has
+        // an id to name, or else the first write with ids (the stored
+        // transaction has more than this one re-sends).
+        let blamed = fresh.unwrap_or(0);
+        let mut offset = 0u32;
+        let mut first_with_ids = None;
+        for (index, append) in appends.iter().enumerate() {
+            let count = append.events.len() as u32;
+            let ids = stamp.client_ids(offset, offset + count);
+            offset += count;
+            let Some(&(_, event_id)) = ids.first() else {
+                continue;
+            };
+            let kept = locked[index].as_ref().and_then(Locked::stream_name);
+            let name = kept.or(append.name.as_ref()).cloned();
+            let conflict = (append.stream, name, event_id);
+            if index >= blamed {
+                first_with_ids = Some(conflict);
+                break;
+            }
+            first_with_ids.get_or_insert(conflict);
+        }
+        // Some write has ids: one of them is a retry.
+        let (stream, name, event_id) = first_with_ids.unwrap_or((
+            StreamId::from_uuid(uuid::Uuid::nil()),
+            None,
+            EventId::from_uuid(uuid::Uuid::nil()),
+        ));
+        Err(id_conflict(
+            stream,
+            name,
+            event_id,
+            EventIdMismatch::PartOfTransaction,
+        ))
     }
 
     /// Answers a failed check: waits until what the check saw is visible,
@@ -1294,6 +1553,92 @@ fn gather_metadata<E>(appends: &mut [Append<E>]) -> Vec<(u32, Metadata)> {
         offset = offset.saturating_add(len);
     }
     gathered
+}
+
+/// The client ids of `appends` (in layout order), by offset in the
+/// transaction, taken out of `appends`; as [`gather_metadata`].
+fn gather_ids<E>(appends: &mut [Append<E>]) -> Vec<(u32, EventId)> {
+    if appends.iter().all(|append| append.ids.is_none()) {
+        return Vec::new();
+    }
+    let mut gathered = Vec::new();
+    let mut offset = 0u32;
+    for append in appends {
+        gathered.extend(
+            append
+                .ids
+                .take()
+                .into_iter()
+                .flatten()
+                .map(|(index, id)| (offset.saturating_add(index), id)),
+        );
+        let len = u32::try_from(append.events.len()).unwrap_or(u32::MAX);
+        offset = offset.saturating_add(len);
+    }
+    gathered
+}
+
+/// The stream (and the name its write gave) whose write holds the event
+/// with client id `event_id`.
+fn stream_of_id<E>(
+    appends: &[Append<E>],
+    stamp: &OwnedStamp,
+    event_id: EventId,
+) -> (StreamId, Option<std::sync::Arc<str>>) {
+    let mut offset = 0u32;
+    let mut found = None;
+    for append in appends {
+        let count = append.events.len() as u32;
+        if stamp
+            .client_ids(offset, offset.saturating_add(count))
+            .iter()
+            .any(|(_, id)| *id == event_id)
+        {
+            // The last write that has it: the second of the two.
+            found = Some((append.stream, append.name.clone()));
+        }
+        offset = offset.saturating_add(count);
+    }
+    found.unwrap_or((StreamId::from_uuid(uuid::Uuid::nil()), None))
+}
+
+/// What [`MemoryStore::check_ids`] found.
+enum IdsChecked {
+    /// No write is a retry.
+    Fresh,
+    /// Every write is, of this whole committed transaction.
+    Retry(TxRange),
+}
+
+/// The window entries `(version, id)` of the events at offsets
+/// `from..to` of the transaction stamped `stamp`, about to be stored at
+/// versions from `first_version`. Allocated before the reservation.
+fn window_entries(
+    stamp: &OwnedStamp,
+    from: u32,
+    to: u32,
+    first_version: u64,
+) -> Vec<(u64, EventId)> {
+    stamp
+        .client_ids(from, to)
+        .iter()
+        .map(|&(at, id)| (first_version + u64::from(at - from), id))
+        .collect()
+}
+
+/// The error for a conflicting client id (rule 29).
+fn id_conflict(
+    stream: StreamId,
+    name: Option<std::sync::Arc<str>>,
+    event_id: EventId,
+    mismatch: EventIdMismatch,
+) -> InsertError {
+    InsertError::EventIdConflict {
+        stream,
+        stream_name: name.map(|name| StreamName::kept(stream, name)),
+        event_id,
+        mismatch,
+    }
 }
 
 /// Phase "measure": the number of events `appends` write, or

@@ -7,6 +7,7 @@
 //! cut them at the watermark: a stream's committed events are a prefix of its
 //! positions.
 
+use crate::idempotency::IdWindow;
 use crate::ids::{Position, StreamId, StreamVersion};
 use crate::segments::{Segments, UNCAPPED};
 use crate::signal::Signal;
@@ -23,8 +24,9 @@ pub(crate) struct Stream {
     /// The stream's id, for readers that reach the stream from a record.
     pub(crate) id: StreamId,
     /// Held by a writer from checking the stream's expectation until its
-    /// positions are recorded.
-    lock: Mutex<()>,
+    /// positions are recorded. Guards the stream's window of recent client
+    /// ids (contract rule 29), allocated by the first write with one.
+    lock: Mutex<Option<Box<IdWindow>>>,
     /// How many positions are recorded (committed or not).
     len: AtomicU64,
     /// The global position of each of the stream's events, by version.
@@ -102,7 +104,7 @@ impl Marks {
 
     /// The stream's length at its last delete.
     #[inline]
-    fn base(self) -> u64 {
+    pub(crate) fn base(self) -> u64 {
         self.0 & !FLAGS
     }
 }
@@ -113,14 +115,14 @@ pub(crate) struct Tombstoned;
 /// Proof that the holder may append to a stream.
 pub(crate) struct Locked<'a> {
     stream: &'a Stream,
-    _guard: MutexGuard<'a, ()>,
+    guard: MutexGuard<'a, Option<Box<IdWindow>>>,
 }
 
 impl Stream {
     fn new(id: StreamId) -> Self {
         Self {
             id,
-            lock: Mutex::new(()),
+            lock: Mutex::new(None),
             len: AtomicU64::new(0),
             positions: Segments::new(),
             signal: Signal::new(),
@@ -199,7 +201,7 @@ impl Stream {
     pub(crate) fn lock(&self) -> Locked<'_> {
         Locked {
             stream: self,
-            _guard: sync::lock(&self.lock),
+            guard: sync::lock(&self.lock),
         }
     }
 
@@ -437,6 +439,37 @@ impl Locked<'_> {
         }
     }
 
+    /// The stream's window of recent client ids, if a write ever gave it
+    /// one (contract rule 29).
+    pub(crate) fn window(&self) -> Option<&IdWindow> {
+        self.guard.as_deref()
+    }
+
+    /// The stream's window of recent client ids, created empty if need be.
+    pub(crate) fn window_mut(&mut self) -> &mut IdWindow {
+        self.guard.get_or_insert_with(Box::default)
+    }
+
+    /// The position of recorded version `version < len()`.
+    pub(crate) fn position_of(&self, version: u64) -> u64 {
+        self.stream.position(version)
+    }
+
+    /// The version of the recorded event at `position`, if it is one of
+    /// this stream's (a binary search: positions ascend with versions).
+    pub(crate) fn version_at(&self, position: u64) -> Option<u64> {
+        let (mut low, mut high) = (0, self.len());
+        while low < high {
+            let mid = low + (high - low) / 2;
+            match self.stream.position(mid).cmp(&position) {
+                std::cmp::Ordering::Less => low = mid + 1,
+                std::cmp::Ordering::Greater => high = mid,
+                std::cmp::Ordering::Equal => return Some(mid),
+            }
+        }
+        None
+    }
+
     /// The stream's name, if it has one.
     pub(crate) fn stream_name(&self) -> Option<&std::sync::Arc<str>> {
         self.stream.name()
@@ -524,7 +557,10 @@ impl StreamIndex {
     /// `f` runs under the index shard's read lock, which keeps the stream
     /// in the index without a reference count: `f` must not touch the
     /// index, and must not wait for anything but the stream's own lock
-    /// (whose holders never wait on the index). A stream that `f` leaves
+    /// (whose holders never wait on the index) and the watermark over
+    /// positions already reserved (the idempotency check of rule 29 waits
+    /// for a re-sent write's original to commit: a writer holding reserved
+    /// positions commits them without touching the index). A stream that `f` leaves
     /// empty may be removed once `f` returns: see
     /// [`remove_if_unused`](Self::remove_if_unused).
     pub(crate) fn with_or_create<R>(

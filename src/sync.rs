@@ -19,8 +19,10 @@ pub(crate) use loom::sync::{
 /// Locks `mutex`, ignoring poisoning.
 ///
 /// Stream locks guard plain counters that are never left half-updated by a
-/// panic (nothing that can panic runs while they are held), so a poisoned
-/// lock carries no broken invariant.
+/// panic (nothing that can panic runs while they are held, but for the
+/// `PartialEq` of a re-sent event, contract rule 29, which runs before the
+/// writer changes anything under the lock), so a poisoned lock carries no
+/// broken invariant.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     #[cfg(not(loom))]
     {

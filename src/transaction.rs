@@ -1,6 +1,6 @@
 //! Transactions: what to write, to which streams, under which expectations.
 
-use crate::ids::{CorrelationId, Position, StreamId, StreamVersion};
+use crate::ids::{CorrelationId, EventId, Position, StreamId, StreamVersion};
 use crate::metadata::{EventData, Metadata};
 use crate::name::StreamName;
 use smallvec::SmallVec;
@@ -130,24 +130,34 @@ impl<E> Events<E> {
     }
 
     /// Collects the payloads of `events`, inline if there is exactly one,
-    /// and the metadata of those that have some, by index (`None` if none
-    /// has).
-    pub(crate) fn collect_with_metadata(
-        events: impl IntoIterator<Item = EventData<E>>,
-    ) -> (Self, Option<Vec<(u32, Metadata)>>) {
+    /// the metadata of those that have some and the client ids of those
+    /// that have one, by index (`None` if none has), and the `==` captured
+    /// with the first id.
+    pub(crate) fn collect_data(events: impl IntoIterator<Item = EventData<E>>) -> Collected<E> {
         let mut metadata = Vec::new();
+        let mut ids = Vec::new();
+        let mut eq = None;
         // Straight into `Events`: one event stays inline (no `Vec`).
         let payloads = events.into_iter().enumerate().map(|(index, event)| {
+            // Past `u32::MAX` events the transaction is refused as too large
+            // before its metadata or ids are looked at.
+            let index = u32::try_from(index).unwrap_or(u32::MAX);
             if !event.metadata.is_empty() {
-                // Past `u32::MAX` events the transaction is refused as too
-                // large before its metadata is looked at.
-                let index = u32::try_from(index).unwrap_or(u32::MAX);
                 metadata.push((index, event.metadata));
+            }
+            if let Some(id) = event.event_id {
+                ids.push((index, id));
+                eq = eq.or(event.eq);
             }
             event.payload
         });
         let events = Events::collect(payloads);
-        (events, (!metadata.is_empty()).then_some(metadata))
+        Collected {
+            events,
+            metadata: (!metadata.is_empty()).then_some(metadata),
+            ids: (!ids.is_empty()).then_some(ids),
+            eq,
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -159,6 +169,14 @@ impl<E> Events<E> {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The events in order, by reference.
+    pub(crate) fn iter(&self) -> std::slice::Iter<'_, E> {
+        match self {
+            Events::One(event) => std::slice::from_ref(event).iter(),
+            Events::Many(events) => events.iter(),
+        }
     }
 
     /// Appends `other`'s events after these.
@@ -214,6 +232,15 @@ impl<E> Iterator for EventsIter<E> {
     }
 }
 
+/// What [`Events::collect_data`] makes of events given as [`EventData`]:
+/// the fields of an [`Append`] they fill.
+pub(crate) struct Collected<E> {
+    pub(crate) events: Events<E>,
+    pub(crate) metadata: Option<Vec<(u32, Metadata)>>,
+    pub(crate) ids: Option<Vec<(u32, EventId)>>,
+    pub(crate) eq: Option<fn(&E, &E) -> bool>,
+}
+
 /// The events for one stream in a transaction, with their expectation.
 #[derive(Debug)]
 pub(crate) struct Append<E> {
@@ -228,6 +255,13 @@ pub(crate) struct Append<E> {
     /// inlined test). An index past `u32::MAX` saturates: such an append
     /// is refused as too large before its metadata is used.
     pub(crate) metadata: Option<Vec<(u32, Metadata)>>,
+    /// The client-supplied ids of the events that have one (contract rule
+    /// 29), as `metadata`: `(index in events, id)`, indices ascending;
+    /// `None` when no event has one.
+    pub(crate) ids: Option<Vec<(u32, EventId)>>,
+    /// `<E as PartialEq>::eq`, from the first event given an id
+    /// ([`EventData::with_event_id`]): one per stream write, not per event.
+    pub(crate) eq: Option<fn(&E, &E) -> bool>,
 }
 
 /// A set of writes to one or more streams, inserted all or nothing.
@@ -293,6 +327,8 @@ impl<E> Transaction<E> {
             expected,
             events: Events::One(event),
             metadata: None,
+            ids: None,
+            eq: None,
         });
         tx
     }
@@ -328,6 +364,8 @@ impl<E> Transaction<E> {
             expected,
             events: Events::collect(events),
             metadata: None,
+            ids: None,
+            eq: None,
         });
         self
     }
@@ -356,11 +394,23 @@ impl<E> Transaction<E> {
         expected: ExpectedVersion,
         events: impl IntoIterator<Item = EventData<E>>,
     ) -> Self {
-        let (events, metadata) = Events::collect_with_metadata(events);
+        self.append_collected(stream, expected, Events::collect_data(events))
+    }
+
+    /// Appends events already collected by [`Events::collect_data`]: their
+    /// payloads, metadata, client ids and `==`.
+    pub(crate) fn append_collected(
+        self,
+        stream: StreamId,
+        expected: ExpectedVersion,
+        collected: Collected<E>,
+    ) -> Self {
         let mut tx = self.append(stream, expected, std::iter::empty());
         if let Some(append) = tx.appends.last_mut() {
-            append.events = events;
-            append.metadata = metadata;
+            append.events = collected.events;
+            append.metadata = collected.metadata;
+            append.ids = collected.ids;
+            append.eq = collected.eq;
         }
         tx
     }
@@ -459,6 +509,14 @@ impl<E> Transaction<E> {
                         .map(|(index, metadata)| (offset.saturating_add(index), metadata)),
                 );
             }
+            if let Some(later) = later.ids.take() {
+                earlier.ids.get_or_insert_with(Vec::new).extend(
+                    later
+                        .into_iter()
+                        .map(|(index, id)| (offset.saturating_add(index), id)),
+                );
+            }
+            earlier.eq = earlier.eq.or(later.eq);
             earlier.events.extend(events);
             if earlier.name.is_none() {
                 earlier.name = later.name.take();
@@ -505,6 +563,18 @@ impl<E> Transaction<E> {
                         dense
                     }
                 };
+                let event_ids = match append.ids {
+                    None => Vec::new(),
+                    Some(sparse) => {
+                        let mut dense = vec![None; events.len()];
+                        for (index, id) in sparse {
+                            if let Some(slot) = dense.get_mut(index as usize) {
+                                *slot = Some(id);
+                            }
+                        }
+                        dense
+                    }
+                };
                 StreamWrite {
                     stream: append.stream,
                     name: append
@@ -513,10 +583,41 @@ impl<E> Transaction<E> {
                     expected: append.expected,
                     events,
                     metadata,
+                    event_ids,
                 }
             })
             .collect();
         (writes, correlation_id)
+    }
+}
+
+impl<E: PartialEq> Transaction<E> {
+    /// Appends `events` to `stream`, expecting `expected` of it, each with
+    /// its own client-supplied id: [`append_with`](Self::append_with) of
+    /// [`EventData::with_event_id`] for each, so that re-sending the
+    /// transaction is idempotent ([contract](crate::contract) rule 29).
+    ///
+    /// ```
+    /// use hindsight::{EventId, ExpectedVersion, MemoryStore, StreamId, Transaction, Uuid};
+    /// let store = MemoryStore::new();
+    /// let stream = StreamId::new();
+    /// let (a, b) = (EventId::from_uuid(Uuid::from_u128(1)), EventId::from_uuid(Uuid::from_u128(2)));
+    /// let tx = || Transaction::new().append_with_ids(stream, ExpectedVersion::NoStream, [(a, "placed"), (b, "paid")]);
+    /// let first = store.insert(tx()).unwrap();
+    /// assert_eq!(store.insert(tx()).unwrap(), first); // the retry writes nothing
+    /// assert_eq!(store.stream_head(stream).unwrap().version.0, 1);
+    /// ```
+    #[doc(alias = "AppendToStream")]
+    pub fn append_with_ids(
+        self,
+        stream: StreamId,
+        expected: ExpectedVersion,
+        events: impl IntoIterator<Item = (EventId, E)>,
+    ) -> Self {
+        let events = events
+            .into_iter()
+            .map(|(id, payload)| EventData::new(payload).with_event_id(id));
+        self.append_with(stream, expected, events)
     }
 }
 
@@ -546,6 +647,12 @@ pub struct StreamWrite<E> {
     /// case, which allocates nothing), else one per event, in order, the
     /// empty [`Metadata`] for an event without (rule 33).
     pub metadata: Vec<Metadata>,
+    /// Its events' client-supplied ids ([`EventData::with_event_id`], rule
+    /// 29): empty if none of them has one (the common case, which
+    /// allocates nothing), else one per event, in order, `None` for an
+    /// event without. A backend stores them as the events' ids, and checks
+    /// a re-send as the contract's rule 29 says.
+    pub event_ids: Vec<Option<EventId>>,
 }
 
 /// What a successful insert wrote.
@@ -625,5 +732,47 @@ impl Committed {
     /// ascending stream id order.
     pub fn streams(&self) -> &[(StreamId, StreamHead)] {
         &self.streams
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::MemoryStore;
+
+    fn id(n: u128) -> EventId {
+        EventId::from_uuid(uuid::Uuid::from_u128(n))
+    }
+
+    /// Appends to one stream merged in a transaction (rule 10) keep each
+    /// event's client id at its place, for backends (`into_writes`) and
+    /// for the memory store's re-send check.
+    #[test]
+    fn merged_appends_keep_each_events_client_id() {
+        let stream = StreamId::new();
+        let tx = || {
+            Transaction::new()
+                .append(stream, ExpectedVersion::NoStream, [0])
+                .append_with_ids(stream, ExpectedVersion::Any, [(id(1), 1)])
+                .append_with(
+                    stream,
+                    ExpectedVersion::Any,
+                    [EventData::new(2), EventData::new(3).with_event_id(id(3))],
+                )
+        };
+        let (writes, _) = tx().into_writes();
+        assert_eq!(writes.len(), 1);
+        assert_eq!(writes[0].events, [0, 1, 2, 3]);
+        assert_eq!(writes[0].event_ids, [None, Some(id(1)), None, Some(id(3))]);
+
+        let store = MemoryStore::new();
+        let first = store.insert(tx()).unwrap();
+        let ids: Vec<_> = store
+            .read_stream(stream, StreamVersion(0))
+            .map(|e| e.event_id())
+            .collect();
+        assert_eq!((ids[1], ids[3]), (id(1), id(3)));
+        assert_eq!(store.insert(tx()).unwrap(), first, "the merged re-send");
+        assert_eq!(store.head(), Some(Position(3)));
     }
 }

@@ -39,6 +39,13 @@ pub(crate) const CONFLICT_SQLSTATE: &str = "HS409";
 /// (rule 30); its DETAIL is the stream's id.
 pub(crate) const DELETED_SQLSTATE: &str = "HS410";
 
+/// The SQLSTATE `insert_events` raises when a client-supplied event id
+/// conflicts (rule 29, since [`IDEMPOTENT_APPENDS`]); its DETAIL is a JSON
+/// object: `stream`, `event_id`, `mismatch` (`other_version`,
+/// `other_payload`, `other_metadata`, `other_id`, `partial`,
+/// `part_of_transaction`), `version` and `expected` (versions or `null`).
+pub(crate) const ID_CONFLICT_SQLSTATE: &str = "HS412";
+
 /// The migrations, in order: `(version, SQL)`; `{s}` is the quoted schema,
 /// `{channel}` the notification channel. Each runs once per schema, under
 /// an advisory lock, in one transaction with its `migrations` row.
@@ -51,6 +58,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (6, STREAM_LIFECYCLE),
     (7, EVENT_METADATA),
     (8, MAX_AGE),
+    (9, IDEMPOTENT_APPENDS),
 ];
 
 const TABLES: &str = r#"
@@ -567,6 +575,322 @@ END
 $fn$;
 "#;
 
+/// Idempotent appends by client-supplied event ids (rule 29). Replaces
+/// the `insert_events` of [`EVENT_METADATA`] (dropped, and created again
+/// with one more array, `p_ids`, indexed like the payloads: `NULL` for an
+/// event without an id of its own; the store sends it empty when no event
+/// has one, so such an insert sends and stores nothing more than before).
+///
+/// - `events.event_id` is no longer unique across the log: a client may
+///   use one id in two streams (rule 29 does not check across streams).
+///   Store-made ids stay `gen_random_uuid()`.
+/// - `client_id`: whether `event_id` was given by the client;
+///   `tx_first`, `tx_len`: the range of the event's transaction, set on
+///   every event of a transaction with a client id (`NULL` otherwise),
+///   to tell a whole retry from a partial one and to answer a retry with
+///   its original heads.
+/// - A partial index on `(stream_id, event_id) WHERE client_id` finds a
+///   re-sent id anywhere in its stream: PostgreSQL's window for `Any` and
+///   `StreamExists` is the whole stream.
+/// - The check runs after the row locks and the expectations are read,
+///   before any position is taken: `event_id_conflict` raises
+///   [`ID_CONFLICT_SQLSTATE`]; a whole retry returns the original
+///   transaction's heads and writes nothing. Payloads are compared as
+///   stored (`JSONB` equality, or the bytes), and metadata.
+const IDEMPOTENT_APPENDS: &str = r#"
+ALTER TABLE {s}.events DROP CONSTRAINT IF EXISTS events_event_id_key;
+ALTER TABLE {s}.events
+    ADD COLUMN client_id BOOLEAN NOT NULL DEFAULT false,
+    ADD COLUMN tx_first BIGINT,
+    ADD COLUMN tx_len INT;
+CREATE INDEX events_client_ids ON {s}.events (stream_id, event_id) WHERE client_id;
+CREATE FUNCTION {s}.event_id_conflict(
+    p_stream UUID, p_id UUID, p_mismatch TEXT, p_version BIGINT, p_expected BIGINT
+) RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = 'HS412',
+        MESSAGE = 'event id ' || p_id || ' conflicts on stream ' || p_stream || ': ' || p_mismatch,
+        DETAIL = jsonb_build_object('stream', p_stream, 'event_id', p_id,
+            'mismatch', p_mismatch, 'version', p_version, 'expected', p_expected)::text;
+END
+$fn$;
+DROP FUNCTION {s}.insert_events(
+    UUID[], SMALLINT[], BIGINT[], INT[], TEXT[], TEXT[], BYTEA[], UUID, UUID[], TEXT[]);
+CREATE FUNCTION {s}.insert_events(
+    p_streams UUID[], p_kinds SMALLINT[], p_values BIGINT[], p_counts INT[],
+    p_types TEXT[], p_payloads TEXT[], p_bytes BYTEA[], p_correlation UUID,
+    p_causations UUID[], p_headers TEXT[], p_ids UUID[]
+) RETURNS TABLE (out_stream UUID, out_version BIGINT, out_position BIGINT)
+LANGUAGE plpgsql SET lock_timeout = '10s' AS $fn$
+DECLARE
+    n INT := coalesce(array_length(p_streams, 1), 0);
+    v_versions BIGINT[] := '{}';
+    v_last BIGINT;
+    v_version BIGINT;
+    v_position BIGINT;
+    v_deleted_before BIGINT;
+    v_tombstoned BOOLEAN;
+    v_dead UUID;
+    v_ok BOOLEAN;
+    v_failed JSONB := '[]';
+    v_message TEXT := '';
+    v_total BIGINT := 0;
+    v_next BIGINT;
+    v_index INT := 0;
+    v_created TIMESTAMPTZ;
+    -- Rule 29.
+    v_with_ids BOOLEAN := coalesce(array_length(p_ids, 1), 0) > 0;
+    v_bases BIGINT[] := '{}';
+    v_failed_pure JSONB := '[]';
+    v_message_pure TEXT := '';
+    v_s INT := 0;
+    v_first_id UUID;
+    v_skip INT;
+    v_place BIGINT;
+    v_anchor BIGINT;
+    v_found BIGINT;
+    v_id UUID;
+    v_row RECORD;
+    v_tx_first BIGINT;
+    v_tx_len INT;
+    v_retry_first BIGINT;
+    v_retry_len INT;
+    v_retried BIGINT := 0;
+    v_retry_stream UUID;
+    v_retry_id UUID;
+    v_fresh BOOLEAN := false;
+    v_fresh_stream UUID;
+    v_fresh_id UUID;
+    v_first_position BIGINT;
+BEGIN
+    INSERT INTO {s}.streams (stream_id)
+        SELECT id FROM unnest(p_streams) AS id ORDER BY id
+        ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM {s}.streams WHERE stream_id = ANY (p_streams)
+        ORDER BY stream_id FOR UPDATE;
+
+    FOR i IN 1 .. n LOOP
+        SELECT last_version, last_position, deleted_before, tombstoned
+            INTO v_last, v_position, v_deleted_before, v_tombstoned
+            FROM {s}.streams WHERE stream_id = p_streams[i];
+        IF v_tombstoned AND v_dead IS NULL AND (p_kinds[i] <> 0 OR p_counts[i] > 0) THEN
+            v_dead := p_streams[i];
+        END IF;
+        -- The head since the last delete: none if nothing was written since.
+        IF v_last IS NULL OR v_last < v_deleted_before THEN
+            v_version := NULL;
+            v_position := NULL;
+        ELSE
+            v_version := v_last;
+        END IF;
+        v_ok := CASE p_kinds[i]
+            WHEN 0 THEN true
+            WHEN 1 THEN v_version IS NULL
+            WHEN 2 THEN v_version IS NOT NULL
+            WHEN 3 THEN v_version IS NOT DISTINCT FROM p_values[i] AND v_version IS NOT NULL
+            WHEN 4 THEN v_position IS NOT DISTINCT FROM p_values[i] AND v_position IS NOT NULL
+            ELSE false
+        END;
+        IF NOT v_ok THEN
+            v_failed := v_failed || jsonb_build_object(
+                'stream', p_streams[i], 'version', v_version, 'position', v_position);
+            v_message := v_message || CASE WHEN v_message = '' THEN '' ELSE '; ' END
+                || 'stream ' || p_streams[i] || ': found '
+                || CASE WHEN v_version IS NULL THEN 'no stream'
+                        ELSE 'version ' || v_version || ' at position ' || v_position END;
+            IF p_counts[i] = 0 THEN
+                v_failed_pure := v_failed_pure || jsonb_build_object(
+                    'stream', p_streams[i], 'version', v_version, 'position', v_position);
+                v_message_pure := v_message_pure || 'stream ' || p_streams[i] || '; ';
+            END IF;
+        END IF;
+        v_bases := v_bases || v_deleted_before;
+        -- Versions continue after a delete: the next one follows the last.
+        v_versions := v_versions || v_last;
+        v_total := v_total + p_counts[i];
+    END LOOP;
+
+    IF v_dead IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'HS410',
+            MESSAGE = 'stream ' || v_dead || ' is hard-deleted',
+            DETAIL = v_dead::text;
+    END IF;
+    -- Rule 29: which writes with client ids re-send stored events.
+    IF v_with_ids THEN
+        v_s := 0;
+        FOR i IN 1 .. n LOOP
+            CONTINUE WHEN p_counts[i] = 0;
+            v_s := v_s + p_counts[i];
+            IF NOT EXISTS (
+                SELECT 1 FROM unnest(p_ids[v_s - p_counts[i] + 1 : v_s]) AS x WHERE x IS NOT NULL)
+            THEN
+                -- No ids: never a retry.
+                v_fresh := true;
+                CONTINUE;
+            END IF;
+            -- The write's first event with an id, `v_skip` events in.
+            SELECT x.id, x.k - 1 INTO v_first_id, v_skip
+                FROM unnest(p_ids[v_s - p_counts[i] + 1 : v_s]) WITH ORDINALITY AS x(id, k)
+                WHERE x.id IS NOT NULL ORDER BY x.k LIMIT 1;
+            v_place := CASE p_kinds[i]
+                WHEN 3 THEN p_values[i] + 1
+                WHEN 4 THEN (SELECT version + 1 FROM {s}.events
+                             WHERE stream_id = p_streams[i] AND position = p_values[i])
+                WHEN 1 THEN v_bases[i]
+                ELSE NULL END;
+            v_anchor := NULL;
+            IF v_place IS NOT NULL THEN
+                SELECT version - v_skip INTO v_anchor FROM {s}.events
+                    WHERE stream_id = p_streams[i] AND version = v_place + v_skip
+                      AND client_id AND event_id = v_first_id;
+            END IF;
+            IF v_anchor IS NULL THEN
+                SELECT max(version) - v_skip INTO v_anchor FROM {s}.events
+                    WHERE stream_id = p_streams[i] AND client_id AND event_id = v_first_id;
+                IF v_anchor < 0 THEN
+                    v_anchor := NULL;
+                END IF;
+            END IF;
+            IF v_anchor IS NULL THEN
+                v_id := NULL;
+                SELECT x.id, e.version, x.k - 1 INTO v_id, v_found, v_skip
+                    FROM unnest(p_ids[v_s - p_counts[i] + 1 : v_s]) WITH ORDINALITY AS x(id, k)
+                    JOIN {s}.events e ON e.stream_id = p_streams[i] AND e.client_id
+                                      AND e.event_id = x.id
+                    ORDER BY x.k, e.version DESC LIMIT 1;
+                IF v_id IS NOT NULL THEN
+                    PERFORM {s}.event_id_conflict(p_streams[i], v_id, 'other_version',
+                                                  v_found, v_place + v_skip);
+                END IF;
+                v_fresh := true;
+                IF v_fresh_id IS NULL THEN
+                    v_fresh_stream := p_streams[i];
+                    SELECT x INTO v_fresh_id FROM unnest(p_ids[v_s - p_counts[i] + 1 : v_s]) AS x
+                        WHERE x IS NOT NULL LIMIT 1;
+                END IF;
+                CONTINUE;
+            END IF;
+            IF v_place IS NOT NULL AND v_anchor <> v_place THEN
+                PERFORM {s}.event_id_conflict(p_streams[i], v_first_id, 'other_version',
+                                              v_anchor + v_skip, v_place + v_skip);
+            END IF;
+            IF v_anchor + p_counts[i] - 1 > v_versions[i] THEN
+                PERFORM {s}.event_id_conflict(p_streams[i], v_first_id, 'partial', NULL, NULL);
+            END IF;
+            v_tx_first := NULL;
+            FOR v_row IN
+                SELECT k, e.event_id, e.client_id, e.payload, e.payload_bytes, e.causation_id,
+                       e.headers, e.tx_first, e.tx_len, e.version
+                FROM generate_series(1, p_counts[i]) AS k
+                JOIN {s}.events e ON e.stream_id = p_streams[i] AND e.version = v_anchor + k - 1
+                ORDER BY k
+            LOOP
+                v_index := v_s - p_counts[i] + v_row.k;
+                v_id := coalesce(p_ids[v_index], v_first_id);
+                IF (CASE WHEN v_row.client_id THEN v_row.event_id END)
+                        IS DISTINCT FROM p_ids[v_index] THEN
+                    PERFORM {s}.event_id_conflict(p_streams[i], v_id, 'other_id', v_row.version, NULL);
+                END IF;
+                IF v_row.payload IS DISTINCT FROM p_payloads[v_index]::jsonb
+                        OR v_row.payload_bytes IS DISTINCT FROM p_bytes[v_index] THEN
+                    PERFORM {s}.event_id_conflict(p_streams[i], v_id, 'other_payload',
+                                                  v_row.version, NULL);
+                END IF;
+                IF v_row.causation_id IS DISTINCT FROM p_causations[v_index]
+                        OR v_row.headers IS DISTINCT FROM p_headers[v_index]::jsonb THEN
+                    PERFORM {s}.event_id_conflict(p_streams[i], v_id, 'other_metadata',
+                                                  v_row.version, NULL);
+                END IF;
+                IF v_row.tx_first IS NULL OR v_row.tx_first <> coalesce(v_tx_first, v_row.tx_first) THEN
+                    PERFORM {s}.event_id_conflict(p_streams[i], v_id, 'part_of_transaction',
+                                                  NULL, NULL);
+                END IF;
+                v_tx_first := v_row.tx_first;
+                v_tx_len := v_row.tx_len;
+            END LOOP;
+            IF v_retry_first IS NULL THEN
+                v_retry_first := v_tx_first;
+                v_retry_len := v_tx_len;
+                v_retried := p_counts[i];
+                v_retry_stream := p_streams[i];
+                v_retry_id := v_first_id;
+            ELSIF v_retry_first <> v_tx_first THEN
+                PERFORM {s}.event_id_conflict(p_streams[i], v_first_id, 'part_of_transaction',
+                                              NULL, NULL);
+            ELSE
+                v_retried := v_retried + p_counts[i];
+            END IF;
+        END LOOP;
+        v_index := 0;
+        IF v_retry_first IS NOT NULL THEN
+            IF v_fresh OR v_retried <> v_retry_len THEN
+                IF v_fresh_id IS NOT NULL THEN
+                    PERFORM {s}.event_id_conflict(v_fresh_stream, v_fresh_id,
+                                                  'part_of_transaction', NULL, NULL);
+                END IF;
+                PERFORM {s}.event_id_conflict(v_retry_stream, v_retry_id,
+                                              'part_of_transaction', NULL, NULL);
+            END IF;
+            -- A whole retry: its own expectations failed, as they should;
+            -- its pure checks are still checked.
+            IF v_failed_pure <> '[]' THEN
+                RAISE EXCEPTION USING ERRCODE = 'HS409',
+                    MESSAGE = 'wrong expected version: ' || v_message_pure,
+                    DETAIL = v_failed_pure::text;
+            END IF;
+            RETURN QUERY SELECT e.stream_id, max(e.version), max(e.position)
+                FROM {s}.events e
+                WHERE e.position >= v_retry_first AND e.position < v_retry_first + v_retry_len
+                GROUP BY e.stream_id;
+            RETURN;
+        END IF;
+    END IF;
+    IF v_failed <> '[]' THEN
+        RAISE EXCEPTION USING ERRCODE = 'HS409',
+            MESSAGE = 'wrong expected version: ' || v_message,
+            DETAIL = v_failed::text;
+    END IF;
+    IF v_total = 0 THEN
+        RETURN;
+    END IF;
+
+    UPDATE {s}.log_head
+        SET next_position = next_position + v_total,
+            last_created_at = greatest(clock_timestamp(), last_created_at)
+        RETURNING next_position - v_total, last_created_at INTO v_next, v_created;
+    v_first_position := v_next;
+
+    FOR i IN 1 .. n LOOP
+        CONTINUE WHEN p_counts[i] = 0;
+        v_version := coalesce(v_versions[i], -1);
+        INSERT INTO {s}.events (position, stream_id, version, event_id, correlation_id,
+                                created_at, event_type, payload, payload_bytes,
+                                causation_id, headers, client_id, tx_first, tx_len)
+            SELECT v_next + k - 1, p_streams[i], v_version + k,
+                   coalesce(p_ids[v_index + k], gen_random_uuid()),
+                   p_correlation, v_created, p_types[v_index + k],
+                   p_payloads[v_index + k]::jsonb, p_bytes[v_index + k],
+                   p_causations[v_index + k], p_headers[v_index + k]::jsonb,
+                   p_ids[v_index + k] IS NOT NULL,
+                   CASE WHEN v_with_ids THEN v_first_position END,
+                   CASE WHEN v_with_ids THEN v_total END
+            FROM generate_series(1, p_counts[i]) AS k;
+        v_next := v_next + p_counts[i];
+        v_index := v_index + p_counts[i];
+        UPDATE {s}.streams SET last_version = v_version + p_counts[i], last_position = v_next - 1,
+            visible_from = CASE WHEN max_count IS NULL THEN visible_from
+                ELSE greatest(visible_from, v_version + p_counts[i] + 1 - max_count) END
+            WHERE stream_id = p_streams[i];
+        out_stream := p_streams[i];
+        out_version := v_version + p_counts[i];
+        out_position := v_next - 1;
+        RETURN NEXT;
+    END LOOP;
+    PERFORM pg_notify('{channel}', (v_next - 1)::text);
+END
+$fn$;
+"#;
+
 /// The columns every event read selects, in [`crate::row`]'s order.
 const EVENT_COLUMNS: &str = "e.position, e.stream_id, e.version, e.event_id, e.correlation_id, \
      (extract(epoch FROM e.created_at) * 1000000)::BIGINT AS created_us, e.payload::text AS payload, \
@@ -660,7 +984,7 @@ impl Sql {
         Ok(Sql {
             insert: format!(
                 "SELECT out_stream, out_version, out_position FROM {s}.insert_events(\
-                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
             ),
             head: format!("SELECT next_position FROM {s}.log_head"),
             stream_head: format!(

@@ -4,12 +4,12 @@ use crate::codec::{Codec, JsonCodec, PayloadForm, StoreCodec};
 use crate::error::PgError;
 use crate::listener::Listener;
 use crate::row::{self, Stored};
-use crate::schema::{Sql, CONFLICT_SQLSTATE, DELETED_SQLSTATE};
+use crate::schema::{Sql, CONFLICT_SQLSTATE, DELETED_SQLSTATE, ID_CONFLICT_SQLSTATE};
 use crate::subscription::{self, PgSubscriber};
 use hindsight::{
-    Committed, CorrelationId, EventRef, EventStore, EventType, ExpectedVersion, Flow, Position,
-    Selector, StoreError, StreamHead, StreamId, StreamName, StreamVersion, StreamWrite,
-    Transaction, Uuid, VersionMismatch,
+    Committed, CorrelationId, EventId, EventIdMismatch, EventRef, EventStore, EventType,
+    ExpectedVersion, Flow, Position, Selector, StoreError, StreamHead, StreamId, StreamName,
+    StreamVersion, StreamWrite, Transaction, Uuid, VersionMismatch,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -339,6 +339,65 @@ fn deleted(error: &sqlx::Error) -> Option<Result<StreamId, PgError>> {
     )
 }
 
+/// What `insert_events` reports in an event id conflict's DETAIL.
+#[derive(serde::Deserialize)]
+struct IdConflict {
+    stream: Uuid,
+    event_id: Uuid,
+    mismatch: String,
+    version: Option<i64>,
+    expected: Option<i64>,
+}
+
+/// The event id conflict (rule 29) `insert_events` raised in `error`, if
+/// that is what it is: the stream, the id and what differed.
+fn id_conflict(
+    error: &sqlx::Error,
+) -> Option<Result<(StreamId, EventId, EventIdMismatch), PgError>> {
+    let database = error.as_database_error()?;
+    if database.code().as_deref() != Some(ID_CONFLICT_SQLSTATE) {
+        return None;
+    }
+    let detail = database
+        .try_downcast_ref::<PgDatabaseError>()
+        .and_then(PgDatabaseError::detail)
+        .unwrap_or("");
+    let corrupt = |why: String| PgError::Corrupt {
+        position: None,
+        detail: format!("an event id conflict's detail {detail:?}: {why}"),
+    };
+    let parsed = serde_json::from_str::<IdConflict>(detail)
+        .map_err(|error| corrupt(error.to_string()))
+        .and_then(|found| {
+            let version = |value: Option<i64>| {
+                value
+                    .map(|v| row::unsigned(v, "version", None).map(StreamVersion))
+                    .transpose()
+            };
+            let at = version(found.version)?;
+            let expected = version(found.expected)?;
+            let need = || at.ok_or_else(|| corrupt("no version".to_owned()));
+            let mismatch = match found.mismatch.as_str() {
+                "other_version" => EventIdMismatch::OtherVersion {
+                    found: need()?,
+                    expected,
+                },
+                "other_payload" => EventIdMismatch::OtherPayload { version: need()? },
+                "other_metadata" => EventIdMismatch::OtherMetadata { version: need()? },
+                "other_id" => EventIdMismatch::OtherId { version: need()? },
+                "partial" => EventIdMismatch::Partial,
+                "part_of_transaction" => EventIdMismatch::PartOfTransaction,
+                other => return Err(corrupt(format!("unknown mismatch {other:?}"))),
+            };
+            Ok((
+                StreamId::from_uuid(found.stream),
+                EventId::from_uuid(found.event_id),
+                mismatch,
+            ))
+        });
+    Some(parsed)
+}
+
 /// A name read back from the `streams` table of `stream`.
 fn stored_name(stream: StreamId, name: &str) -> Result<StreamName, PgError> {
     StreamName::new(name).map_err(|error| PgError::Corrupt {
@@ -409,7 +468,34 @@ where
             causations.reserve(total);
             headers.reserve(total);
         }
+        // Client ids (rule 29): empty (sending nothing) when no event has
+        // one; an id given twice is refused before the round trip.
+        let with_ids = writes.iter().any(|write| !write.event_ids.is_empty());
+        let mut ids: Vec<Option<Uuid>> = Vec::new();
+        if with_ids {
+            ids.reserve(total);
+            let mut seen = std::collections::HashSet::new();
+            for write in &writes {
+                for id in write.event_ids.iter().flatten() {
+                    if !seen.insert(*id) {
+                        return Err(StoreError::EventIdConflict {
+                            stream: write.stream,
+                            stream_name: write.name.clone(),
+                            event_id: *id,
+                            mismatch: EventIdMismatch::Duplicate,
+                        });
+                    }
+                }
+            }
+        }
         for write in writes {
+            if with_ids {
+                if write.event_ids.is_empty() {
+                    ids.extend(std::iter::repeat_n(None, write.events.len()));
+                } else {
+                    ids.extend(write.event_ids.iter().map(|id| id.map(|id| *id.as_uuid())));
+                }
+            }
             if with_metadata {
                 if write.metadata.is_empty() {
                     causations.extend(std::iter::repeat_n(None, write.events.len()));
@@ -456,7 +542,8 @@ where
             .bind(bytes)
             .bind(correlation_id.map(|id| *id.as_uuid()))
             .bind(causations)
-            .bind(headers);
+            .bind(headers)
+            .bind(ids);
         let rows = if names.is_empty() {
             query.fetch_all(&self.inner.pool).await
         } else {
@@ -480,7 +567,26 @@ where
                                 .map_err(StoreError::Backend)?,
                         },
                         Some(Err(corrupt)) => StoreError::Backend(corrupt),
-                        None => StoreError::Backend(PgError::Database(error)),
+                        None => match id_conflict(&error) {
+                            Some(Ok((stream, event_id, mismatch))) => {
+                                let kept = self
+                                    .stream_name_kept(stream)
+                                    .await
+                                    .map_err(StoreError::Backend)?;
+                                let given = names
+                                    .iter()
+                                    .find(|(name, _)| name.id() == stream)
+                                    .map(|(name, _)| name.clone());
+                                StoreError::EventIdConflict {
+                                    stream,
+                                    stream_name: kept.or(given),
+                                    event_id,
+                                    mismatch,
+                                }
+                            }
+                            Some(Err(corrupt)) => StoreError::Backend(corrupt),
+                            None => StoreError::Backend(PgError::Database(error)),
+                        },
                     },
                 })
             }

@@ -82,7 +82,7 @@ async fn a_writer_held_open_is_never_seen_and_its_positions_are_reused() {
     let sql = format!(
         "SELECT * FROM \"{}\".insert_events(ARRAY[$1::uuid], ARRAY[0::int2], ARRAY[0::int8], \
          ARRAY[2], ARRAY['Alpha', 'Alpha'], ARRAY[$2, $2], '{{}}'::bytea[], NULL, \
-         '{{}}'::uuid[], '{{}}'::text[])",
+         '{{}}'::uuid[], '{{}}'::text[], '{{}}'::uuid[])",
         store.schema()
     );
     sqlx::query(&sql)

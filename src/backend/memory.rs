@@ -76,6 +76,17 @@ impl From<InsertError> for StoreError<MemoryError> {
                 stream,
                 stream_name,
             },
+            InsertError::EventIdConflict {
+                stream,
+                stream_name,
+                event_id,
+                mismatch,
+            } => StoreError::EventIdConflict {
+                stream,
+                stream_name,
+                event_id,
+                mismatch,
+            },
         }
     }
 }

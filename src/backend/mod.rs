@@ -3,7 +3,7 @@
 //! Application code is written once against [`EventStore`] and runs on
 //! [`MemoryStore`](crate::MemoryStore) in tests and on a durable backend
 //! (PostgreSQL, say) in production; the conformance kit (`hindsight::testkit`,
-//! feature `testkit`) checks that a backend keeps rules 1-25, 27, 28, 30, 32 and 33 of
+//! feature `testkit`) checks that a backend keeps rules 1-25, 27-30, 32 and 33 of
 //! [the contract](crate::contract).
 //!
 //! - Every method is async and returns `impl Future + Send`. The trait is
@@ -69,7 +69,7 @@ mod trace;
 pub use memory::{MemoryError, MemorySubscriber};
 
 use crate::envelope::Envelope;
-use crate::error::VersionMismatch;
+use crate::error::{EventIdMismatch, VersionMismatch};
 use crate::ids::{CorrelationId, EventId, Position, StreamId, StreamVersion};
 use crate::metadata::Metadata;
 use crate::name::StreamName;
@@ -279,6 +279,19 @@ pub enum StoreError<B> {
         /// Its name, if the store keeps one.
         stream_name: Option<StreamName>,
     },
+    /// A client-supplied event id conflicts (rule 29); nothing was
+    /// written. See [`InsertError::EventIdConflict`](crate::InsertError::EventIdConflict).
+    #[doc(alias = "idempotency")]
+    EventIdConflict {
+        /// The stream of the write whose id conflicts.
+        stream: StreamId,
+        /// Its name: the one the store keeps, or else the one the write gave.
+        stream_name: Option<StreamName>,
+        /// The conflicting id.
+        event_id: EventId,
+        /// What differed.
+        mismatch: EventIdMismatch,
+    },
     /// The backend failed (connection lost, store poisoned, ...). Whether
     /// anything was written is for the backend to say; a conforming backend
     /// writes all or nothing.
@@ -295,7 +308,9 @@ impl<B> StoreError<B> {
     pub fn mismatches(&self) -> Option<&[VersionMismatch]> {
         match self {
             StoreError::VersionConflict(mismatches) => Some(mismatches),
-            StoreError::StreamDeleted { .. } | StoreError::Backend(_) => None,
+            StoreError::StreamDeleted { .. }
+            | StoreError::EventIdConflict { .. }
+            | StoreError::Backend(_) => None,
         }
     }
 }
@@ -317,6 +332,14 @@ impl<B: fmt::Display> fmt::Display for StoreError<B> {
                 crate::error::fmt_stream(f, *stream, stream_name.as_ref())?;
                 write!(f, " is hard-deleted: it refuses every write")
             }
+            StoreError::EventIdConflict {
+                stream,
+                stream_name,
+                event_id,
+                mismatch,
+            } => {
+                crate::error::fmt_id_conflict(f, *stream, stream_name.as_ref(), *event_id, mismatch)
+            }
             StoreError::Backend(error) => write!(f, "backend error: {error}"),
         }
     }
@@ -326,7 +349,9 @@ impl<B: std::error::Error + 'static> std::error::Error for StoreError<B> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StoreError::Backend(error) => Some(error),
-            StoreError::VersionConflict(_) | StoreError::StreamDeleted { .. } => None,
+            StoreError::VersionConflict(_)
+            | StoreError::StreamDeleted { .. }
+            | StoreError::EventIdConflict { .. } => None,
         }
     }
 }
@@ -334,7 +359,7 @@ impl<B: std::error::Error + 'static> std::error::Error for StoreError<B> {
 /// An event store, whatever keeps its events: the interface application
 /// code is written against.
 ///
-/// Every implementation keeps rules 1-25, 27, 28, 30, 32 and 33 of [the contract](crate::contract)
+/// Every implementation keeps rules 1-25, 27-30, 32 and 33 of [the contract](crate::contract)
 /// (the conformance kit, `hindsight::testkit`, checks them): dense global
 /// positions, dense stream versions, all-or-nothing transactions under expected
 /// versions reporting every failing stream, read-your-writes, and

@@ -42,6 +42,9 @@ pub(super) fn record_insert<B: fmt::Display>(
             span.record("error", tracing::field::display(error));
             if error.is_conflict() {
                 tracing::debug!(parent: span, %error, "insert: version conflict");
+            } else if matches!(error, StoreError::EventIdConflict { .. }) {
+                // Like a version conflict, an answer the caller handles.
+                tracing::debug!(parent: span, %error, "insert: event id conflict");
             } else {
                 tracing::warn!(parent: span, %error, "insert failed");
             }

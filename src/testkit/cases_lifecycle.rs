@@ -709,7 +709,14 @@ pub fn rule_30_deleting_all_streams_is_a_logical_reset<F: StoreFactory>(factory:
             .iter()
             .map(|r| r.position().0)
             .collect();
-        assert_eq!(early_positions, [0, 1, 2, 4, 6]);
+        // Position 5 is beyond `limited`'s maximum count by the time the
+        // insert returns (rule 30), but a live subscriber may reach it
+        // between the commit and the trim (the memory store trims after
+        // its commit; PostgreSQL inside it): either is right.
+        assert!(
+            early_positions == [0, 1, 2, 4, 6] || early_positions == [0, 1, 2, 4, 5, 6],
+            "{early_positions:?}"
+        );
         let (late, late_rows) = record(&store, Selector::all()).await;
         reach(&late, Position(6)).await;
         let late_positions: Vec<u64> = snapshot(&late_rows)

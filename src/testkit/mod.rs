@@ -14,7 +14,7 @@
 //! ```
 //!
 //! or all of them in one test with [`run_all`]. Together the cases check
-//! rules 1-25, 27, 28, 30, 32 and 33 of [the contract](crate::contract); each is named after the
+//! rules 1-25, 27-30, 32 and 33 of [the contract](crate::contract); each is named after the
 //! first rule it checks, and [`CASES`] lists each with all of its rules.
 //!
 //! # Events
@@ -104,6 +104,7 @@
 //! # Ok(()) }
 //! ```
 
+mod cases_idempotency;
 mod cases_lifecycle;
 mod cases_metadata;
 mod cases_names;
@@ -133,6 +134,7 @@ use std::sync::Mutex;
 /// [the contract](crate::contract) it checks; [`CASES`] lists the rules of
 /// each.
 pub mod cases {
+    pub use super::cases_idempotency::*;
     pub use super::cases_lifecycle::*;
     pub use super::cases_metadata::*;
     pub use super::cases_names::*;
@@ -401,7 +403,7 @@ macro_rules! case_table {
         /// ```
         /// let covered: std::collections::BTreeSet<u8> = hindsight::testkit::CASES
         ///     .iter().flat_map(|case| case.rules.iter().copied()).collect();
-        /// assert_eq!(covered, (1..=25).chain([27, 28, 30, 32, 33]).collect());
+        /// assert_eq!(covered, (1..=25).chain([27, 28, 29, 30, 32, 33]).collect());
         /// ```
         pub const CASES: &[Case] = &[$(Case { name: stringify!($name), rules: &[$($rule),*] }),*];
 
@@ -490,5 +492,11 @@ case_table! {
     rule_30_deleting_all_streams_is_a_logical_reset => [30, 2, 3, 17],
     rule_33_each_event_keeps_its_own_metadata_through_reads_and_subscriptions => [33, 9, 10],
     rule_33_metadata_at_its_limits_round_trips_exactly => [33],
+    rule_29_a_retry_returns_the_original_result_and_writes_nothing => [29, 8, 12],
+    rule_29_a_multi_stream_retry_is_recognised_only_whole => [29, 7],
+    rule_29_other_content_place_or_extent_is_a_conflict => [29, 7],
+    rule_29_an_id_twice_in_one_transaction_is_refused => [29, 14],
+    rule_29_client_ids_read_back_everywhere => [29, 1, 17],
+    rule_29_removed_events_still_count => [29, 30],
     model_random_operations_match_a_reference_model => [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 25],
 }
