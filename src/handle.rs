@@ -146,7 +146,11 @@ impl<E> StreamHandle<E> {
         events: impl IntoIterator<Item = EventData<E>>,
     ) -> Result<Committed, InsertError> {
         let collected = Events::collect_data(events);
-        if collected.ids.is_some() {
+        if collected
+            .extra
+            .as_ref()
+            .is_some_and(|extra| extra.ids.is_some())
+        {
             // Client ids: the idempotency check of `insert` (rule 29).
             let tx = crate::Transaction::new().append_collected(self.id(), expected, collected);
             return self.store.insert(tx);
@@ -156,7 +160,7 @@ impl<E> StreamHandle<E> {
             expected,
             collected.events,
             None,
-            collected.metadata,
+            collected.extra.and_then(|extra| extra.metadata),
         )?;
         Ok(Committed::of_one(self.id(), head))
     }

@@ -292,10 +292,12 @@ impl<E> MemoryStore<E> {
             name,
             expected,
             events,
-            metadata,
-            ids,
-            eq,
+            extra,
         } = append;
+        let (metadata, ids, eq) = match extra {
+            None => (None, None, None),
+            Some(extra) => (extra.metadata, extra.ids, extra.eq),
+        };
         let index = &self.inner.streams;
         if events.is_empty() {
             return self.check_only(id, name.as_ref(), expected, || {
@@ -799,7 +801,7 @@ impl<E> MemoryStore<E> {
                 expected: append.expected,
                 events: &append.events,
                 offset: write_offset,
-                eq: append.eq,
+                eq: append.eq(),
             };
             let name = || stream.stream_name().or(append.name.as_ref()).cloned();
             match idempotency::check(&self.inner.log, stream, stream.marks(), stamp, &write) {
@@ -1535,7 +1537,7 @@ impl<E: Send + Sync + 'static> MemoryStore<E> {
 /// when no event has metadata; offsets fit in `u32` because the
 /// transaction passed `measure` (at most 2^24 events).
 fn gather_metadata<E>(appends: &mut [Append<E>]) -> Vec<(u32, Metadata)> {
-    if appends.iter().all(|append| append.metadata.is_none()) {
+    if !appends.iter().any(Append::has_metadata) {
         return Vec::new();
     }
     let mut gathered = Vec::new();
@@ -1543,8 +1545,7 @@ fn gather_metadata<E>(appends: &mut [Append<E>]) -> Vec<(u32, Metadata)> {
     for append in appends {
         gathered.extend(
             append
-                .metadata
-                .take()
+                .take_metadata()
                 .into_iter()
                 .flatten()
                 .map(|(index, metadata)| (offset.saturating_add(index), metadata)),
@@ -1558,7 +1559,7 @@ fn gather_metadata<E>(appends: &mut [Append<E>]) -> Vec<(u32, Metadata)> {
 /// The client ids of `appends` (in layout order), by offset in the
 /// transaction, taken out of `appends`; as [`gather_metadata`].
 fn gather_ids<E>(appends: &mut [Append<E>]) -> Vec<(u32, EventId)> {
-    if appends.iter().all(|append| append.ids.is_none()) {
+    if !appends.iter().any(Append::has_ids) {
         return Vec::new();
     }
     let mut gathered = Vec::new();
@@ -1566,8 +1567,7 @@ fn gather_ids<E>(appends: &mut [Append<E>]) -> Vec<(u32, EventId)> {
     for append in appends {
         gathered.extend(
             append
-                .ids
-                .take()
+                .take_ids()
                 .into_iter()
                 .flatten()
                 .map(|(index, id)| (offset.saturating_add(index), id)),

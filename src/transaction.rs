@@ -152,12 +152,14 @@ impl<E> Events<E> {
             event.payload
         });
         let events = Events::collect(payloads);
-        Collected {
-            events,
-            metadata: (!metadata.is_empty()).then_some(metadata),
-            ids: (!ids.is_empty()).then_some(ids),
-            eq,
-        }
+        let extra = (!metadata.is_empty() || !ids.is_empty()).then(|| {
+            Box::new(Extra {
+                metadata: (!metadata.is_empty()).then_some(metadata),
+                ids: (!ids.is_empty()).then_some(ids),
+                eq,
+            })
+        });
+        Collected { events, extra }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -236,8 +238,26 @@ impl<E> Iterator for EventsIter<E> {
 /// the fields of an [`Append`] they fill.
 pub(crate) struct Collected<E> {
     pub(crate) events: Events<E>,
+    /// `None` when no event has metadata or an id.
+    pub(crate) extra: Option<Box<Extra<E>>>,
+}
+
+/// What only some appends carry: per-event metadata and client ids. Boxed
+/// in [`Append`] so that an append without either (the common case) stays
+/// small enough to be moved without a `memcpy` call.
+#[derive(Debug)]
+pub(crate) struct Extra<E> {
+    /// The metadata of the events that have some: `(index in events,
+    /// metadata)`, indices ascending, none empty; `None` when no event has
+    /// metadata. An index past `u32::MAX` saturates: such an append is
+    /// refused as too large before its metadata is used.
     pub(crate) metadata: Option<Vec<(u32, Metadata)>>,
+    /// The client-supplied ids of the events that have one (contract rule
+    /// 29), as `metadata`: `(index in events, id)`, indices ascending;
+    /// `None` when no event has one.
     pub(crate) ids: Option<Vec<(u32, EventId)>>,
+    /// `<E as PartialEq>::eq`, from the first event given an id
+    /// ([`EventData::with_event_id`]): one per stream write, not per event.
     pub(crate) eq: Option<fn(&E, &E) -> bool>,
 }
 
@@ -249,19 +269,51 @@ pub(crate) struct Append<E> {
     pub(crate) name: Option<Arc<str>>,
     pub(crate) expected: ExpectedVersion,
     pub(crate) events: Events<E>,
-    /// The metadata of the events that have some: `(index in events,
-    /// metadata)`, indices ascending, none empty; `None` when no event has
-    /// metadata (an `Option`, so that dropping an append without is one
-    /// inlined test). An index past `u32::MAX` saturates: such an append
-    /// is refused as too large before its metadata is used.
-    pub(crate) metadata: Option<Vec<(u32, Metadata)>>,
-    /// The client-supplied ids of the events that have one (contract rule
-    /// 29), as `metadata`: `(index in events, id)`, indices ascending;
-    /// `None` when no event has one.
-    pub(crate) ids: Option<Vec<(u32, EventId)>>,
-    /// `<E as PartialEq>::eq`, from the first event given an id
-    /// ([`EventData::with_event_id`]): one per stream write, not per event.
-    pub(crate) eq: Option<fn(&E, &E) -> bool>,
+    /// Metadata and client ids, if any event has either.
+    pub(crate) extra: Option<Box<Extra<E>>>,
+}
+
+impl<E> Append<E> {
+    /// Whether any event has metadata.
+    #[inline]
+    pub(crate) fn has_metadata(&self) -> bool {
+        self.extra
+            .as_ref()
+            .is_some_and(|extra| extra.metadata.is_some())
+    }
+
+    /// Whether any event has a client id.
+    #[inline]
+    pub(crate) fn has_ids(&self) -> bool {
+        self.extra.as_ref().is_some_and(|extra| extra.ids.is_some())
+    }
+
+    /// The captured `==`, if any event has a client id.
+    #[inline]
+    pub(crate) fn eq(&self) -> Option<fn(&E, &E) -> bool> {
+        self.extra.as_ref().and_then(|extra| extra.eq)
+    }
+
+    /// Takes the events' metadata out.
+    pub(crate) fn take_metadata(&mut self) -> Option<Vec<(u32, Metadata)>> {
+        self.extra.as_mut().and_then(|extra| extra.metadata.take())
+    }
+
+    /// Takes the events' client ids out.
+    pub(crate) fn take_ids(&mut self) -> Option<Vec<(u32, EventId)>> {
+        self.extra.as_mut().and_then(|extra| extra.ids.take())
+    }
+
+    /// The extras, made if need be.
+    fn extra_mut(&mut self) -> &mut Extra<E> {
+        self.extra.get_or_insert_with(|| {
+            Box::new(Extra {
+                metadata: None,
+                ids: None,
+                eq: None,
+            })
+        })
+    }
 }
 
 /// A set of writes to one or more streams, inserted all or nothing.
@@ -326,9 +378,7 @@ impl<E> Transaction<E> {
             name: None,
             expected,
             events: Events::One(event),
-            metadata: None,
-            ids: None,
-            eq: None,
+            extra: None,
         });
         tx
     }
@@ -363,9 +413,7 @@ impl<E> Transaction<E> {
             name: None,
             expected,
             events: Events::collect(events),
-            metadata: None,
-            ids: None,
-            eq: None,
+            extra: None,
         });
         self
     }
@@ -408,9 +456,7 @@ impl<E> Transaction<E> {
         let mut tx = self.append(stream, expected, std::iter::empty());
         if let Some(append) = tx.appends.last_mut() {
             append.events = collected.events;
-            append.metadata = collected.metadata;
-            append.ids = collected.ids;
-            append.eq = collected.eq;
+            append.extra = collected.extra;
         }
         tx
     }
@@ -502,21 +548,28 @@ impl<E> Transaction<E> {
             }
             let events = std::mem::replace(&mut later.events, Events::Many(Vec::new()));
             let offset = u32::try_from(earlier.events.len()).unwrap_or(u32::MAX);
-            if let Some(later) = later.metadata.take() {
-                earlier.metadata.get_or_insert_with(Vec::new).extend(
-                    later
-                        .into_iter()
-                        .map(|(index, metadata)| (offset.saturating_add(index), metadata)),
-                );
+            if let Some(later) = later.take_metadata() {
+                earlier
+                    .extra_mut()
+                    .metadata
+                    .get_or_insert_with(Vec::new)
+                    .extend(
+                        later
+                            .into_iter()
+                            .map(|(index, metadata)| (offset.saturating_add(index), metadata)),
+                    );
             }
-            if let Some(later) = later.ids.take() {
-                earlier.ids.get_or_insert_with(Vec::new).extend(
+            if let Some(eq) = later.eq() {
+                let extra = earlier.extra_mut();
+                extra.eq = extra.eq.or(Some(eq));
+            }
+            if let Some(later) = later.take_ids() {
+                earlier.extra_mut().ids.get_or_insert_with(Vec::new).extend(
                     later
                         .into_iter()
                         .map(|(index, id)| (offset.saturating_add(index), id)),
                 );
             }
-            earlier.eq = earlier.eq.or(later.eq);
             earlier.events.extend(events);
             if earlier.name.is_none() {
                 earlier.name = later.name.take();
@@ -549,9 +602,11 @@ impl<E> Transaction<E> {
         let (appends, correlation_id) = self.into_normalized();
         let writes = appends
             .into_iter()
-            .map(|append| {
+            .map(|mut append| {
+                let sparse_metadata = append.take_metadata();
+                let sparse_ids = append.take_ids();
                 let events = append.events.into_vec();
-                let metadata = match append.metadata {
+                let metadata = match sparse_metadata {
                     None => Vec::new(),
                     Some(sparse) => {
                         let mut dense = vec![Metadata::new(); events.len()];
@@ -563,7 +618,7 @@ impl<E> Transaction<E> {
                         dense
                     }
                 };
-                let event_ids = match append.ids {
+                let event_ids = match sparse_ids {
                     None => Vec::new(),
                     Some(sparse) => {
                         let mut dense = vec![None; events.len()];
