@@ -210,7 +210,10 @@ enum Refused {
 
 /// A one-stream write's events and captured comparison, when some of its
 /// events carry client ids (rule 29).
-type Idem<'a, E> = Option<(&'a Events<E>, fn(&E, &E) -> bool)>;
+type Idem<'a, E> = Option<IdemWrite<'a, E>>;
+
+/// A one-stream write's events and the captured `==` of their payloads.
+type IdemWrite<'a, E> = (&'a Events<E>, fn(&E, &E) -> bool);
 
 /// The heads an insert reports, inline for one stream.
 type Heads = SmallVec<[(StreamId, StreamHead); 1]>;
@@ -294,10 +297,6 @@ impl<E> MemoryStore<E> {
             events,
             extra,
         } = append;
-        let (metadata, ids, eq) = match extra {
-            None => (None, None, None),
-            Some(extra) => (extra.metadata, extra.ids, extra.eq),
-        };
         let index = &self.inner.streams;
         if events.is_empty() {
             return self.check_only(id, name.as_ref(), expected, || {
@@ -307,21 +306,28 @@ impl<E> MemoryStore<E> {
         // `Any` and `NoStream` may create the stream; the others fail on a
         // missing stream, which is answered without creating it.
         let may_create = matches!(expected, ExpectedVersion::Any | ExpectedVersion::NoStream);
-        let stamp = match (metadata, ids) {
-            (None, None) => OwnedStamp::new(self.inner.now_nanos(), correlation_id),
-            (metadata, ids) => OwnedStamp::with_metadata(
-                self.inner.now_nanos(),
-                correlation_id,
-                metadata.unwrap_or_default(),
-                ids.unwrap_or_default(),
+        // One test for the common append, with neither metadata nor ids.
+        let (stamp, eq) = match extra {
+            None => (
+                OwnedStamp::new(self.inner.now_nanos(), correlation_id),
+                None,
             ),
+            Some(extra) => {
+                let stamp = OwnedStamp::with_metadata(
+                    self.inner.now_nanos(),
+                    correlation_id,
+                    extra.metadata.unwrap_or_default(),
+                    extra.ids.unwrap_or_default(),
+                );
+                if extra.eq.is_some() {
+                    if let Some(event_id) = idempotency::duplicate(&stamp) {
+                        return Err(id_conflict(id, name, event_id, EventIdMismatch::Duplicate));
+                    }
+                }
+                (stamp, extra.eq)
+            }
         };
         let idem = eq.map(|eq| (&events, eq));
-        if idem.is_some() {
-            if let Some(event_id) = idempotency::duplicate(&stamp) {
-                return Err(id_conflict(id, name, event_id, EventIdMismatch::Duplicate));
-            }
-        }
         let count = events.len() as u64;
         // `Any` and `StreamExists` retries are found through the stream's
         // window, so the stream must be looked up even when `StreamExists`
@@ -441,34 +447,19 @@ impl<E> MemoryStore<E> {
         }
         let first_version = locked.len();
         // Rule 29, before the expectation: a retry's expectation fails.
-        let mut window_ids = Vec::new();
-        if let Some((events, eq)) = idem {
-            let write = idempotency::Write {
+        // Out of line: the common append carries no ids.
+        let window_ids = match idem {
+            None => None,
+            Some((events, eq)) => Some(self.check_ids_in(
+                &mut locked,
+                marks,
+                &stamp,
                 expected,
-                events,
-                offset: 0,
-                eq: Some(eq),
-            };
-            match idempotency::check(&self.inner.log, &locked, marks, &stamp, &write) {
-                Ok(Verdict::Fresh) => {}
-                Ok(Verdict::Retry(range)) if range.len == count => {
-                    return Err(Refused::Retry(range))
-                }
-                Ok(Verdict::Retry(_)) => {
-                    let first = stamp.client_ids(0, u32::MAX)[0].1;
-                    return Err(Refused::IdConflict(
-                        first,
-                        EventIdMismatch::PartOfTransaction,
-                    ));
-                }
-                Err(Refusal::Conflict(id, mismatch)) => {
-                    return Err(Refused::IdConflict(id, mismatch))
-                }
-                Err(Refusal::Poisoned) => return Err(Refused::Store(InsertError::Poisoned)),
-            }
-            window_ids = window_entries(&stamp, 0, u32::MAX, first_version);
-            locked.window_mut().prepare(window_ids.len());
-        }
+                count,
+                first_version,
+                (events, eq),
+            )?),
+        };
         // `Any` needs no head: it always passes.
         if expected != ExpectedVersion::Any {
             let found = locked.head_given(marks);
@@ -482,7 +473,7 @@ impl<E> MemoryStore<E> {
         fault::check(0);
         locked.name(name);
         locked.append(reservation.start(), count);
-        if !window_ids.is_empty() {
+        if let Some(window_ids) = window_ids {
             let window = self.inner.idempotency_window;
             locked
                 .window_mut()
@@ -494,6 +485,47 @@ impl<E> MemoryStore<E> {
             first_version,
             limited: marks.limited(),
         })
+    }
+
+    /// Rule 29 for a one-stream write whose events carry client ids, under
+    /// the stream's lock and before its expectation: a whole retry or a
+    /// conflict is refused; a fresh write gets its ids for the stream's
+    /// window, with room made for them (so that recording them after the
+    /// reservation allocates nothing).
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn check_ids_in(
+        &self,
+        locked: &mut crate::stream::Locked<'_>,
+        marks: crate::stream::Marks,
+        stamp: &OwnedStamp,
+        expected: ExpectedVersion,
+        count: u64,
+        first_version: u64,
+        (events, eq): IdemWrite<'_, E>,
+    ) -> Result<Vec<(u64, EventId)>, Refused> {
+        let write = idempotency::Write {
+            expected,
+            events,
+            offset: 0,
+            eq: Some(eq),
+        };
+        match idempotency::check(&self.inner.log, locked, marks, stamp, &write) {
+            Ok(Verdict::Fresh) => {}
+            Ok(Verdict::Retry(range)) if range.len == count => return Err(Refused::Retry(range)),
+            Ok(Verdict::Retry(_)) => {
+                let first = stamp.client_ids(0, u32::MAX)[0].1;
+                return Err(Refused::IdConflict(
+                    first,
+                    EventIdMismatch::PartOfTransaction,
+                ));
+            }
+            Err(Refusal::Conflict(id, mismatch)) => return Err(Refused::IdConflict(id, mismatch)),
+            Err(Refusal::Poisoned) => return Err(Refused::Store(InsertError::Poisoned)),
+        }
+        let window_ids = window_entries(stamp, 0, u32::MAX, first_version);
+        locked.window_mut().prepare(window_ids.len());
+        Ok(window_ids)
     }
 
     /// Phases write and commit for a one-stream reservation, then waits
