@@ -215,6 +215,24 @@ type Idem<'a, E> = Option<IdemWrite<'a, E>>;
 /// A one-stream write's events and the captured `==` of their payloads.
 type IdemWrite<'a, E> = (&'a Events<E>, fn(&E, &E) -> bool);
 
+/// The streams a multi-stream insert looked up (or created), handed back
+/// to the index when dropped, even by a panic's unwinding: the index then
+/// removes the entries that are still empty (a failed insert, a pure check,
+/// a panicking `==` of rule 29), so none is left behind (rule 31).
+struct Held<'a> {
+    index: &'a StreamIndex,
+    /// Inline for up to 4 streams: no allocation.
+    streams: SmallVec<[Option<Arc<Stream>>; 4]>,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        for stream in self.streams.drain(..).flatten() {
+            self.index.release(stream);
+        }
+    }
+}
+
 /// The heads an insert reports, inline for one stream.
 type Heads = SmallVec<[(StreamId, StreamHead); 1]>;
 
@@ -648,19 +666,20 @@ impl<E> MemoryStore<E> {
         // pure check), so the check is ordered with every write to it. Only
         // an `Any` append of zero events checks and writes nothing, and is
         // skipped. Inline for up to 4 streams: no allocation.
-        let streams: SmallVec<[Option<Arc<Stream>>; 4]> = appends
-            .iter()
-            .map(|a| {
-                let inert = a.events.is_empty() && a.expected == ExpectedVersion::Any;
-                (!inert).then(|| index.get_or_create(a.stream))
-            })
-            .collect();
-        let result = self.lock_and_write(appends, &streams, total, correlation_id);
-        for stream in streams.into_iter().flatten() {
-            // Removes the entries a failed insert or a pure check created.
-            index.release(stream);
-        }
-        result
+        let held = Held {
+            index,
+            streams: appends
+                .iter()
+                .map(|a| {
+                    let inert = a.events.is_empty() && a.expected == ExpectedVersion::Any;
+                    (!inert).then(|| index.get_or_create(a.stream))
+                })
+                .collect(),
+        };
+        self.lock_and_write(appends, &held.streams, total, correlation_id)
+        // `held` drops here, or while a panic unwinds (a user's `==`,
+        // rule 29): either way it removes the entries that a failed
+        // insert or a pure check created.
     }
 
     /// Lock, check, reserve, record, write and commit, for `insert_many`.
@@ -1984,6 +2003,60 @@ mod tests {
         assert_eq!(store.inner.streams.len(), 0);
         assert_eq!(store.stream_head(a), None);
         assert!(!store.is_poisoned());
+    }
+
+    /// An event whose `==` panics once armed: the user code rule 29's
+    /// comparison calls under the stream locks.
+    #[derive(Debug)]
+    struct Touchy(bool);
+
+    impl PartialEq for Touchy {
+        fn eq(&self, other: &Self) -> bool {
+            assert!(!(self.0 || other.0), "a user's == panicked");
+            true
+        }
+    }
+
+    /// A panicking `==` in a multi-stream insert (rule 29's comparison)
+    /// once left the entries the insert created behind, empty, because the
+    /// streams were handed back only after a normal return. The panic
+    /// reaches the caller; the store writes nothing, keeps exactly the
+    /// streams that hold events, and goes on working.
+    #[test]
+    fn a_panicking_eq_in_a_multi_stream_insert_leaves_no_stream_behind() {
+        let store = MemoryStore::new();
+        let (kept, fresh) = (StreamId::new(), StreamId::new());
+        let id = EventId::from_uuid(uuid::Uuid::from_u128(7));
+        store
+            .insert(Transaction::new().append_with(
+                kept,
+                ExpectedVersion::Any,
+                [crate::EventData::new(Touchy(false)).with_event_id(id)],
+            ))
+            .unwrap();
+        let resend = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            store.insert(
+                Transaction::new()
+                    .append_with(
+                        kept,
+                        ExpectedVersion::Any,
+                        [crate::EventData::new(Touchy(true)).with_event_id(id)],
+                    )
+                    .append(fresh, ExpectedVersion::Any, [Touchy(false)]),
+            )
+        }));
+        assert!(resend.is_err(), "the panic reaches the caller");
+        assert_eq!(store.inner.streams.len(), 1, "only the written stream");
+        assert_eq!(store.head(), Some(Position(0)), "nothing written");
+        assert!(!store.is_poisoned());
+        store
+            .insert(Transaction::single(
+                fresh,
+                ExpectedVersion::NoStream,
+                Touchy(false),
+            ))
+            .unwrap();
+        assert_eq!(store.head(), Some(Position(1)));
     }
 
     #[test]
