@@ -1584,44 +1584,39 @@ impl<E: Send + Sync + 'static> MemoryStore<E> {
 }
 
 /// The metadata of a transaction's events, by offset in the transaction
-/// (`appends` in layout order), taken out of `appends`. Allocates nothing
-/// when no event has metadata; offsets fit in `u32` because the
-/// transaction passed `measure` (at most 2^24 events).
+/// (`appends` in layout order), taken out of `appends`.
 fn gather_metadata<E>(appends: &mut [Append<E>]) -> Vec<(u32, Metadata)> {
-    if !appends.iter().any(Append::has_metadata) {
-        return Vec::new();
-    }
-    let mut gathered = Vec::new();
-    let mut offset = 0u32;
-    for append in appends {
-        gathered.extend(
-            append
-                .take_metadata()
-                .into_iter()
-                .flatten()
-                .map(|(index, metadata)| (offset.saturating_add(index), metadata)),
-        );
-        let len = u32::try_from(append.events.len()).unwrap_or(u32::MAX);
-        offset = offset.saturating_add(len);
-    }
-    gathered
+    gather(appends, Append::has_metadata, Append::take_metadata)
 }
 
-/// The client ids of `appends` (in layout order), by offset in the
-/// transaction, taken out of `appends`; as [`gather_metadata`].
+/// The client ids of `appends`, as [`gather_metadata`].
 fn gather_ids<E>(appends: &mut [Append<E>]) -> Vec<(u32, EventId)> {
-    if !appends.iter().any(Append::has_ids) {
+    gather(appends, Append::has_ids, Append::take_ids)
+}
+
+/// Items by offset (in an append, or in a transaction), ascending.
+type ByOffset<T> = Vec<(u32, T)>;
+
+/// What `take` takes out of each of `appends` (by index in the append),
+/// by offset in the transaction. Allocates nothing when no append `has`
+/// any; offsets fit in `u32` because the transaction passed `measure` (at
+/// most 2^24 events).
+fn gather<E, T>(
+    appends: &mut [Append<E>],
+    has: fn(&Append<E>) -> bool,
+    take: fn(&mut Append<E>) -> Option<ByOffset<T>>,
+) -> ByOffset<T> {
+    if !appends.iter().any(has) {
         return Vec::new();
     }
     let mut gathered = Vec::new();
     let mut offset = 0u32;
     for append in appends {
         gathered.extend(
-            append
-                .take_ids()
+            take(append)
                 .into_iter()
                 .flatten()
-                .map(|(index, id)| (offset.saturating_add(index), id)),
+                .map(|(index, item)| (offset.saturating_add(index), item)),
         );
         let len = u32::try_from(append.events.len()).unwrap_or(u32::MAX);
         offset = offset.saturating_add(len);

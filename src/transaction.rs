@@ -234,6 +234,26 @@ impl<E> Iterator for EventsIter<E> {
     }
 }
 
+/// `sparse` (`(index, item)`) as one value per event: `fill` where no
+/// item is given, none at all (an empty vector) when `sparse` is `None`.
+fn dense<T, U: Clone>(
+    sparse: Option<Vec<(u32, T)>>,
+    len: usize,
+    fill: U,
+    wrap: impl Fn(T) -> U,
+) -> Vec<U> {
+    let Some(sparse) = sparse else {
+        return Vec::new();
+    };
+    let mut dense = vec![fill; len];
+    for (index, item) in sparse {
+        if let Some(slot) = dense.get_mut(index as usize) {
+            *slot = wrap(item);
+        }
+    }
+    dense
+}
+
 /// What [`Events::collect_data`] makes of events given as [`EventData`]:
 /// the fields of an [`Append`] they fill.
 pub(crate) struct Collected<E> {
@@ -606,30 +626,8 @@ impl<E> Transaction<E> {
                 let sparse_metadata = append.take_metadata();
                 let sparse_ids = append.take_ids();
                 let events = append.events.into_vec();
-                let metadata = match sparse_metadata {
-                    None => Vec::new(),
-                    Some(sparse) => {
-                        let mut dense = vec![Metadata::new(); events.len()];
-                        for (index, metadata) in sparse {
-                            if let Some(slot) = dense.get_mut(index as usize) {
-                                *slot = metadata;
-                            }
-                        }
-                        dense
-                    }
-                };
-                let event_ids = match sparse_ids {
-                    None => Vec::new(),
-                    Some(sparse) => {
-                        let mut dense = vec![None; events.len()];
-                        for (index, id) in sparse {
-                            if let Some(slot) = dense.get_mut(index as usize) {
-                                *slot = Some(id);
-                            }
-                        }
-                        dense
-                    }
-                };
+                let metadata = dense(sparse_metadata, events.len(), Metadata::new(), |m| m);
+                let event_ids = dense(sparse_ids, events.len(), None, Some);
                 StreamWrite {
                     stream: append.stream,
                     name: append
