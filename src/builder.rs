@@ -112,15 +112,13 @@ impl<E> MemoryStoreBuilder<E> {
             Some(seed) => EventIds::seeded(seed),
             None => EventIds::new(),
         };
-        MemoryStore {
-            inner: Arc::new(Inner {
-                log: Log::new(ids),
-                streams: StreamIndex::new(),
-                clock: self.clock,
-                removed: crate::sync::AtomicU8::new(0),
-                idempotency_window: self.idempotency_window,
-            }),
-        }
+        MemoryStore::from_inner(Arc::new(Inner {
+            log: Log::new(ids),
+            streams: StreamIndex::new(),
+            clock: self.clock,
+            removed: crate::sync::AtomicU8::new(0),
+            idempotency_window: self.idempotency_window,
+        }))
     }
 }
 

@@ -4,6 +4,7 @@ use crate::ids::{CorrelationId, EventId, EventIds, Position, StreamId, StreamVer
 use crate::log::Record;
 use crate::metadata::Metadata;
 use crate::name::category_of;
+use crate::segments::SegmentPin;
 use crate::store::MemoryStore;
 use std::fmt;
 use std::ptr::NonNull;
@@ -271,6 +272,10 @@ pub struct OwnedEnvelope<E> {
     /// A committed record of `store`'s log.
     record: NonNull<Record<E>>,
     position: u64,
+    /// Keeps the record's segment from being freed, if it can be (all its
+    /// events removed, rule 30); `None` for a segment freed only with the
+    /// log.
+    pin: Option<SegmentPin>,
 }
 
 impl<E> OwnedEnvelope<E> {
@@ -279,13 +284,19 @@ impl<E> OwnedEnvelope<E> {
     /// # Safety
     ///
     /// `envelope` is a view of `store`'s own log (any store handle: they
-    /// share one log).
+    /// share one log), and `pin` holds its segment, or is `None` for a
+    /// segment never freed while the log lives.
     #[inline]
-    pub(crate) unsafe fn new(store: MemoryStore<E>, envelope: Envelope<'_, E>) -> Self {
+    pub(crate) unsafe fn new(
+        store: MemoryStore<E>,
+        envelope: Envelope<'_, E>,
+        pin: Option<SegmentPin>,
+    ) -> Self {
         Self {
             store,
             record: NonNull::from(envelope.record()),
             position: envelope.position,
+            pin,
         }
     }
 
@@ -294,8 +305,9 @@ impl<E> OwnedEnvelope<E> {
     pub fn envelope(&self) -> Envelope<'_, E> {
         // Committed slots never move (segments are never reallocated), and a
         // committed record is only shared (its stamp changes only before it
-        // becomes visible) until the log drops, which needs the last store
-        // handle: `self` holds one for as long as the borrow lasts.
+        // becomes visible) until its segment is freed, which `self.pin`
+        // prevents, or the log drops, which needs the last store handle:
+        // `self` holds one for as long as the borrow lasts.
         // SAFETY: `record` is a committed record of `self.store`'s log
         // (`new`'s contract), alive and unchanging while `self` is.
         let record = unsafe { self.record.as_ref() };
@@ -357,6 +369,7 @@ impl<E> Clone for OwnedEnvelope<E> {
             store: self.store.clone(),
             record: self.record,
             position: self.position,
+            pin: self.pin.clone(),
         }
     }
 }

@@ -13,6 +13,7 @@
 //! committed yet: the check waits until they are (their writers hold no
 //! lock any more, so this cannot deadlock) before reading them.
 
+use crate::epoch;
 use crate::error::EventIdMismatch;
 use crate::ids::{EventId, StreamVersion};
 use crate::log::{Log, OwnedStamp, TxRange};
@@ -202,11 +203,16 @@ pub(crate) fn check<E>(
     if anchor.saturating_add(count) > len {
         return Err(Refusal::Conflict(first_id, EventIdMismatch::Partial));
     }
-    compare(log, locked, stamp, write, eq, anchor).map(Verdict::Retry)
+    Ok(match compare(log, locked, stamp, write, eq, anchor)? {
+        Some(range) => Verdict::Retry(range),
+        // Reclaimed: removed and freed, so forgotten.
+        None => Verdict::Fresh,
+    })
 }
 
 /// The client id of the stream's recorded version `version`, once its
-/// event is committed.
+/// event is committed; `None` also if the event was removed and its
+/// memory reclaimed (rule 30): its id is forgotten.
 fn stored_id<E>(
     log: &Log<E>,
     locked: &Locked<'_>,
@@ -214,14 +220,17 @@ fn stored_id<E>(
 ) -> Result<Option<EventId>, Poisoned> {
     let position = locked.position_of(version);
     log.wait_for(position + 1)?;
+    let _guard = epoch::pin();
     // SAFETY: `wait_for` returned after loading the watermark above
-    // `position` with Acquire.
-    Ok(unsafe { log.committed(position) }.client_id(position))
+    // `position` with Acquire; the record is read under `_guard`.
+    Ok(unsafe { log.committed(position) }.and_then(|record| record.client_id(position)))
 }
 
 /// Compares the write's events with the stream's versions from `anchor`
 /// (all recorded): the same ids, payloads and metadata, all stored by one
-/// transaction, whose range is returned.
+/// transaction, whose range is returned; `None` if any of those events was
+/// removed and its memory reclaimed (rule 30): then the ids are forgotten,
+/// and the write is not a retry.
 fn compare<E>(
     log: &Log<E>,
     locked: &Locked<'_>,
@@ -229,7 +238,7 @@ fn compare<E>(
     write: &Write<'_, E>,
     eq: fn(&E, &E) -> bool,
     anchor: u64,
-) -> Result<TxRange, Refusal> {
+) -> Result<Option<TxRange>, Refusal> {
     let count = write.events.len() as u64;
     // The last of them committed means all of them are.
     log.wait_for(locked.position_of(anchor + count - 1) + 1)?;
@@ -241,6 +250,8 @@ fn compare<E>(
     let first_id = ids.peek().map(|(_, id)| *id);
     // The write has ids (`check` returned early otherwise): one to name.
     let fallback = first_id.unwrap_or(EventId::from_uuid(uuid::Uuid::nil()));
+    // Keeps the records read below from being freed while they are.
+    let _guard = epoch::pin();
     for (index, payload) in (0..count).zip(write.events.iter()) {
         let offset = write.offset + index as u32;
         let version = anchor + index;
@@ -249,8 +260,10 @@ fn compare<E>(
         let position = locked.position_of(version);
         // SAFETY: `wait_for` above loaded the watermark above the
         // position of the last of these versions (positions ascend with
-        // versions) with Acquire.
-        let record = unsafe { log.committed(position) };
+        // versions) with Acquire; the record is read under `_guard`.
+        let Some(record) = (unsafe { log.committed(position) }) else {
+            return Ok(None);
+        };
         let at = StreamVersion(version);
         if record.client_id(position) != want {
             let mismatch = EventIdMismatch::OtherId { version: at };
@@ -271,7 +284,9 @@ fn compare<E>(
         }
         range = tx;
     }
-    range.ok_or(Refusal::Conflict(fallback, EventIdMismatch::Partial))
+    range
+        .map(Some)
+        .ok_or(Refusal::Conflict(fallback, EventIdMismatch::Partial))
 }
 
 /// The first id given twice in the transaction whose client ids `stamp`

@@ -26,6 +26,7 @@ mod backend;
 mod builder;
 mod clock;
 mod envelope;
+mod epoch;
 mod error;
 mod handle;
 mod idempotency;
@@ -34,6 +35,8 @@ mod log;
 mod metadata;
 mod name;
 mod read;
+#[cfg(all(test, not(loom)))]
+mod reclaim_tests;
 mod segments;
 mod selector;
 mod signal;

@@ -18,11 +18,15 @@
 //! in the slot.
 
 use crate::envelope::Envelope;
+use crate::epoch;
 use crate::ids::{CorrelationId, EventId, EventIds};
 use crate::metadata::{Metadata, EMPTY};
 use crate::segments::{self, Segments, CAPACITY};
+use crate::segments::{Hold, SegmentPin};
 use crate::stream::{StreamIndex, StreamPtr};
-use crate::sync::{fence, AtomicU64, CachePadded, Ordering, UnsafeCell};
+use crate::sync::{
+    self, fence, Arc, AtomicBool, AtomicU64, AtomicUsize, CachePadded, Mutex, Ordering, UnsafeCell,
+};
 use crate::watermark::{Poisoned, Watermark};
 use std::mem::{ManuallyDrop, MaybeUninit};
 use std::time::{Duration, SystemTime};
@@ -33,19 +37,25 @@ const LOG_SHIFT: u32 = 10;
 #[cfg(loom)]
 const LOG_SHIFT: u32 = 1;
 
-/// Segments per size: 8 outside loom (at most 1/16 of the log's memory is
-/// allocated ahead of use), 1 under it (plain doubling, the smallest model).
-#[cfg(not(loom))]
+/// Segments per size: 8 (at most 1/16 of the log's memory is allocated
+/// ahead of use); 1 under loom (plain doubling, the smallest model), and
+/// in the crate's unit tests and under Miri (see `LOG_MAX`).
+#[cfg(not(any(loom, test, miri)))]
 const LOG_GROUP: u32 = 3;
-#[cfg(loom)]
+#[cfg(any(loom, test, miri))]
 const LOG_GROUP: u32 = 0;
 
-/// The largest segments: 2^16 slots outside loom (4 MiB for a 32-byte
-/// event), so that no segment grows with the log and whole segments can one
-/// day be freed one by one; 4 slots under it (segments of 2, 4, 4, ...), so
-/// that the models reach the capped region.
-#[cfg(not(loom))]
+/// The largest segments: 2^16 slots (4 MiB for a 32-byte event), so that
+/// no segment grows with the log and whole segments of removed events can
+/// be freed one by one (`Log::reclaim`). Under loom 4 slots (segments of
+/// 2, 4, 4, ...), so that the models reach the capped region; in the
+/// crate's unit tests and under Miri 2^12, with segments of 1,024, 2,048
+/// and 4,096 slots, then of 4,096: reclamation is reached after 7,168
+/// events instead of 1,040,384 (tests/reclaim.rs runs the real layout).
+#[cfg(not(any(loom, test, miri)))]
 const LOG_MAX: u32 = 16;
+#[cfg(all(any(test, miri), not(loom)))]
+const LOG_MAX: u32 = 12;
 #[cfg(loom)]
 const LOG_MAX: u32 = 2;
 
@@ -113,10 +123,15 @@ struct TxMeta {
     /// [`Log::order_created_at`]).
     created_at: AtomicU64,
     correlation_id: Option<CorrelationId>,
-    /// The transaction's first position: set by [`Log::reserve`], while
+    /// The transaction's first position (above [`SPAN_BITS`]), and how
+    /// many units of reclamation its range still holds (below): each
+    /// capped log segment it touches is one, and the geometric region (never
+    /// freed before the log drops) is one. Set by [`Log::reserve`], while
     /// the reserving writer still owns the `TxMeta` alone, before any
-    /// record points to it.
-    first: u64,
+    /// record points to it; the position never changes after, and each
+    /// unit freed (a retired segment, or the log's teardown) takes one
+    /// from the count: the last frees the `TxMeta`.
+    first_spans: AtomicU64,
     /// The transaction's length (at most `MAX_TRANSACTION_EVENTS`, 2^24):
     /// set with `first`, read by the idempotency check (contract rule 29)
     /// to tell whether a retry covers all of it.
@@ -132,10 +147,23 @@ struct TxMeta {
     ids: Option<Box<ClientIds>>,
 }
 
+/// The bits of [`TxMeta::first_spans`] that count units: a transaction
+/// of at most 2^24 events touches at most 2^8 + 2 capped segments.
+const SPAN_BITS: u32 = 24;
+
 /// The client ids of one transaction: `(offset, id)`, offsets ascending.
 struct ClientIds(Box<[(u32, EventId)]>);
 
 impl TxMeta {
+    /// The transaction's first position.
+    #[inline]
+    fn first(&self) -> u64 {
+        // Relaxed: written before the records that point here, which the
+        // reader acquired (its commit) or wrote; never changed after (the
+        // decrements only touch the bits below `SPAN_BITS`).
+        self.first_spans.load(Ordering::Relaxed) >> SPAN_BITS
+    }
+
     /// The client ids, empty if none.
     fn ids(&self) -> &[(u32, EventId)] {
         match &self.ids {
@@ -269,7 +297,7 @@ impl OwnedStamp {
             let meta = Box::into_raw(Box::new(TxMeta {
                 created_at: AtomicU64::new(created_at),
                 correlation_id,
-                first: 0,
+                first_spans: AtomicU64::new(0),
                 len: 0,
                 events: events.into_boxed_slice(),
                 ids: (!ids.is_empty()).then(|| Box::new(ClientIds(ids.into_boxed_slice()))),
@@ -279,16 +307,20 @@ impl OwnedStamp {
         }
     }
 
-    /// Records the transaction's first position and length in its
-    /// metadata, if it has some.
-    fn set_range(&mut self, first: u64, len: u64) {
+    /// Records the transaction's first position, length and units of
+    /// reclamation (`spans`) in its metadata, if it has some.
+    fn set_range(&mut self, first: u64, len: u64, spans: u64) {
         if self.0 .0 & 1 == 1 {
             // SAFETY: not given to the log yet, so this stamp owns the
             // `TxMeta` alone (no record holds a copy of the pointer, and no
             // reference to it is alive): a plain write through the pointer
             // from `Box::into_raw` is exclusive.
             unsafe {
-                (*meta_pointer(self.0)).first = first;
+                // Relaxed: published with the records that copy the
+                // stamp, by their commit.
+                (*meta_pointer(self.0))
+                    .first_spans
+                    .store(first << SPAN_BITS | spans, Ordering::Relaxed);
                 // A transaction is at most 2^24 events (`measure`).
                 (*meta_pointer(self.0)).len = len as u32;
             }
@@ -360,6 +392,29 @@ unsafe fn free_stamp(stamp: Stamp) {
     }
 }
 
+/// Gives back one unit of reclamation of a stamp's metadata (see
+/// [`TxMeta::first_spans`]), freeing it with the last.
+///
+/// # Safety
+///
+/// The caller frees one unit the transaction touches (a retired segment,
+/// or one the teardown walks) and calls this once for it; no record of
+/// that unit is read afterwards.
+unsafe fn release_span(stamp: Stamp) {
+    if stamp.0 & 1 == 1 {
+        // SAFETY: a tagged stamp holds a live `TxMeta` while any unit it
+        // spans is not freed, and this unit is not freed yet.
+        let meta = unsafe { &*meta_pointer(stamp) };
+        // AcqRel: the last release reads every earlier one in the RMW
+        // chain, so every read of the `TxMeta` through another unit's
+        // records happens before the free.
+        if meta.first_spans.fetch_sub(1, Ordering::AcqRel) & ((1 << SPAN_BITS) - 1) == 1 {
+            // SAFETY: the last unit is gone: nobody can reach the `TxMeta`.
+            unsafe { free_stamp(stamp) };
+        }
+    }
+}
+
 /// An event as the log keeps it; its position is its slot's index.
 pub(crate) struct Record<E> {
     /// The event's stream. Streams that hold events are never removed from
@@ -393,7 +448,7 @@ impl<E> Record<E> {
         // freed only by `Log::drop`, which needs `&mut Log`: it outlives `&self`.
         let meta = unsafe { &*meta_pointer(stamp) };
         let Some(offset) = position
-            .checked_sub(meta.first)
+            .checked_sub(meta.first())
             .and_then(|offset| u32::try_from(offset).ok())
         else {
             return &EMPTY;
@@ -427,7 +482,7 @@ impl<E> Record<E> {
         // SAFETY: as in `metadata`.
         let meta = unsafe { &*meta_pointer(stamp) };
         let ids = meta.ids.as_deref()?;
-        let offset = u32::try_from(position.checked_sub(meta.first)?).ok()?;
+        let offset = u32::try_from(position.checked_sub(meta.first())?).ok()?;
         ids.0
             .binary_search_by_key(&offset, |(at, _)| *at)
             .ok()
@@ -442,7 +497,7 @@ impl<E> Record<E> {
         (stamp.0 & 1 == 1).then(|| unsafe {
             let meta = &*meta_pointer(stamp);
             TxRange {
-                first: meta.first,
+                first: meta.first(),
                 len: u64::from(meta.len),
             }
         })
@@ -563,10 +618,39 @@ unsafe impl<E: Send> Send for Slot<E> {}
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Full;
 
+/// The log's slots.
+type LogSlots<E> = Segments<Slot<E>, LOG_SHIFT, LOG_GROUP, LOG_MAX>;
+
+/// The slots of one capped log segment in which every event is removed:
+/// retired (and so hidden from every later reader) once the watermark is
+/// past it, freed once nobody can read it.
+struct Retired<E> {
+    segment: usize,
+    /// Null until retired; then the slots that `Segments::retire` took
+    /// out of the array.
+    base: *mut Slot<E>,
+    /// Set once every epoch guard older than the retirement is gone.
+    quiet: Option<Arc<AtomicBool>>,
+}
+
+// SAFETY: `base` is owned by the list that holds the entry (taken out of
+// the array by `retire`), and its records are dropped on whatever thread
+// frees them: what moving a `Segments<Slot<E>>` needs, `E: Send`.
+unsafe impl<E: Send> Send for Retired<E> {}
+
 pub(crate) struct Log<E> {
-    slots: Segments<Slot<E>, LOG_SHIFT, LOG_GROUP, LOG_MAX>,
+    slots: LogSlots<E>,
     /// The next unreserved position.
     next: CachePadded<AtomicU64>,
+    /// The first position of the first reservation refused as full
+    /// (`CAPACITY` until then): nothing from there on was ever written.
+    full_at: AtomicU64,
+    /// Capped segments whose events are all removed and counted (contract
+    /// rule 30), waiting to be retired or freed.
+    retired: Mutex<Vec<Retired<E>>>,
+    /// How many entries `retired` holds: `reclaim` looks at the list only
+    /// when it is not empty.
+    pending: AtomicUsize,
     /// The end of the committed prefix.
     pub(crate) watermark: Watermark,
     /// The event ids of this log's events.
@@ -578,6 +662,9 @@ impl<E> Log<E> {
         Self {
             slots: Segments::new(),
             next: CachePadded::new(AtomicU64::new(0)),
+            full_at: AtomicU64::new(CAPACITY),
+            retired: Mutex::new(Vec::new()),
+            pending: AtomicUsize::new(0),
             watermark: Watermark::new(),
             ids,
         }
@@ -603,11 +690,15 @@ impl<E> Log<E> {
             // Positions from here on can never be filled: the log is full,
             // for this writer and every later one. Nothing was written, and
             // the watermark never passes `start`, so no reader sees a hole.
+            // Relaxed: read only by the teardown, after `&mut self`.
+            self.full_at.fetch_min(start, Ordering::Relaxed);
             return Err(Full);
         }
         let mut stamp = stamp;
-        // Plain stores, before any record is written: cannot panic.
-        stamp.set_range(start, len);
+        // Plain arithmetic and stores, before any record is written: cannot
+        // panic.
+        let spans = LogSlots::<E>::unit(start + len - 1) - LogSlots::<E>::unit(start) + 1;
+        stamp.set_range(start, len, spans);
         Ok(Reservation {
             log: self,
             start,
@@ -618,6 +709,35 @@ impl<E> Log<E> {
             stamp: ManuallyDrop::new(stamp),
             streams: None,
         })
+    }
+
+    /// How many segments wait to be retired or freed.
+    #[cfg(test)]
+    pub(crate) fn pending(&self) -> usize {
+        sync::lock(&self.retired).len()
+    }
+
+    /// How many segments wait to be retired, or for the epoch guards
+    /// older than their retirement: those a `reclaim` now would not free
+    /// even if nobody pinned them.
+    #[cfg(test)]
+    pub(crate) fn unquiet(&self) -> usize {
+        sync::lock(&self.retired)
+            .iter()
+            .filter(|retired| {
+                !retired
+                    .quiet
+                    .as_ref()
+                    .is_some_and(|quiet| quiet.load(Ordering::Acquire))
+            })
+            .count()
+    }
+
+    /// The first position of the capped region, and the capped segments'
+    /// length, in this build's layout.
+    #[cfg(test)]
+    pub(crate) fn capped_layout() -> (u64, u64) {
+        (LogSlots::<E>::CAPPED_START, LogSlots::<E>::SEGMENT_LEN)
     }
 
     /// Pretends `position` positions were reserved already (and refused):
@@ -653,10 +773,18 @@ impl<E> Log<E> {
     /// the length of the transaction committed at `position` (0 if none),
     /// with its `created_at` put in position order first.
     ///
+    /// A helper whose `position` is stale may find the slot before it, or
+    /// the range itself, in a segment retired since (all its events removed
+    /// and covered by the watermark): the watermark is then past
+    /// `position`, so its CAS fails, and it skips the ordering (someone
+    /// else did it before moving the watermark) but still answers the
+    /// length, so that it reloads the watermark as after any failed CAS.
+    ///
     /// # Safety
     ///
     /// `position` is a value this thread loaded from the watermark (with
-    /// `Acquire`), or the end of a range this thread just moved it over.
+    /// `Acquire`), or the end of a range this thread just moved it over,
+    /// and this thread holds an epoch guard.
     #[inline]
     unsafe fn committed_len_ordered(&self, position: u64) -> u64 {
         let len = self.committed_len(position);
@@ -664,38 +792,37 @@ impl<E> Log<E> {
             // SAFETY: the marker was loaded with Acquire, so the range's
             // records are written and visible; `position - 1` lies below
             // the watermark (the caller's contract), so its creation time is
-            // final.
+            // final; the caller's guard keeps whatever this finds.
             unsafe {
-                let earliest = self.created_at_before(position);
-                self.order_created_at(position, len, earliest);
+                if let Some(earliest) = self.created_at_before(position) {
+                    self.order_created_at(position, len, earliest);
+                }
             }
         }
         len
     }
 
     /// The final creation time of the event just before `position`, in
-    /// nanoseconds (0 at position 0).
+    /// nanoseconds (0 at position 0); `None` if its segment was retired.
     ///
     /// # Safety
     ///
     /// `position` is at most a value this thread loaded from the watermark
-    /// (with `Acquire`).
+    /// (with `Acquire`), and this thread holds an epoch guard.
     #[inline]
-    unsafe fn created_at_before(&self, position: u64) -> u64 {
+    unsafe fn created_at_before(&self, position: u64) -> Option<u64> {
         match position.checked_sub(1) {
-            None => 0,
-            // SAFETY: `position - 1` is below the watermark (the caller's
-            // contract).
+            None => Some(0),
+            // SAFETY: `position - 1` is below the watermark, and guarded
+            // (the caller's contract).
             Some(previous) => unsafe { self.committed(previous) }
-                .stamp
-                .get()
-                .created_at_nanos(),
+                .map(|record| record.stamp.get().created_at_nanos()),
         }
     }
 
     /// Rule 26: makes the transaction at `start..start + len` created no
     /// earlier than `earliest`, the final creation time of the event before
-    /// it, and returns its final creation time.
+    /// it.
     ///
     /// Whoever moves the watermark over a range calls this first: the
     /// writer itself on the fast path, or each helper of `advance`. Helpers
@@ -713,34 +840,38 @@ impl<E> Log<E> {
     ///
     /// # Safety
     ///
-    /// The range's records are written and visible to this thread (it wrote
-    /// them, or acquired their marker), and `earliest` is the final creation
-    /// time of position `start - 1` (0 for `start == 0`).
-    unsafe fn order_created_at(&self, start: u64, len: u64, earliest: u64) -> u64 {
+    /// The range's records are written and visible to this thread (it
+    /// acquired their marker), `earliest` is the final creation time of
+    /// position `start - 1` (0 for `start == 0`), and this thread holds an
+    /// epoch guard.
+    unsafe fn order_created_at(&self, start: u64, len: u64, earliest: u64) {
         // SAFETY: the range is written and visible (the caller's contract);
         // records are only shared, and stamps change only through atomics.
-        let first = unsafe { self.written(start) };
+        let Some(first) = (unsafe { self.written(start) }) else {
+            // Retired: covered by the watermark already (see
+            // `committed_len_ordered`).
+            return;
+        };
         let own = first.stamp.get_acquire().created_at_nanos();
-        if own >= earliest {
-            return own;
+        if own < earliest {
+            // SAFETY: the caller's contract.
+            unsafe { self.raise_created_at(first, start, len, earliest) };
         }
-        // SAFETY: the caller's contract.
-        unsafe { self.raise_created_at(start, len, earliest) }
     }
 
     /// The raise of [`order_created_at`](Self::order_created_at), for a
-    /// range created before `earliest`: rare (a clock that stepped back, or
-    /// two writers that read the clock in one order and reserved in the
-    /// other), so kept off the commit's path.
+    /// range created before `earliest`, whose first record is `first`:
+    /// rare (a clock that stepped back, or two writers that read the clock
+    /// in one order and reserved in the other), so kept off the commit's
+    /// path.
     ///
     /// # Safety
     ///
-    /// As for [`order_created_at`](Self::order_created_at).
+    /// As for [`order_created_at`](Self::order_created_at); `first` is the
+    /// record at `start`.
     #[cold]
     #[inline(never)]
-    unsafe fn raise_created_at(&self, start: u64, len: u64, earliest: u64) -> u64 {
-        // SAFETY: the caller's contract, as in `order_created_at`.
-        let first = unsafe { self.written(start) };
+    unsafe fn raise_created_at(&self, first: &Record<E>, start: u64, len: u64, earliest: u64) {
         let stamp = first.stamp.get();
         match stamp.meta() {
             // Relaxed: published by the watermark store or CAS that follows;
@@ -750,29 +881,33 @@ impl<E> Log<E> {
             None => {
                 for position in start + 1..start + len {
                     // SAFETY: as above, for every record of the range.
-                    let record = unsafe { self.written(position) };
-                    record.stamp.raise_to(earliest, Ordering::Relaxed);
+                    match unsafe { self.written(position) } {
+                        Some(record) => record.stamp.raise_to(earliest, Ordering::Relaxed),
+                        // A later segment of the range, retired: so is the
+                        // range (see `committed_len_ordered`), whose first
+                        // record is left as it was.
+                        None => return,
+                    }
                 }
                 first.stamp.raise_to(earliest, Ordering::Release);
             }
         }
-        earliest
     }
 
-    /// The record at `position`, written but perhaps not committed.
+    /// The record at `position`, written but perhaps not committed; `None`
+    /// if its segment was retired (all its events removed and committed).
     ///
     /// # Safety
     ///
     /// The record is written and its write is visible to this thread: it
-    /// wrote it, or acquired its range's marker or a watermark above it.
+    /// wrote it, or acquired its range's marker or a watermark above it;
+    /// and the record is used only while this thread holds an epoch guard
+    /// (or, for a range this thread wrote and has not committed, at all).
     #[inline]
-    unsafe fn written(&self, position: u64) -> &Record<E> {
-        let slot = self
-            .slots
-            .get(position)
-            .expect("a written slot has a segment");
+    unsafe fn written(&self, position: u64) -> Option<&Record<E>> {
+        let slot = self.slots.get(position)?;
         // SAFETY: the caller's contract.
-        unsafe { slot.written_record() }
+        Some(unsafe { slot.written_record() })
     }
 
     /// Waits until every position below `end` is committed.
@@ -780,68 +915,427 @@ impl<E> Log<E> {
         self.watermark.wait_for(end)
     }
 
-    /// The record at `position`.
+    /// The record at `position`; `None` if its segment was retired (every
+    /// event in it was removed, rule 30).
     ///
     /// # Safety
     ///
     /// `position` is below a value this thread loaded from the watermark
-    /// (with `Acquire`, as `Watermark::get` does).
+    /// (with `Acquire`, as `Watermark::get` does), and the record is used
+    /// only while this thread holds an epoch guard (see [`epoch`]).
     #[inline]
-    pub(crate) unsafe fn committed(&self, position: u64) -> &Record<E> {
-        // The watermark covers `position`, so its writer allocated the segment
-        // (happens-before the commit we acquired): `get` cannot miss it.
-        let slot = self
-            .slots
-            .get(position)
-            .expect("committed slot has a segment");
+    pub(crate) unsafe fn committed(&self, position: u64) -> Option<&Record<E>> {
+        // The watermark covers `position`, so its writer allocated the
+        // segment (happens-before the commit we acquired): `get` misses it
+        // only once it is retired.
+        let slot = self.slots.get(position)?;
         // SAFETY: the caller's contract is `committed_record`'s.
-        unsafe { slot.committed_record() }
-    }
-
-    /// The committed event at `position`, as readers see it.
-    ///
-    /// # Safety
-    ///
-    /// As for [`committed`](Self::committed).
-    #[inline]
-    pub(crate) unsafe fn envelope(&self, position: u64) -> Envelope<'_, E> {
-        // SAFETY: the caller's contract is `committed`'s.
-        Envelope::new(unsafe { self.committed(position) }, position, &self.ids)
+        Some(unsafe { slot.committed_record() })
     }
 
     /// The committed slots from `position` to `end`, or to the end of
-    /// `position`'s segment if that comes first (never empty): a run the
-    /// caller can walk without looking up each slot. Read each with
+    /// `position`'s segment if that comes first (never empty), for a reader
+    /// that keeps references to them across calls: a run it can walk
+    /// without looking up each slot, protected by `held`. Read each with
     /// [`Slot::committed_record`].
+    ///
+    /// `held` is reused if it holds `position`'s segment; otherwise the
+    /// segment is pinned and the pin replaces what `held` had, which is
+    /// handed to `keep` first (to drop it, or to keep it for borrows that
+    /// outlive the call). A segment never freed needs no pin, and leaves
+    /// `held` as it was. Answers [`Reach::Gone`] for a retired segment:
+    /// every event in it was removed (rule 30), so the reader skips to its
+    /// end.
     ///
     /// # Safety
     ///
     /// `position < end`, and `end` is at most a value this thread loaded
-    /// from the watermark (with `Acquire`, as `Watermark::get` does).
+    /// from the watermark (with `Acquire`, as `Watermark::get` does). The
+    /// run is used only while `held` (or wherever `keep` put it) holds it.
     #[inline]
-    pub(crate) unsafe fn committed_run(&self, position: u64, end: u64) -> &[Slot<E>] {
-        // As in `committed`: the watermark covers `position`, so its
-        // segment exists.
-        let run = self
-            .slots
-            .run(position)
-            .expect("committed slot has a segment");
-        let len = usize::try_from(end - position).map_or(run.len(), |left| left.min(run.len()));
-        &run[..len]
+    pub(crate) unsafe fn reach(
+        &self,
+        position: u64,
+        end: u64,
+        held: &mut Option<Held<E>>,
+        keep: impl FnOnce(Held<E>),
+    ) -> Reach<'_, E> {
+        let cut = |run: &'_ [Slot<E>]| {
+            let len = usize::try_from(end - position).map_or(run.len(), |left| left.min(run.len()));
+            run.as_ptr_range().start..run.as_ptr().wrapping_add(len)
+        };
+        if let Some(current) = held
+            .as_ref()
+            .filter(|h| h.start <= position && position < h.end)
+        {
+            // SAFETY: `held` pins the segment, whose slots stay put at
+            // `base` until the pin drops; `position` lies in it.
+            let run = unsafe {
+                std::slice::from_raw_parts(
+                    current.base.add((position - current.start) as usize),
+                    (current.end - position) as usize,
+                )
+            };
+            let range = cut(run);
+            // SAFETY: a prefix of `run`.
+            return Reach::Run(unsafe { slice_of(range) });
+        }
+        match self.slots.pin(position) {
+            Hold::Forever => {
+                // A segment never freed while the log lives: its entry is
+                // never null once the watermark covers it.
+                let Some(run) = self.slots.run(position) else {
+                    return Reach::Gone { end: position + 1 };
+                };
+                let range = cut(run);
+                // SAFETY: a prefix of `run`, which lives as long as `self`.
+                Reach::Run(unsafe { slice_of(range) })
+            }
+            Hold::Pinned {
+                pin,
+                base,
+                start,
+                end: segment_end,
+            } => {
+                if let Some(previous) = held.take() {
+                    keep(previous);
+                }
+                let current = held.insert(Held {
+                    _pin: pin,
+                    base,
+                    start,
+                    end: segment_end,
+                });
+                // SAFETY: as above, for the pin just taken.
+                let run = unsafe {
+                    std::slice::from_raw_parts(
+                        current.base.add((position - start) as usize),
+                        (segment_end - position) as usize,
+                    )
+                };
+                let range = cut(run);
+                // SAFETY: a prefix of `run`.
+                Reach::Run(unsafe { slice_of(range) })
+            }
+            Hold::Gone { end } => Reach::Gone { end },
+        }
+    }
+
+    /// The committed record at `position` for a reader that keeps it across
+    /// calls, protected by `held` as in [`reach`](Self::reach); `Err` with
+    /// the end of its segment if that was retired.
+    ///
+    /// # Safety
+    ///
+    /// As for [`reach`](Self::reach), with `end` a watermark above
+    /// `position`.
+    #[inline]
+    pub(crate) unsafe fn reach_one(
+        &self,
+        position: u64,
+        held: &mut Option<Held<E>>,
+        keep: impl FnOnce(Held<E>),
+    ) -> Result<Envelope<'_, E>, u64> {
+        // SAFETY: the caller's contract.
+        match unsafe { self.reach(position, position + 1, held, keep) } {
+            // SAFETY: the slot is committed (below the watermark), and held.
+            Reach::Run(run) => Ok(Envelope::new(
+                unsafe { run[0].committed_record() },
+                position,
+                &self.ids,
+            )),
+            Reach::Gone { end } => Err(end),
+        }
+    }
+
+    /// Counts the events at `positions` as removed (contract rule 30), and
+    /// retires each capped segment whose events are now all counted. Each
+    /// position must be committed and covered by the watermark, and counted
+    /// once in the log's whole life: the caller takes disjoint ranges of
+    /// its stream's versions (`Stream::count_removed`). Never panics and
+    /// runs no user code (it may run under a stream's lock).
+    pub(crate) fn count_removed(&self, positions: impl Iterator<Item = u64>) {
+        let mut batch: Option<(usize, u64)> = None;
+        for position in positions {
+            let Some(segment) = LogSlots::<E>::capped_segment(position) else {
+                continue;
+            };
+            match &mut batch {
+                Some((current, n)) if *current == segment => *n += 1,
+                _ => {
+                    if let Some((current, n)) = batch.replace((segment, 1)) {
+                        self.count_in(current, n);
+                    }
+                }
+            }
+        }
+        if let Some((current, n)) = batch {
+            self.count_in(current, n);
+        }
+    }
+
+    /// Counts `n` removed events in capped segment `segment`, queueing it
+    /// for retirement if that completes it.
+    fn count_in(&self, segment: usize, n: u64) {
+        if self.slots.remove(segment, n) {
+            sync::lock(&self.retired).push(Retired {
+                segment,
+                base: std::ptr::null_mut(),
+                quiet: None,
+            });
+            // Relaxed: a hint for `reclaim`, which takes the lock to look.
+            self.pending.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Retires the queued segments that the watermark has passed, and frees
+    /// the retired ones nobody can read any more: no [`SegmentPin`] holds
+    /// them and every epoch guard older than their retirement is gone.
+    ///
+    /// Drops the freed records: a payload's `Drop` may panic, and then this
+    /// panics too, once the segment is freed (the rest wait for the next
+    /// call). Call it only where user code may run: after a commit, with no
+    /// lock held.
+    pub(crate) fn reclaim(&self) {
+        // Relaxed: a hint; an entry pushed since is seen at the next call.
+        if self.pending.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut free = Vec::new();
+        {
+            // Another thread is at it: it sees what this one would.
+            let Some(mut list) = sync::try_lock(&self.retired) else {
+                return;
+            };
+            // The watermark must be past a segment before it is retired,
+            // strictly: a writer at the watermark reads the creation time
+            // of the event before its range (`created_at_before`) unguarded,
+            // and the watermark cannot pass its range before it commits.
+            let watermark = self.watermark.get();
+            let guard = epoch::pin();
+            list.retain_mut(|retired| {
+                if retired.base.is_null() {
+                    if LogSlots::<E>::bounds(retired.segment).1 >= watermark {
+                        return true;
+                    }
+                    retired.base = self.slots.retire(retired.segment);
+                    if retired.base.is_null() {
+                        // Never allocated, or retired already: nothing to free.
+                        return false;
+                    }
+                    let quiet = Arc::new(AtomicBool::new(false));
+                    guard.defer_flag(Arc::clone(&quiet));
+                    retired.quiet = Some(quiet);
+                    return true;
+                }
+                // Acquire: pairs with the Release store of the deferred
+                // function, which ran after every older guard was gone.
+                let quiet = retired
+                    .quiet
+                    .as_ref()
+                    .is_some_and(|quiet| quiet.load(Ordering::Acquire));
+                if quiet && self.slots.unpinned(retired.segment) {
+                    free.push(retired.base);
+                    return false;
+                }
+                true
+            });
+            // Relaxed: as above; under the lock, so exact.
+            self.pending.store(list.len(), Ordering::Relaxed);
+        }
+        // Every one is freed even if a payload's `Drop` panics: each
+        // `Freeing` finishes its segment when dropped during the unwind.
+        let mut freeing: Vec<Freeing<'_, E>> = free
+            .into_iter()
+            .map(|base| Freeing {
+                // SAFETY: retired, unpinned and quiet: nobody else reads
+                // these slots, and every one holds a committed record.
+                slots: unsafe { LogSlots::<E>::retired_slots(base) },
+                next: 0,
+                last: 0,
+            })
+            .collect();
+        for segment in freeing.iter_mut() {
+            segment.run();
+        }
+    }
+}
+
+/// The slice `range` points to.
+///
+/// # Safety
+///
+/// `range` is a range of initialised slots that outlive `'a`.
+unsafe fn slice_of<'a, E>(range: std::ops::Range<*const Slot<E>>) -> &'a [Slot<E>] {
+    // SAFETY: the caller's contract; `end >= start`, in one allocation.
+    unsafe { std::slice::from_raw_parts(range.start, range.end.offset_from(range.start) as usize) }
+}
+
+/// What [`Log::reach`] found.
+pub(crate) enum Reach<'a, E> {
+    /// Committed slots, from the position asked for.
+    Run(&'a [Slot<E>]),
+    /// The segment is retired: every event below `end` (from the position
+    /// asked for) was removed.
+    Gone { end: u64 },
+}
+
+/// A reader's pin on one capped segment of the log, with where its slots
+/// are: what [`Log::reach`] reads through.
+pub(crate) struct Held<E> {
+    _pin: SegmentPin,
+    base: *const Slot<E>,
+    start: u64,
+    end: u64,
+}
+
+// SAFETY: a `Held` is a shared borrow of a segment's slots in disguise
+// (and a `SegmentPin`, which is `Send` and `Sync`): `&[Slot<E>]` is `Send`
+// and `Sync` exactly when `Slot<E>` is `Sync`, which it is for `E: Send +
+// Sync`.
+unsafe impl<E: Send + Sync> Send for Held<E> {}
+// SAFETY: as above.
+unsafe impl<E: Send + Sync> Sync for Held<E> {}
+
+impl<E> Held<E> {
+    /// The pin alone, to keep after the reader that took it is gone.
+    pub(crate) fn into_pin(self) -> SegmentPin {
+        self._pin
+    }
+
+    /// The end of the pinned segment.
+    pub(crate) fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Another pin on this segment, if it holds `position`.
+    pub(crate) fn pin_for(&self, position: u64) -> Option<SegmentPin> {
+        (self.start <= position && position < self.end).then(|| self._pin.clone())
+    }
+}
+
+/// The segment pins a store handle keeps for its borrowed reads
+/// (`MemoryStore::read_all`, `read_stream`...), whose envelopes borrow the
+/// handle and may outlive the read: released when the handle drops. One
+/// per segment, however many reads went through it.
+#[derive(Default)]
+pub(crate) struct Kept(Mutex<Vec<SegmentPin>>);
+
+impl Kept {
+    /// Keeps `pin`, unless a pin on its segment is kept already.
+    fn keep(&self, pin: SegmentPin) {
+        let mut pins = sync::lock(&self.0);
+        if !pins.iter().any(|kept| kept.same_segment(&pin)) {
+            pins.push(pin);
+        }
+    }
+}
+
+impl std::fmt::Debug for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kept").finish_non_exhaustive()
+    }
+}
+
+/// What a reader does with the pin of a segment it moves past.
+#[derive(Clone, Copy)]
+pub(crate) enum Keep<'a> {
+    /// Hands it to its store handle: the reader's envelopes borrow the
+    /// handle and may outlive the reader.
+    Kept(&'a Kept),
+    /// Drops it: the reader's envelopes are gone by then (a subscription's
+    /// `next` takes `&mut self`; a visitor's event is borrowed for one
+    /// call).
+    Drop,
+}
+
+impl Keep<'_> {
+    /// Keeps or drops the pin of `held`.
+    pub(crate) fn keep<E>(self, held: Held<E>) {
+        match self {
+            Keep::Kept(kept) => kept.keep(held.into_pin()),
+            Keep::Drop => drop(held),
+        }
+    }
+}
+
+/// Drops the records of a freed segment and frees it, finishing even if a
+/// payload's `Drop` panics (the guard's own drop goes on with the next
+/// record while the panic unwinds, as `Vec` does; a second panic during
+/// that unwind aborts, as it does for `Vec`).
+struct Freeing<'a, E> {
+    slots: &'a [Slot<E>],
+    /// The next slot to drop.
+    next: usize,
+    /// The stamp word of the last record whose metadata was released:
+    /// each transaction's is released once per segment.
+    last: u64,
+}
+
+impl<E> Freeing<'_, E> {
+    fn run(&mut self) {
+        while let Some(slot) = self.slots.get(self.next) {
+            self.next += 1;
+            // SAFETY: every slot of a retired segment holds a committed
+            // record (each was counted removed, and only committed events
+            // are), dropped only here, once (`next` moved past it first).
+            let stamp = unsafe { slot.committed_record() }.stamp.get();
+            if stamp.0 & 1 == 1 && stamp.0 != self.last {
+                self.last = stamp.0;
+                // SAFETY: this segment is one unit of the transaction, and
+                // this is its one release for it (its records are
+                // contiguous); none of its records here is read after.
+                unsafe { release_span(stamp) };
+            }
+            // SAFETY: as above: initialised, and dropped once.
+            slot.record
+                .with_mut(|record| unsafe { (*record).assume_init_drop() });
+        }
+    }
+}
+
+impl<E> Drop for Freeing<'_, E> {
+    fn drop(&mut self) {
+        self.run();
+        // SAFETY: every record is dropped, and the slots came from
+        // `retire`, freed once (this `Freeing` owns them).
+        unsafe { LogSlots::<E>::free(self.slots.as_ptr().cast_mut()) };
     }
 }
 
 impl<E> Drop for Log<E> {
     fn drop(&mut self) {
+        // Segments retired but not freed yet: `&mut self` means nobody reads
+        // them any more (every reader borrows the log). Freed first, while
+        // each still counts as a unit of its transactions' metadata.
+        let retired = std::mem::take(&mut *sync::lock(&self.retired));
+        let freeing: Vec<Freeing<'_, E>> = retired
+            .into_iter()
+            .filter(|retired| !retired.base.is_null())
+            .map(|retired| Freeing {
+                // SAFETY: retired, and nobody else can read the log: every
+                // slot holds a committed record, dropped once, here.
+                slots: unsafe { LogSlots::<E>::retired_slots(retired.base) },
+                next: 0,
+                last: 0,
+            })
+            .collect();
+        // If a payload's `Drop` panics, each `Freeing` still finishes its
+        // segment while the panic unwinds.
+        drop(freeing);
         // Relaxed: `&mut self` means all writes happened-before (the last
         // `Arc` drop synchronises). Positions at or past `CAPACITY` were
-        // never handed out.
-        let end = self.next.load(Ordering::Relaxed).min(CAPACITY);
+        // never handed out, nor those of a reservation refused as full.
+        let end = self
+            .next
+            .load(Ordering::Relaxed)
+            .min(self.full_at.load(Ordering::Relaxed));
         let mut teardown = Teardown {
             log: self,
             position: 0,
             tx_end: 0,
             end,
+            last: (0, 0),
         };
         // If a payload's `Drop` panics, the guard's own drop goes on with
         // the next event while the panic unwinds, as `Vec` does; a second
@@ -852,8 +1346,8 @@ impl<E> Drop for Log<E> {
     }
 }
 
-/// Drops every committed record and frees every transaction's metadata,
-/// walking the commit markers from position 0.
+/// Drops every committed record left and frees every transaction's
+/// metadata, walking the commit markers from position 0.
 struct Teardown<'a, E> {
     log: &'a Log<E>,
     /// The next position to look at.
@@ -861,36 +1355,60 @@ struct Teardown<'a, E> {
     /// The end of the transaction `position` is in (`position` itself at a
     /// transaction's start).
     tx_end: u64,
+    /// Below this, every position was reserved by a reservation that
+    /// committed or was abandoned.
     end: u64,
+    /// The stamp word and unit of reclamation of the last record whose
+    /// metadata was released: each transaction's is released once per
+    /// unit (see `TxMeta::first_spans`).
+    last: (u64, u64),
 }
 
 impl<E> Teardown<'_, E> {
     fn run(&mut self) {
         while self.position < self.end {
             let Some(slot) = self.log.slots.get(self.position) else {
-                break;
+                match LogSlots::<E>::capped_segment(self.position) {
+                    // A freed segment (every position below `end` had its
+                    // segment allocated by its writer): its records and its
+                    // units are gone. A transaction may go on past it.
+                    Some(segment) => {
+                        let (_, segment_end) = LogSlots::<E>::bounds(segment);
+                        self.position = segment_end;
+                        self.tx_end = self.tx_end.max(segment_end);
+                        continue;
+                    }
+                    None => break,
+                }
             };
             if self.position == self.tx_end {
-                // Every reservation below `CAPACITY` ended in a commit or an
+                // Every reservation below `end` ended in a commit or an
                 // abandonment (both need the `&self` borrow that `&mut self`
-                // excludes), so a transaction starts here.
+                // excludes), so a transaction starts here, or one whose
+                // start was in a freed segment goes on here.
                 let marker = slot.marker(Ordering::Relaxed);
-                let Some(len) = marker.range_len() else {
-                    // A reservation refused as full: nothing after it was
-                    // ever written.
-                    break;
-                };
-                if marker.is_abandoned() {
-                    // `abandon` already dropped what it wrote.
-                    self.position += len;
-                    self.tx_end = self.position;
-                    continue;
+                match marker.range_len() {
+                    // The rest of a committed transaction whose first
+                    // record (and marker) was freed: one more record.
+                    None => self.tx_end = self.position + 1,
+                    Some(len) if marker.is_abandoned() => {
+                        // `abandon` already dropped what it wrote.
+                        self.position += len;
+                        self.tx_end = self.position;
+                        continue;
+                    }
+                    Some(len) => self.tx_end = self.position + len,
                 }
-                self.tx_end = self.position + len;
-                // SAFETY: the range is committed, so its first record is
-                // initialised; its stamp's metadata is freed here, once, and
-                // no record of the transaction is read after this.
-                unsafe { free_stamp(slot.committed_record().stamp.get()) };
+            }
+            // SAFETY: the range is committed, so the record is initialised.
+            let stamp = unsafe { slot.committed_record() }.stamp.get();
+            let unit = LogSlots::<E>::unit(self.position);
+            if stamp.0 & 1 == 1 && self.last != (stamp.0, unit) {
+                self.last = (stamp.0, unit);
+                // SAFETY: one release per unit the transaction touches
+                // (its records are contiguous); freed units released
+                // theirs when freed. No record of the unit is read after.
+                unsafe { release_span(stamp) };
             }
             // Moved past before the drop: if the payload's `Drop` panics, the
             // guard resumes with the next one.
@@ -1004,6 +1522,11 @@ impl<'a, E> Reservation<'a, E> {
         // SAFETY: `advance` passes watermark values it loaded with Acquire,
         // or ends of ranges it just moved the watermark over.
         let committed = |position| unsafe { log.committed_len_ordered(position) };
+        // Helpers read slots from watermark values that may be stale by
+        // the time they read, in segments that may be retired since: under
+        // an epoch guard, a retired segment is not freed before they are
+        // done (see `reclaim`).
+        let _guard = epoch::pin();
         if log.watermark.is_at(start) {
             #[cfg(loom)]
             crate::loom_api::note_fast_commit();
@@ -1013,8 +1536,11 @@ impl<'a, E> Reservation<'a, E> {
             let earliest = match log.watermark.created_at_at(start) {
                 Some(earliest) => earliest,
                 // SAFETY: `is_at` loaded `start` from the watermark with
-                // Acquire.
-                None => unsafe { log.created_at_before(start) },
+                // Acquire, and `_guard` is held. The slot before `start`
+                // is never retired yet: `reclaim` retires a segment only
+                // once the watermark is past its end, and the watermark
+                // cannot pass `start` before this range commits.
+                None => unsafe { log.created_at_before(start) }.unwrap_or(0),
             };
             // SAFETY: this writer wrote the range's first record. Nobody
             // else raises the range before it is published, so a plain read
@@ -1027,9 +1553,10 @@ impl<'a, E> Reservation<'a, E> {
                 own
             } else {
                 // SAFETY: this writer wrote the whole range (`written ==
-                // len`), and `earliest` is the final time before it
-                // (`is_at`'s Acquire made it so).
-                unsafe { log.raise_created_at(start, len, earliest) }
+                // len`), `first` is its first record, and `earliest` is the
+                // final time before it (`is_at`'s Acquire made it so).
+                unsafe { log.raise_created_at(first.written_record(), start, len, earliest) };
+                earliest
             };
             // Fast path: the watermark waits at our range, and no other
             // thread can move it past a range whose marker is unset, so we

@@ -8,7 +8,7 @@
 
 use crate::envelope::Envelope;
 use crate::ids::{Position, StreamId};
-use crate::log::{Log, Slot};
+use crate::log::{Held, Keep, Log, Reach, Slot};
 use crate::store::Inner;
 use crate::stream::{Stream, StreamPtr};
 use crate::sync::{AtomicU64, Ordering};
@@ -79,10 +79,17 @@ pub struct ReadAll<'a, E> {
     /// The slots from `next` to the end of its segment (or to `end`), once
     /// looked up: walking them needs no lookup per event.
     run: std::slice::Iter<'a, Slot<E>>,
+    /// The pin on `run`'s segment, if it can be freed (rule 30).
+    held: Option<Held<E>>,
+    /// Where the pins of segments passed go.
+    keep: Keep<'a>,
 }
 
 impl<'a, E> ReadAll<'a, E> {
-    pub(crate) fn new(inner: &'a Inner<E>, start: Start) -> Self {
+    /// A read from `start`, whose pins go to `keep`: see [`Keep`]. With
+    /// [`Keep::Drop`], each envelope must be gone before the next call to
+    /// `next` (the crate's visitor reads).
+    pub(crate) fn new(inner: &'a Inner<E>, start: Start, keep: Keep<'a>) -> Self {
         let log = &inner.log;
         let end = log.watermark.get();
         Self {
@@ -92,6 +99,16 @@ impl<'a, E> ReadAll<'a, E> {
             end,
             now: None,
             run: [].iter(),
+            held: None,
+            keep,
+        }
+    }
+}
+
+impl<E> Drop for ReadAll<'_, E> {
+    fn drop(&mut self) {
+        if let Some(held) = self.held.take() {
+            self.keep.keep(held);
         }
     }
 }
@@ -108,9 +125,25 @@ impl<'a, E> Iterator for ReadAll<'a, E> {
             let slot = match self.run.next() {
                 Some(slot) => slot,
                 None => {
-                    // SAFETY: `next < end`, a watermark value loaded with Acquire.
-                    self.run = unsafe { self.log.committed_run(self.next, self.end) }.iter();
-                    self.run.next()?
+                    let keep = self.keep;
+                    // SAFETY: `next < end`, a watermark value loaded with
+                    // Acquire; the run is read while `held` pins it, and
+                    // the envelopes it yields while `keep` does.
+                    match unsafe {
+                        self.log
+                            .reach(self.next, self.end, &mut self.held, |held| keep.keep(held))
+                    } {
+                        Reach::Run(run) => {
+                            self.run = run.iter();
+                            self.run.next()?
+                        }
+                        // Every event of the segment was removed and its
+                        // memory reclaimed: skipped as removed (rule 30).
+                        Reach::Gone { end } => {
+                            self.next = end.min(self.end);
+                            continue;
+                        }
+                    }
                 }
             };
             let position = self.next;
@@ -173,17 +206,31 @@ pub struct ReadStream<'a, E> {
     window_start: u64,
     /// The watermark when the read started.
     watermark: u64,
+    /// The pin on `window`'s segment, if it can be freed (rule 30).
+    held: Option<Held<E>>,
+    /// Where the pins of segments passed go.
+    keep: Keep<'a>,
+}
+
+impl<E> Drop for ReadStream<'_, E> {
+    fn drop(&mut self) {
+        if let Some(held) = self.held.take() {
+            self.keep.keep(held);
+        }
+    }
 }
 
 impl<'a, E> ReadStream<'a, E> {
     /// Versions `first..` (forward) or `..=last` (backward) of `id`, cut at
-    /// the committed end of the stream.
+    /// the committed end of the stream; pins go to `keep`, as for
+    /// [`ReadAll::new`].
     pub(crate) fn new(
         inner: &'a Inner<E>,
         id: StreamId,
         first: u64,
         last: Option<u64>,
         backward: bool,
+        keep: Keep<'a>,
     ) -> Self {
         // The watermark first, then the stream's length: see `committed_len`.
         let watermark = inner.log.watermark.get();
@@ -210,12 +257,15 @@ impl<'a, E> ReadStream<'a, E> {
             window: &[],
             window_start: 0,
             watermark,
+            held: None,
+            keep,
         }
     }
 
-    /// The next event of the stream not below its floor, whatever its age.
+    /// The next event of the stream not below its floor, whatever its age;
+    /// `Some(None)` for one whose memory was reclaimed (removed).
     #[inline]
-    fn next_unaged(&mut self, stream: &'a Stream) -> Option<Envelope<'a, E>> {
+    fn next_unaged(&mut self, stream: &'a Stream) -> Option<Option<Envelope<'a, E>>> {
         // Versions removed since the read started are skipped once reached
         // (rule 30): the floor only rises.
         let floor = stream.floor();
@@ -248,16 +298,29 @@ impl<'a, E> ReadStream<'a, E> {
     /// The event at `position`, a committed position of the stream at or
     /// after the previous one a forward read returned: from the window when
     /// it holds `position`, else from a new window starting there.
+    /// `None` if its memory was reclaimed (every event of its segment was
+    /// removed).
     #[inline]
-    fn forward_envelope(&mut self, position: u64) -> Envelope<'a, E> {
+    fn forward_envelope(&mut self, position: u64) -> Option<Envelope<'a, E>> {
         debug_assert!(position < self.watermark);
         let offset = usize::try_from(position.wrapping_sub(self.window_start));
         let slot = match offset.ok().and_then(|offset| self.window.get(offset)) {
             Some(slot) => slot,
             None => {
+                let keep = self.keep;
                 // SAFETY: `position < watermark` (as in `envelope`), a value
-                // loaded with Acquire when the read started.
-                self.window = unsafe { self.log.committed_run(position, self.watermark) };
+                // loaded with Acquire when the read started; the window is
+                // read while `held` pins it, and the envelopes it yields
+                // while `keep` does.
+                match unsafe {
+                    self.log
+                        .reach(position, self.watermark, &mut self.held, |held| {
+                            keep.keep(held)
+                        })
+                } {
+                    Reach::Run(window) => self.window = window,
+                    Reach::Gone { .. } => return None,
+                }
                 self.window_start = position;
                 &self.window[0]
             }
@@ -265,16 +328,22 @@ impl<'a, E> ReadStream<'a, E> {
         // SAFETY: the slot is at `position`, below the watermark loaded with
         // Acquire when the read started (the window stops there).
         let record = unsafe { slot.committed_record() };
-        Envelope::new(record, position, &self.log.ids)
+        Some(Envelope::new(record, position, &self.log.ids))
     }
 
-    /// The event at `position`, a committed position of the stream.
-    fn envelope(&self, position: u64) -> Envelope<'a, E> {
+    /// The event at `position`, a committed position of the stream; `None`
+    /// if its memory was reclaimed.
+    fn envelope(&mut self, position: u64) -> Option<Envelope<'a, E>> {
         debug_assert!(position < self.watermark);
+        let keep = self.keep;
         // SAFETY: the position is a version's below `committed_len(watermark)`,
         // so it lies below `watermark`, loaded with Acquire when the read
-        // started.
-        unsafe { self.log.envelope(position) }
+        // started; held as in `forward_envelope`.
+        unsafe {
+            self.log
+                .reach_one(position, &mut self.held, |held| keep.keep(held))
+        }
+        .ok()
     }
 }
 
@@ -285,7 +354,10 @@ impl<'a, E> Iterator for ReadStream<'a, E> {
     fn next(&mut self) -> Option<Self::Item> {
         let stream = self.stream?;
         loop {
-            let event = self.next_unaged(stream)?;
+            let Some(event) = self.next_unaged(stream)? else {
+                // Removed, and its memory reclaimed (rule 30).
+                continue;
+            };
             // Events older than the stream's maximum age when reached are
             // skipped too (rule 30): one load for a stream without one.
             if !event.is_too_old(|| self.inner.reading(&mut self.now)) {

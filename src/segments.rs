@@ -20,7 +20,7 @@
 //! only when the whole array drops. This type only hands out `&T`; what a
 //! slot means and who may write it is up to the slot type.
 
-use crate::sync::{AtomicPtr, Ordering, UnsafeCell};
+use crate::sync::{Arc, AtomicPtr, AtomicU64, Ordering, UnsafeCell};
 use std::marker::PhantomData;
 use std::ptr;
 
@@ -37,8 +37,13 @@ unsafe impl Slot for crate::sync::AtomicU64 {}
 
 /// Indexes below `2^INDEX_BITS` have a slot: about 1.1 trillion, more than
 /// any machine's memory holds (the log's slots are at least 32 bytes).
-#[cfg(not(loom))]
+#[cfg(not(any(loom, miri)))]
 pub(crate) const INDEX_BITS: u32 = 40;
+/// Under Miri, 2^32: the capped region's chunk table (2^(INDEX_BITS - MAX
+/// - CHUNK_SHIFT) pointers, built with every array) stays small enough to
+/// interpret.
+#[cfg(all(miri, not(loom)))]
+pub(crate) const INDEX_BITS: u32 = 32;
 /// Under loom, 256 slots: every model writes far fewer, and the capped
 /// region's chunk table stays a handful of loom atomics.
 #[cfg(loom)]
@@ -63,12 +68,115 @@ const CHUNK_LEN: usize = 1 << CHUNK_SHIFT;
 /// The pointers of `2^CHUNK_SHIFT` capped segments.
 struct Chunk<T> {
     /// `entries[i]` is null or points to `2^MAX` initialised slots. An
-    /// array, so a masked index needs no bounds check.
+    /// array, so a masked index needs no bounds check. Null before the
+    /// segment is allocated, and again once it is retired (see
+    /// [`Segments::retire`]), for good: nobody allocates a segment again
+    /// (only writers allocate, for positions they reserved, and a segment
+    /// is retired only once all its positions are committed).
     entries: Box<[AtomicPtr<T>; CHUNK_LEN]>,
+    /// The reclamation state of each of these segments, shared with the
+    /// [`SegmentPin`]s that readers hold, so that a pin can be released
+    /// whenever it drops.
+    headers: Arc<Headers>,
     /// Zero-sized outside loom. Under loom the chunk is created inside
     /// `install_chunk` on the allocating thread, and every lookup reads this
     /// cell, so a chunk published without Release/Acquire is flagged.
     born: UnsafeCell<()>,
+}
+
+/// The reclamation state of `CHUNK_LEN` capped segments.
+struct Headers(Box<[Header; CHUNK_LEN]>);
+
+/// The reclamation state of one capped segment: how many of its events
+/// were removed (contract rule 30), and who still reads it.
+///
+/// The protocol (DESIGN.md, "Reclaiming removed events"): each event of
+/// the segment is counted into `removed` exactly once, once it is both
+/// visible and removed from its stream; the count that reaches the
+/// segment's capacity retires it. Retiring sets [`RETIRED`] in `pins`
+/// (after which no pin succeeds), then swaps the segment's entry to null;
+/// the memory is freed once `pins` counts nobody and every epoch guard
+/// older than the swap is gone.
+#[derive(Default)]
+struct Header {
+    /// Events of the segment removed and counted so far.
+    removed: AtomicU64,
+    /// The number of [`SegmentPin`]s held on the segment, with
+    /// [`RETIRED`] set once it is retired.
+    pins: AtomicU64,
+}
+
+/// The bit of [`Header::pins`] set when its segment is retired.
+const RETIRED: u64 = 1 << 63;
+
+/// A reader's hold on a capped segment: while it lives, the segment is not
+/// freed. Taken by [`Segments::pin`]; released when dropped. `Send` and
+/// `Sync`, unlike an epoch guard, so a subscription or a store handle can
+/// keep one across calls and threads.
+pub(crate) struct SegmentPin {
+    headers: Arc<Headers>,
+    index: usize,
+}
+
+impl Drop for SegmentPin {
+    fn drop(&mut self) {
+        // Release: pairs with the Acquire load in `Segments::unpinned`, so
+        // that every read this pin protected happens before the free.
+        self.headers.0[self.index]
+            .pins
+            .fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl Clone for SegmentPin {
+    /// Another pin on the same segment: always succeeds, since this one
+    /// keeps the segment from being freed (even once retired).
+    fn clone(&self) -> Self {
+        // Relaxed: as for `Arc::clone`: the count is above zero already,
+        // and the free synchronises with each pin's Release `fetch_sub`.
+        self.headers.0[self.index]
+            .pins
+            .fetch_add(1, Ordering::Relaxed);
+        Self {
+            headers: Arc::clone(&self.headers),
+            index: self.index,
+        }
+    }
+}
+
+impl SegmentPin {
+    /// Whether `other` pins the same segment.
+    pub(crate) fn same_segment(&self, other: &SegmentPin) -> bool {
+        Arc::ptr_eq(&self.headers, &other.headers) && self.index == other.index
+    }
+}
+
+impl std::fmt::Debug for SegmentPin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentPin")
+            .field("index", &self.index)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`Segments::pin`] found for a slot.
+pub(crate) enum Hold<T> {
+    /// A slot of the geometric region, or of an array that never caps:
+    /// never freed while the array lives.
+    Forever,
+    /// A capped segment, pinned: its slots, indexes `start..end`, start at
+    /// `base` and stay put while `pin` lives (even once the segment is
+    /// retired and its entry null, so read them through `base`, not
+    /// through another lookup).
+    Pinned {
+        pin: SegmentPin,
+        base: *const T,
+        start: u64,
+        end: u64,
+    },
+    /// A capped segment that is retired (or was never allocated): none of
+    /// its slots may be read. Its indexes end at `end`.
+    Gone { end: u64 },
 }
 
 /// Slots `0..CAPACITY` in groups of `2^GROUP` segments of `2^SHIFT`,
@@ -271,6 +379,174 @@ impl<T: Slot, const SHIFT: u32, const GROUP: u32, const MAX: u32> Segments<T, SH
         unsafe { &*base.add(offset) }
     }
 
+    /// The capped segment that holds `index`, if `index` lies in the
+    /// capped region (never for an array that never caps).
+    #[inline]
+    pub(crate) fn capped_segment(index: u64) -> Option<usize> {
+        (Self::CHUNKS > 0 && index >= Self::GEO_END && index < CAPACITY)
+            .then(|| Self::locate(index).0)
+    }
+
+    /// The indexes of capped segment `segment`: `start..end`.
+    #[inline]
+    pub(crate) fn bounds(segment: usize) -> (u64, u64) {
+        debug_assert!(Self::CHUNKS > 0 && segment >= Self::GEO_SEGMENTS);
+        let start = Self::GEO_END + (((segment - Self::GEO_SEGMENTS) as u64) << MAX);
+        (start, start + (1 << MAX))
+    }
+
+    /// The slots of capped segment `segment`: `2^MAX` of them.
+    pub(crate) const SEGMENT_LEN: u64 = 1 << MAX;
+
+    /// The first index of the capped region.
+    #[cfg(test)]
+    pub(crate) const CAPPED_START: u64 = Self::GEO_END;
+
+    /// Which unit of reclamation holds `index`: 0 for the geometric region
+    /// (never freed while the array lives), `1 + k` for capped segment `k`.
+    /// Consecutive indexes have the same or the next unit.
+    #[inline]
+    pub(crate) fn unit(index: u64) -> u64 {
+        match Self::capped_segment(index) {
+            Some(segment) => 1 + (segment - Self::GEO_SEGMENTS) as u64,
+            None => 0,
+        }
+    }
+
+    /// The reclamation state of capped segment `segment`, with the shared
+    /// block it lives in and its index there; `None` if its chunk was
+    /// never allocated.
+    #[inline]
+    fn header(&self, segment: usize) -> Option<(&Arc<Headers>, usize)> {
+        debug_assert!(Self::CHUNKS > 0 && segment >= Self::GEO_SEGMENTS);
+        let capped = segment - Self::GEO_SEGMENTS;
+        // Acquire: as in `entry`.
+        let chunk = self.chunks[capped >> CHUNK_SHIFT].load(Ordering::Acquire);
+        if chunk.is_null() {
+            return None;
+        }
+        // SAFETY: as in `entry`: chunks stay put until `self` drops.
+        let chunk = unsafe { &*chunk };
+        chunk.born.with(|_| ());
+        Some((&chunk.headers, capped % CHUNK_LEN))
+    }
+
+    /// Holds the segment of slot `index < CAPACITY` against being freed,
+    /// for a reader that keeps references into it across calls: see
+    /// [`Hold`].
+    #[inline]
+    pub(crate) fn pin(&self, index: u64) -> Hold<T> {
+        let Some(segment) = Self::capped_segment(index) else {
+            return Hold::Forever;
+        };
+        let (start, end) = Self::bounds(segment);
+        let Some((headers, at)) = self.header(segment) else {
+            return Hold::Gone { end };
+        };
+        // AcqRel: the Release half makes this pin part of the value that
+        // `retire`'s RMW and `unpinned`'s load read (one modification
+        // order: a pin either precedes `RETIRED`, and is counted, or sees
+        // it); the Acquire half orders the reads below after it.
+        let before = headers.0[at].pins.fetch_add(1, Ordering::AcqRel);
+        let pin = SegmentPin {
+            headers: Arc::clone(headers),
+            index: at,
+        };
+        if before & RETIRED != 0 {
+            // Dropping the pin takes the count back: it protected nothing.
+            return Hold::Gone { end };
+        }
+        // Acquire: as in `base`. The pin precedes `RETIRED` in the pins'
+        // modification order, so the slots are not freed before it drops;
+        // the entry may still read null if `retire` swapped it since (then
+        // the segment is gone all the same).
+        match self
+            .entry(segment)
+            .map(|entry| entry.load(Ordering::Acquire))
+        {
+            Some(base) if !base.is_null() => Hold::Pinned {
+                pin,
+                base,
+                start,
+                end,
+            },
+            _ => Hold::Gone { end },
+        }
+    }
+
+    /// Counts `n` more removed events in capped segment `segment`; `true`
+    /// for the call whose count completes the segment (exactly one call
+    /// per segment, if each event is counted once).
+    #[inline]
+    pub(crate) fn remove(&self, segment: usize, n: u64) -> bool {
+        let Some((headers, at)) = self.header(segment) else {
+            return false;
+        };
+        // AcqRel: the call that completes the count reads every earlier
+        // call's increment in the RMW chain and synchronises with it.
+        let before = headers.0[at].removed.fetch_add(n, Ordering::AcqRel);
+        debug_assert!(before + n <= Self::SEGMENT_LEN);
+        before + n == Self::SEGMENT_LEN
+    }
+
+    /// Retires capped segment `segment`: no pin succeeds from now on, and
+    /// its entry is null; returns its slots, or null if it had none (never
+    /// allocated, or retired already). The caller frees them with
+    /// [`free`](Self::free) once [`unpinned`](Self::unpinned) and once
+    /// every epoch guard that might have loaded the entry before the swap
+    /// is gone.
+    pub(crate) fn retire(&self, segment: usize) -> *mut T {
+        let Some((headers, at)) = self.header(segment) else {
+            return ptr::null_mut();
+        };
+        // AcqRel: after this RMW no `pin` succeeds (it reads `RETIRED`);
+        // every pin before it is counted in the value `unpinned` reads.
+        headers.0[at].pins.fetch_or(RETIRED, Ordering::AcqRel);
+        match self.entry(segment) {
+            // SeqCst: a guarded reader loads the entry after pinning its
+            // epoch (crossbeam-epoch's SeqCst), and this swap comes before
+            // the retirer defers the free: one of the two sees the other.
+            Some(entry) => entry.swap(ptr::null_mut(), Ordering::SeqCst),
+            None => ptr::null_mut(),
+        }
+    }
+
+    /// Whether no [`SegmentPin`] holds retired segment `segment`.
+    pub(crate) fn unpinned(&self, segment: usize) -> bool {
+        match self.header(segment) {
+            // Acquire: pairs with each pin's Release `fetch_sub`, so the
+            // reads it protected happen before the caller frees the slots.
+            Some((headers, at)) => headers.0[at].pins.load(Ordering::Acquire) & !RETIRED == 0,
+            None => true,
+        }
+    }
+
+    /// Frees the slots of capped segment `segment`, which [`retire`](Self::retire) returned.
+    ///
+    /// # Safety
+    ///
+    /// `base` came from `retire(segment)`, is freed once, and no reference
+    /// into it is alive or will be made (the segment is unpinned and every
+    /// epoch guard that could have loaded its entry is gone). The slots'
+    /// contents were dropped by the caller if they need it.
+    pub(crate) unsafe fn free(base: *mut T) {
+        // SAFETY: the caller's contract; capped segments hold `2^MAX` slots.
+        unsafe { free_segment(base, 1 << MAX) };
+    }
+
+    /// The slots of a segment [`retire`](Self::retire) returned, for the
+    /// caller to drop what they hold before [`free`](Self::free).
+    ///
+    /// # Safety
+    ///
+    /// As for [`free`](Self::free), but for the slots' contents, which the
+    /// caller may read and drop.
+    pub(crate) unsafe fn retired_slots<'a>(base: *mut T) -> &'a [T] {
+        // SAFETY: `base` points to `2^MAX` initialised slots nobody else
+        // reads (the caller's contract).
+        unsafe { std::slice::from_raw_parts(base, 1 << MAX) }
+    }
+
     /// Allocates segment `segment` and races to install it.
     #[cold]
     fn install(&self, segment: usize) -> *mut T {
@@ -302,8 +578,14 @@ impl<T: Slot, const SHIFT: u32, const GROUP: u32, const MAX: u32> Segments<T, SH
             // `CHUNK_LEN` entries were collected: the conversion cannot fail.
             std::process::abort();
         };
+        let headers: Box<[Header]> = (0..CHUNK_LEN).map(|_| Header::default()).collect();
+        let Ok(headers) = headers.try_into() else {
+            // As above.
+            std::process::abort();
+        };
         let fresh = Box::into_raw(Box::new(Chunk {
             entries,
+            headers: Arc::new(Headers(headers)),
             born: UnsafeCell::new(()),
         }));
         // AcqRel on success: Release publishes the chunk's null entries to
@@ -459,6 +741,8 @@ mod tests {
         // 7 groups of 8 pointers, and 1,024 chunk pointers (8 KiB) for the
         // capped region.
         assert_eq!(Log::GEO_SEGMENTS, 56);
+        assert_eq!(Log::CHUNKS, 1 << (INDEX_BITS - 16 - CHUNK_SHIFT));
+        #[cfg(not(miri))]
         assert_eq!(Log::CHUNKS, 1024);
         // An uncapped array has no capped region.
         type Stream = Segments<AtomicU64, 2, 0, UNCAPPED>;

@@ -16,7 +16,9 @@ use crate::error::{EventIdMismatch, InsertError, VersionMismatch};
 use crate::handle::StreamHandle;
 use crate::idempotency::{self, Refusal, Verdict};
 use crate::ids::{CorrelationId, EventId, Position, StreamId, StreamVersion};
-use crate::log::{nanos_since_epoch, now_nanos, Full, Log, OwnedStamp, Reservation, TxRange};
+use crate::log::{
+    nanos_since_epoch, now_nanos, Full, Keep, Kept, Log, OwnedStamp, Reservation, TxRange,
+};
 use crate::metadata::Metadata;
 use crate::name::StreamName;
 use crate::read::{ReadAll, ReadStream, Start};
@@ -78,6 +80,9 @@ pub const STORE_CAPACITY: u64 = CAPACITY;
 /// ```
 pub struct MemoryStore<E> {
     pub(crate) inner: Arc<Inner<E>>,
+    /// The segment pins of this handle's borrowed reads, whose envelopes
+    /// borrow the handle: released when it drops (see `read_all`).
+    kept: Kept,
 }
 
 /// The store itself. The log is declared first, so it drops first: records
@@ -159,9 +164,42 @@ impl<E> Inner<E> {
 
 impl<E> Clone for MemoryStore<E> {
     fn clone(&self) -> Self {
+        Self::from_inner(Arc::clone(&self.inner))
+    }
+}
+
+impl<E> MemoryStore<E> {
+    /// A handle on `inner`, with no pins of its own yet.
+    pub(crate) fn from_inner(inner: Arc<Inner<E>>) -> Self {
         Self {
-            inner: Arc::clone(&self.inner),
+            inner,
+            kept: Kept::default(),
         }
+    }
+
+    /// [`read_all`](Self::read_all) for a visitor that drops each envelope
+    /// before asking for the next: pins nothing past the read.
+    ///
+    /// # Safety
+    ///
+    /// Each envelope the read yields is gone before the next call to `next`
+    /// (and before the read drops).
+    pub(crate) unsafe fn visit_all(&self, start: Start) -> ReadAll<'_, E> {
+        ReadAll::new(&self.inner, start, Keep::Drop)
+    }
+
+    /// [`read_stream`](Self::read_stream) for a visitor, as
+    /// [`visit_all`](Self::visit_all).
+    ///
+    /// # Safety
+    ///
+    /// As for [`visit_all`](Self::visit_all).
+    pub(crate) unsafe fn visit_stream(
+        &self,
+        stream: StreamId,
+        from: StreamVersion,
+    ) -> ReadStream<'_, E> {
+        ReadStream::new(&self.inner, stream, from.0, None, false, Keep::Drop)
     }
 }
 
@@ -583,6 +621,12 @@ impl<E> MemoryStore<E> {
             stream.trim(first_version + count);
         }
         wake_stream(stream, commit.fenced);
+        // Rule 30: removed events free their memory once whole segments of
+        // them are removed. Two loads when nothing is; user code (a
+        // payload's `Drop`) runs only in `reclaim`, with no lock held,
+        // after the commit.
+        stream.count_removed(&self.inner.log, first_version + count);
+        self.inner.log.reclaim();
         Ok(StreamHead {
             version: StreamVersion(first_version + count - 1),
             position: Position(end - 1),
@@ -614,16 +658,22 @@ impl<E> MemoryStore<E> {
 
     /// The original result of the committed transaction `range` (rule
     /// 29): its last position and the head each of its streams had then,
-    /// read back from its records.
+    /// read back from its records. A stream whose events of the
+    /// transaction were all removed and reclaimed since (rule 30) is left
+    /// out: its records are gone.
     fn committed_of(&self, range: TxRange) -> Result<Committed, InsertError> {
         let end = range.first + range.len;
         self.wait_visible_end(end)?;
         let log = &self.inner.log;
         let mut heads = Heads::new();
+        // Keeps the records read below from being freed while they are.
+        let _guard = crate::epoch::pin();
         for position in range.first..end {
             // SAFETY: `wait_visible_end` loaded the watermark at or above
-            // `end` with Acquire.
-            let record = unsafe { log.committed(position) };
+            // `end` with Acquire; the record is read under `_guard`.
+            let Some(record) = (unsafe { log.committed(position) }) else {
+                continue;
+            };
             // SAFETY: the stream holds this committed event, so the index
             // keeps it for as long as the log `self` borrows.
             let stream = unsafe { record.stream.get() }.id;
@@ -822,6 +872,19 @@ impl<E> MemoryStore<E> {
         for stream in streams.iter().flatten() {
             wake_stream(stream, commit.fenced);
         }
+        // As in `append_to`: this transaction's events are visible, and so
+        // is every version below them.
+        let mut next_head = heads.iter();
+        for (append, stream) in appends_written.iter().zip(streams) {
+            if !*append {
+                continue;
+            }
+            let (Some((_, head)), Some(stream)) = (next_head.next(), stream) else {
+                break;
+            };
+            stream.count_removed(&self.inner.log, head.version.0 + 1);
+        }
+        self.inner.log.reclaim();
         Ok(Committed {
             last_position: Some(Position(end - 1)),
             streams: heads,
@@ -1132,7 +1195,11 @@ impl<E> MemoryStore<E> {
             // Recorded events the delete covers may not be committed yet:
             // wait until they are, so that no read after the answer sees
             // the stream without them being removed.
-            Some(Ok(found)) => self.wait_visible(found),
+            Some(Ok(found)) => {
+                self.wait_visible(found)?;
+                self.count_removed(id);
+                Ok(())
+            }
             Some(Err(refused)) => {
                 if !matches!(refused, Refused::Conflict(Some(_))) {
                     index.remove_if_unused(id);
@@ -1194,8 +1261,26 @@ impl<E> MemoryStore<E> {
         });
         match outcome {
             Some(Err(Tombstoned)) => Err(self.deleted(stream)),
-            None | Some(Ok(())) => Ok(()),
+            None | Some(Ok(())) => {
+                self.count_removed(stream);
+                Ok(())
+            }
         }
+    }
+
+    /// Counts the events of stream `id` that are removed and visible but
+    /// not counted yet (rule 30), then frees the log segments that leaves
+    /// wholly removed, if nobody reads them. Outside any lock: a payload's
+    /// `Drop` may run.
+    fn count_removed(&self, id: StreamId) {
+        let log = &self.inner.log;
+        let watermark = log.watermark.get();
+        // The watermark first, then the stream's length: see
+        // `committed_len`.
+        self.inner.streams.with(id, |stream| {
+            stream.count_removed(log, stream.committed_len(watermark))
+        });
+        log.reclaim();
     }
 
     /// Deletes every stream at once (a soft delete of each, as
@@ -1254,12 +1339,17 @@ impl<E> MemoryStore<E> {
             }
         }
         drop(locked);
+        let ids: Vec<StreamId> = streams.iter().map(|stream| stream.id).collect();
         for stream in streams {
             index.release(stream);
         }
         // As in `remove`: the removed events recorded but not committed yet
         // are visible (removed) before the call returns.
-        self.wait_visible(seen)
+        self.wait_visible(seen)?;
+        for id in ids {
+            self.count_removed(id);
+        }
+        Ok(())
     }
 
     /// Sets the most events of `stream` that readers see (KurrentDB's
@@ -1312,7 +1402,10 @@ impl<E> MemoryStore<E> {
         });
         match outcome {
             Some(Err(Tombstoned)) => Err(self.deleted(stream)),
-            None | Some(Ok(())) => Ok(()),
+            None | Some(Ok(())) => {
+                self.count_removed(stream);
+                Ok(())
+            }
         }
     }
 
@@ -1407,7 +1500,7 @@ impl<E> MemoryStore<E> {
     /// assert_eq!(positions, [1, 2]);
     /// ```
     pub fn read_all(&self, start: Start) -> ReadAll<'_, E> {
-        ReadAll::new(&self.inner, start)
+        ReadAll::new(&self.inner, start, Keep::Kept(&self.kept))
     }
 
     /// The committed events of `stream`, oldest first, from version `from`
@@ -1423,7 +1516,14 @@ impl<E> MemoryStore<E> {
     /// assert_eq!(read, [2, 3]);
     /// ```
     pub fn read_stream(&self, stream: StreamId, from: StreamVersion) -> ReadStream<'_, E> {
-        ReadStream::new(&self.inner, stream, from.0, None, false)
+        ReadStream::new(
+            &self.inner,
+            stream,
+            from.0,
+            None,
+            false,
+            Keep::Kept(&self.kept),
+        )
     }
 
     /// The committed events of `stream`, newest first.
@@ -1437,7 +1537,7 @@ impl<E> MemoryStore<E> {
     /// assert_eq!(read, [3, 2, 1]);
     /// ```
     pub fn read_stream_backward(&self, stream: StreamId) -> ReadStream<'_, E> {
-        ReadStream::new(&self.inner, stream, 0, None, true)
+        ReadStream::new(&self.inner, stream, 0, None, true, Keep::Kept(&self.kept))
     }
 
     /// The committed events of `stream` from version `from` (inclusive)
@@ -1456,7 +1556,14 @@ impl<E> MemoryStore<E> {
         stream: StreamId,
         from: StreamVersion,
     ) -> ReadStream<'_, E> {
-        ReadStream::new(&self.inner, stream, 0, Some(from.0), true)
+        ReadStream::new(
+            &self.inner,
+            stream,
+            0,
+            Some(from.0),
+            true,
+            Keep::Kept(&self.kept),
+        )
     }
 
     /// Whether a writer panicked between reserving and committing, so that

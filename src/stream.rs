@@ -9,6 +9,7 @@
 
 use crate::idempotency::IdWindow;
 use crate::ids::{Position, StreamId, StreamVersion};
+use crate::log::Log;
 use crate::segments::{Segments, UNCAPPED};
 use crate::signal::Signal;
 use crate::sync::{self, fence, Arc, AtomicU64, Mutex, MutexGuard, Ordering};
@@ -68,6 +69,10 @@ pub(crate) struct Stream {
     /// The stream's marks ([`Marks`]): where it was last deleted, whether
     /// for good, whether it has a maximum count. Written only under `lock`.
     deleted: AtomicU64,
+    /// Versions below this are counted as removed in the log (see
+    /// [`Stream::count_removed`]), which frees a segment once all its
+    /// events are. Never above `floor`.
+    counted: AtomicU64,
     /// The most events of the stream readers see (KurrentDB's `$maxCount`);
     /// `u64::MAX` for no limit. Written only under `lock`, with
     /// [`LIMITED`] set in `deleted` before it is first read.
@@ -130,6 +135,7 @@ impl Stream {
             floor: AtomicU64::new(0),
             max_age: AtomicU64::new(0),
             deleted: AtomicU64::new(0),
+            counted: AtomicU64::new(0),
             max_count: AtomicU64::new(u64::MAX),
         }
     }
@@ -183,6 +189,33 @@ impl Stream {
         if let Some(floor) = len.checked_sub(max) {
             // Release: pairs with the Acquire load in `floor`.
             self.floor.fetch_max(floor, Ordering::Release);
+        }
+    }
+
+    /// Counts the stream's versions below both its floor and `committed`
+    /// that are not counted yet as removed events of `log` (contract rule
+    /// 30), so that a log segment is freed once all its events are.
+    /// `committed` is a number of versions whose events are committed and
+    /// covered by the watermark (the caller's own append's end, or
+    /// `committed_len` of a watermark it loaded). Each version is counted
+    /// once: concurrent callers take disjoint ranges (`fetch_max` returns
+    /// where the last one stopped). A version removed ahead of its commit
+    /// (a truncation past the head) is counted by its writer, after its
+    /// commit. Never panics and runs no user code (it may run under the
+    /// lock).
+    pub(crate) fn count_removed<E>(&self, log: &Log<E>, committed: u64) {
+        let target = self.floor().min(committed);
+        // Relaxed: a hint, to skip the RMW when nothing is new; the
+        // `fetch_max` below decides.
+        if target <= self.counted.load(Ordering::Relaxed) {
+            return;
+        }
+        // Relaxed: the RMW alone makes the ranges disjoint; the positions
+        // read below were published to the caller (it loaded `len` with
+        // Acquire or holds the lock, as `committed` requires).
+        let before = self.counted.fetch_max(target, Ordering::Relaxed);
+        if before < target {
+            log.count_removed((before..target).map(|version| self.position(version)));
         }
     }
 

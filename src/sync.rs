@@ -36,6 +36,16 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     }
 }
 
+/// Locks `mutex` if nobody holds it, ignoring poisoning (see [`lock`]).
+pub(crate) fn try_lock<T>(mutex: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    match mutex.try_lock() {
+        Ok(guard) => Some(guard),
+        #[cfg(not(loom))]
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(_) => None,
+    }
+}
+
 /// An `UnsafeCell` with loom's closure-based API, so that loom can track
 /// every access to the cell's contents.
 #[cfg(not(loom))]

@@ -321,7 +321,9 @@ impl<E: Send + Sync + 'static> EventStore for MemoryStore<E> {
     {
         let start = after.map_or(Start::Beginning, Start::After);
         visit_each(
-            MemoryStore::read_all(self, start),
+            // SAFETY: `visit_each` hands each envelope to `visit` for one
+            // call (a higher-ranked borrow) and drops it before the next.
+            unsafe { self.visit_all(start) },
             visit,
             #[cfg(feature = "tracing")]
             tracing::debug_span!(
@@ -343,7 +345,8 @@ impl<E: Send + Sync + 'static> EventStore for MemoryStore<E> {
         F: FnMut(EventRef<'_, E, Position>) -> ControlFlow<()> + Send,
     {
         visit_each(
-            MemoryStore::read_stream(self, stream, from),
+            // SAFETY: as in `read_all`.
+            unsafe { self.visit_stream(stream, from) },
             visit,
             #[cfg(feature = "tracing")]
             tracing::debug_span!(

@@ -6,8 +6,9 @@
 //! ([`crate::contract`]).
 
 use crate::envelope::Envelope;
-use crate::log::Slot;
+use crate::log::{Held, Keep, Reach, Slot};
 use crate::read::Start;
+use crate::segments::SegmentPin;
 use crate::selector::Selector;
 use crate::signal::Signal;
 use crate::store::Inner;
@@ -51,6 +52,13 @@ pub(crate) struct Cursor<E> {
     /// Every position below this has been looked at (delivered or skipped);
     /// when `advance` returns `None`, it equals the watermark it observed.
     passed: u64,
+    /// The pin on the segment of `run` (all streams) or of the last event
+    /// read (one stream), if that segment can be freed (rule 30). Replaced
+    /// when the cursor moves to the next such segment: every caller of
+    /// `advance` is done with the envelopes it returned by then (they
+    /// borrow the subscription mutably, or are owned and hold a pin of
+    /// their own, `pin_of`).
+    held: Option<Held<E>>,
 }
 
 impl<E> Cursor<E> {
@@ -80,7 +88,15 @@ impl<E> Cursor<E> {
             },
             passed: first,
             selector,
+            held: None,
         }
+    }
+
+    /// A pin of its own for an event `advance` just returned at
+    /// `position`, if its segment can be freed: what an owned envelope
+    /// keeps.
+    pub(crate) fn pin_of(&self, position: u64) -> Option<SegmentPin> {
+        self.held.as_ref().and_then(|held| held.pin_for(position))
     }
 
     /// Every position below this has been looked at.
@@ -115,6 +131,17 @@ impl<E> Cursor<E> {
             }
         }
         self.passed = self.passed.max(self.end);
+        // Everything below `end` is looked at: whatever the cursor returns
+        // next lies at or past it, so a pinned segment that ends there is
+        // never read again (a cursor following live writes keeps the pin
+        // of the segment they go to).
+        if self
+            .held
+            .as_ref()
+            .is_some_and(|held| held.end() <= self.end)
+        {
+            self.held = None;
+        }
         None
     }
 
@@ -128,13 +155,24 @@ impl<E> Cursor<E> {
                     let position = self.next;
                     if position - self.run.start >= self.run.len {
                         // SAFETY: `position < end`, a watermark value loaded
-                        // with Acquire.
-                        let run = unsafe { log.committed_run(position, self.end) };
-                        self.run = Run {
-                            slots: run.as_ptr(),
-                            start: position,
-                            len: run.len() as u64,
-                        };
+                        // with Acquire; the run is read while `held` pins
+                        // it, and the pin it replaces guarded only
+                        // envelopes the caller is done with (see `held`).
+                        match unsafe { log.reach(position, self.end, &mut self.held, drop) } {
+                            Reach::Run(run) => {
+                                self.run = Run {
+                                    slots: run.as_ptr(),
+                                    start: position,
+                                    len: run.len() as u64,
+                                }
+                            }
+                            // Every event of the segment was removed and its
+                            // memory reclaimed: skipped as removed (rule 30).
+                            Reach::Gone { end } => {
+                                self.next = end.min(self.end);
+                                continue;
+                            }
+                        }
                     }
                     // SAFETY: `position` lies in the run (checked above), whose
                     // slots live as long as `inner`'s log: the cursor only
@@ -211,8 +249,15 @@ impl<E> Cursor<E> {
                         continue;
                     }
                     // SAFETY: a committed version's position lies below
-                    // `end`, a watermark value loaded with Acquire.
-                    let event = unsafe { log.envelope(position) };
+                    // `end`, a watermark value loaded with Acquire; held
+                    // as in the all-streams case.
+                    let Ok(event) = (unsafe {
+                        log.reach_one(position, &mut self.held, |held| Keep::Drop.keep(held))
+                    }) else {
+                        // Removed, and its memory reclaimed (rule 30).
+                        self.next += 1;
+                        continue;
+                    };
                     // So are events older than the stream's maximum age
                     // when reached (one load for a stream without one; a
                     // custom clock may panic: before moving past it).

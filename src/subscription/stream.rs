@@ -50,8 +50,10 @@ impl<E> Subscription<E> {
     #[inline]
     fn advance_owned(&mut self) -> Option<OwnedEnvelope<E>> {
         let event = self.cursor.advance(&self.store.inner)?;
-        // SAFETY: the cursor reads the log of `self.store`, and lends from it.
-        Some(unsafe { OwnedEnvelope::new(self.store.clone(), event) })
+        let pin = self.cursor.pin_of(event.position().0);
+        // SAFETY: the cursor reads the log of `self.store`, and lends from
+        // it; `pin` holds the event's segment if it can be freed.
+        Some(unsafe { OwnedEnvelope::new(self.store.clone(), event, pin) })
     }
 
     /// [`try_next`](Self::try_next), owned.
@@ -220,9 +222,11 @@ impl<E> Stream for SubscriptionStream<E> {
                 // Nothing to wait for: stop costing writers a notify.
                 this.sleeper = None;
             }
+            let pin = subscription.cursor.pin_of(event.position().0);
             // SAFETY: the cursor reads the log of `subscription.store`, and
-            // lends from it.
-            let event = unsafe { OwnedEnvelope::new(subscription.store.clone(), event) };
+            // lends from it; `pin` holds the event's segment if it can be
+            // freed.
+            let event = unsafe { OwnedEnvelope::new(subscription.store.clone(), event, pin) };
             return Poll::Ready(Some(Ok(event)));
         }
         this.poll_wait(cx)

@@ -1,0 +1,106 @@
+//! Epoch guards for short looks at log segments that may be retired.
+//!
+//! A writer committing its range, and a helper moving the watermark, read
+//! slots near the watermark from a value they loaded earlier, which may be
+//! stale by the time they read: the segment may have been retired since
+//! (all its events removed, contract rule 30). They read under a [`Guard`]:
+//! a retired segment's memory is freed only once every guard pinned before
+//! its retirement is gone ([`Guard::defer_flag`]). Pinning is a store to a
+//! thread-local word (crossbeam-epoch), with no write shared between
+//! threads, so it costs a commit little. Guards are `!Send` and scoped to
+//! one call; readers that keep references across calls pin the segment
+//! itself instead (`segments::SegmentPin`).
+//!
+//! Under loom this is a stand-in with the same contract: one mutex-guarded
+//! count of live guards, and the flags deferred while any guard lives are
+//! set when the count drops to zero. crossbeam-epoch is model-checked by
+//! its own authors; the models here check the protocol around it.
+
+use crate::sync::{Arc, AtomicBool, Ordering};
+
+/// A pinned epoch: memory retired after the pin is not freed while it
+/// lives.
+pub(crate) struct Guard {
+    #[cfg(not(loom))]
+    inner: crossbeam_epoch::Guard,
+    #[cfg(loom)]
+    _inner: (),
+}
+
+/// Pins the current thread's epoch.
+#[inline]
+pub(crate) fn pin() -> Guard {
+    #[cfg(not(loom))]
+    {
+        Guard {
+            inner: crossbeam_epoch::pin(),
+        }
+    }
+    #[cfg(loom)]
+    {
+        stand_in::pin();
+        Guard { _inner: () }
+    }
+}
+
+impl Guard {
+    /// Sets `flag` (with Release) once every guard pinned before this call
+    /// (this one included) is gone. Never panics and runs no user code: the
+    /// deferred function only stores to the flag, which it owns a share of.
+    pub(crate) fn defer_flag(&self, flag: Arc<AtomicBool>) {
+        #[cfg(not(loom))]
+        {
+            // Release: pairs with the Acquire load of the flag by whoever
+            // frees the segment.
+            self.inner
+                .defer(move || flag.store(true, Ordering::Release));
+            // Hands the deferred function to the global queue now, so that
+            // any thread's next collection may run it.
+            self.inner.flush();
+        }
+        #[cfg(loom)]
+        stand_in::defer(flag);
+    }
+}
+
+#[cfg(loom)]
+impl Drop for Guard {
+    fn drop(&mut self) {
+        stand_in::unpin();
+    }
+}
+
+#[cfg(loom)]
+mod stand_in {
+    use super::*;
+    use crate::sync::Mutex;
+
+    /// Live guards, and the flags waiting for the count to reach zero.
+    struct State {
+        live: usize,
+        waiting: Vec<Arc<AtomicBool>>,
+    }
+
+    loom::lazy_static! {
+        static ref STATE: Mutex<State> = Mutex::new(State { live: 0, waiting: Vec::new() });
+    }
+
+    pub(super) fn pin() {
+        STATE.lock().unwrap().live += 1;
+    }
+
+    pub(super) fn unpin() {
+        let mut state = STATE.lock().unwrap();
+        state.live -= 1;
+        if state.live == 0 {
+            for flag in state.waiting.drain(..) {
+                flag.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    pub(super) fn defer(flag: Arc<AtomicBool>) {
+        // The caller's own guard is live: the flag waits for it at least.
+        STATE.lock().unwrap().waiting.push(flag);
+    }
+}
