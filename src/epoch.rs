@@ -48,18 +48,29 @@ impl Guard {
     /// (this one included) is gone. Never panics and runs no user code: the
     /// deferred function only stores to the flag, which it owns a share of.
     pub(crate) fn defer_flag(&self, flag: Arc<AtomicBool>) {
+        // Release: pairs with the Acquire load of the flag by whoever
+        // frees the segment.
+        self.defer(move || flag.store(true, Ordering::Release));
+    }
+
+    /// Drops `value` once every guard pinned before this call (this one
+    /// included) is gone, on whichever thread collects then. `value`'s
+    /// `Drop` must not panic, and must not touch anything that may be gone
+    /// by then (it may run after the store dropped).
+    pub(crate) fn defer_drop<T: Send + 'static>(&self, value: T) {
+        self.defer(move || drop(value));
+    }
+
+    fn defer(&self, f: impl FnOnce() + Send + 'static) {
         #[cfg(not(loom))]
         {
-            // Release: pairs with the Acquire load of the flag by whoever
-            // frees the segment.
-            self.inner
-                .defer(move || flag.store(true, Ordering::Release));
+            self.inner.defer(f);
             // Hands the deferred function to the global queue now, so that
             // any thread's next collection may run it.
             self.inner.flush();
         }
         #[cfg(loom)]
-        stand_in::defer(flag);
+        stand_in::defer(Box::new(f));
     }
 }
 
@@ -75,10 +86,10 @@ mod stand_in {
     use super::*;
     use crate::sync::Mutex;
 
-    /// Live guards, and the flags waiting for the count to reach zero.
+    /// Live guards, and what waits for the count to reach zero.
     struct State {
         live: usize,
-        waiting: Vec<Arc<AtomicBool>>,
+        waiting: Vec<Box<dyn FnOnce() + Send>>,
     }
 
     loom::lazy_static! {
@@ -93,14 +104,14 @@ mod stand_in {
         let mut state = STATE.lock().unwrap();
         state.live -= 1;
         if state.live == 0 {
-            for flag in state.waiting.drain(..) {
-                flag.store(true, Ordering::Release);
+            for deferred in state.waiting.drain(..) {
+                deferred();
             }
         }
     }
 
-    pub(super) fn defer(flag: Arc<AtomicBool>) {
-        // The caller's own guard is live: the flag waits for it at least.
-        STATE.lock().unwrap().waiting.push(flag);
+    pub(super) fn defer(deferred: Box<dyn FnOnce() + Send>) {
+        // The caller's own guard is live: it waits for that one at least.
+        STATE.lock().unwrap().waiting.push(deferred);
     }
 }

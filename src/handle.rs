@@ -200,9 +200,9 @@ impl<E> StreamHandle<E> {
 
     /// The stream's last committed event, or `None` if it has none.
     pub fn head(&self) -> Option<StreamHead> {
-        // The watermark first, then the stream: see `committed_len`.
-        let watermark = self.store.inner.log.watermark.get();
-        self.resolved().committed_head(watermark)
+        // The watermark is loaded inside: see `committed_len`.
+        let log = &self.store.inner.log;
+        self.resolved().committed_head(|| log.watermark.get())
     }
 
     /// The stream's committed events from version `from` (inclusive), as

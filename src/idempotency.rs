@@ -218,7 +218,9 @@ fn stored_id<E>(
     locked: &Locked<'_>,
     version: u64,
 ) -> Result<Option<EventId>, Poisoned> {
-    let position = locked.position_of(version);
+    let Some(position) = locked.position_of(version) else {
+        return Ok(None);
+    };
     log.wait_for(position + 1)?;
     let _guard = epoch::pin();
     // SAFETY: `wait_for` returned after loading the watermark above
@@ -241,7 +243,11 @@ fn compare<E>(
 ) -> Result<Option<TxRange>, Refusal> {
     let count = write.events.len() as u64;
     // The last of them committed means all of them are.
-    log.wait_for(locked.position_of(anchor + count - 1) + 1)?;
+    // Freed positions are a prefix: the last one freed means all are.
+    let Some(last) = locked.position_of(anchor + count - 1) else {
+        return Ok(None);
+    };
+    log.wait_for(last + 1)?;
     let mut range = None;
     let mut ids = stamp
         .client_ids(write.offset, write.offset.saturating_add(count as u32))
@@ -257,7 +263,9 @@ fn compare<E>(
         let version = anchor + index;
         let want = ids.next_if(|(at, _)| *at == offset).map(|(_, id)| *id);
         let blame = want.or(first_id).unwrap_or(fallback);
-        let position = locked.position_of(version);
+        let Some(position) = locked.position_of(version) else {
+            return Ok(None);
+        };
         // SAFETY: `wait_for` above loaded the watermark above the
         // position of the last of these versions (positions ascend with
         // versions) with Acquire; the record is read under `_guard`.

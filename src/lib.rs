@@ -34,6 +34,7 @@ mod ids;
 mod log;
 mod metadata;
 mod name;
+mod positions;
 mod read;
 #[cfg(all(test, not(loom)))]
 mod reclaim_tests;

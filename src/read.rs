@@ -276,23 +276,39 @@ impl<'a, E> ReadStream<'a, E> {
         if self.front >= self.back {
             return None;
         }
-        let position = if self.backward {
+        if self.backward {
             self.back -= 1;
-            stream.committed_position(self.back)
-        } else {
-            if self.run.is_empty() {
-                // One lookup per run of the stream's index, not per event.
-                self.run = stream.committed_positions(self.front);
+            // `None`: removed, and its position freed (rule 30).
+            let Some(position) = stream.committed_position(self.back) else {
+                return Some(None);
+            };
+            return Some(self.envelope(position));
+        }
+        if self.run.is_empty() {
+            // One lookup per run of the stream's index, not per event, where
+            // the index is never freed (its first versions).
+            if let Some(run) = stream.committed_positions(self.front) {
+                self.run = run;
             }
-            let (first, rest) = self.run.split_first()?;
-            self.run = rest;
-            self.front += 1;
-            // Relaxed: the version is below the committed length, whose
-            // Acquire load published its position.
-            let position = first.load(Ordering::Relaxed);
-            return Some(self.forward_envelope(position));
+        }
+        let position = match self.run.split_first() {
+            Some((first, rest)) => {
+                self.run = rest;
+                // Relaxed: the version is below the committed length, whose
+                // Acquire load published its position.
+                first.load(Ordering::Relaxed)
+            }
+            None => match stream.committed_position(self.front) {
+                Some(position) => position,
+                None => {
+                    // Removed, and its position freed (rule 30).
+                    self.front += 1;
+                    return Some(None);
+                }
+            },
         };
-        Some(self.envelope(position))
+        self.front += 1;
+        Some(self.forward_envelope(position))
     }
 
     /// The event at `position`, a committed position of the stream at or

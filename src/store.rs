@@ -1035,11 +1035,12 @@ impl<E> MemoryStore<E> {
     /// assert_eq!(store.stream_head(stream).unwrap().version, StreamVersion(2));
     /// ```
     pub fn stream_head(&self, stream: StreamId) -> Option<StreamHead> {
-        // The watermark first, then the stream: see `committed_len`.
-        let watermark = self.inner.log.watermark.get();
+        // The watermark is loaded inside, after the stream is found: see
+        // `committed_len`.
+        let log = &self.inner.log;
         self.inner
             .streams
-            .with(stream, |stream| stream.committed_head(watermark))
+            .with(stream, |stream| stream.committed_head(|| log.watermark.get()))
             .flatten()
     }
 

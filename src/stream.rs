@@ -10,16 +10,10 @@
 use crate::idempotency::IdWindow;
 use crate::ids::{Position, StreamId, StreamVersion};
 use crate::log::Log;
-use crate::segments::{Segments, UNCAPPED};
+use crate::positions::Positions;
 use crate::signal::Signal;
 use crate::sync::{self, fence, Arc, AtomicU64, Mutex, MutexGuard, Ordering};
 use crate::transaction::StreamHead;
-
-/// Slots in the first segment of a stream's positions: 4 outside loom, 2 under it.
-#[cfg(not(loom))]
-const STREAM_SHIFT: u32 = 2;
-#[cfg(loom)]
-const STREAM_SHIFT: u32 = 1;
 
 pub(crate) struct Stream {
     /// The stream's id, for readers that reach the stream from a record.
@@ -30,8 +24,9 @@ pub(crate) struct Stream {
     lock: Mutex<Option<Box<IdWindow>>>,
     /// How many positions are recorded (committed or not).
     len: AtomicU64,
-    /// The global position of each of the stream's events, by version.
-    positions: Segments<AtomicU64, STREAM_SHIFT, 0, UNCAPPED>,
+    /// The global position of each of the stream's events, by version;
+    /// versions counted removed are freed (see [`Positions`]).
+    positions: Positions,
     /// Where one-stream subscriptions of this stream park (targeted
     /// wake-ups): every writer of the stream wakes it once its commit is
     /// visible (`MemoryStore::finish`, `lock_and_write`), a cancel of a
@@ -129,7 +124,7 @@ impl Stream {
             id,
             lock: Mutex::new(None),
             len: AtomicU64::new(0),
-            positions: Segments::new(),
+            positions: Positions::new(),
             signal: Signal::new(),
             name: std::sync::OnceLock::new(),
             floor: AtomicU64::new(0),
@@ -216,6 +211,11 @@ impl Stream {
         let before = self.counted.fetch_max(target, Ordering::Relaxed);
         if before < target {
             log.count_removed((before..target).map(|version| self.position(version)));
+            // Then the positions of the counted versions, but for the last
+            // one's leaf (the head's position stays readable). In this
+            // thread, after it loaded the watermark behind `committed`: a
+            // reader that finds a leaf freed then sees that watermark.
+            self.positions.free_below(target - 1);
         }
     }
 
@@ -238,15 +238,23 @@ impl Stream {
         }
     }
 
-    /// The position of the event with version `version < len`.
+    /// The position of the event with version `version < len`; `None` if
+    /// it was removed and counted and its positions freed (rule 30).
+    #[inline]
+    fn try_position(&self, version: u64) -> Option<u64> {
+        // The caller read a `len` above `version` with Acquire (or holds the
+        // lock), which orders the slot's store before it.
+        self.positions.get(version)
+    }
+
+    /// The position of the event with version `version < len`, for a
+    /// version never freed: at or past the last counted version (the
+    /// stream's head, or one being counted).
     #[inline]
     fn position(&self, version: u64) -> u64 {
-        // Relaxed: the caller read a `len` above `version` with Acquire (or
-        // holds the lock), which orders this slot's Relaxed store before it.
-        self.positions
-            .get(version)
-            .expect("recorded position has a segment")
-            .load(Ordering::Relaxed)
+        // Never `None` for such a version (see `Positions`); 0 would only
+        // misreport a position, never touch freed memory.
+        self.try_position(version).unwrap_or(0)
     }
 
     /// How many of the stream's events lie below `watermark`: its committed
@@ -259,38 +267,59 @@ impl Stream {
         // which happened before the caller's watermark load.
         let mut len = self.len.load(Ordering::Acquire);
         // Uncommitted events sit at the end (positions ascend): at most one
-        // transaction per writer in flight on this stream.
-        while len > 0 && self.position(len - 1) >= watermark {
+        // transaction per writer in flight on this stream. A freed version
+        // was committed and counted (so below any watermark loaded since).
+        while len > 0
+            && self
+                .try_position(len - 1)
+                .is_some_and(|position| position >= watermark)
+        {
             len -= 1;
         }
         len
     }
 
     /// The positions of committed versions `version..`, up to the end of
-    /// their segment of the index (never empty): a run a reader walks
-    /// without looking up each version. `version < committed_len(..)`.
+    /// their segment of the index (never empty), if they lie in the part
+    /// of it never freed: a run a reader walks across calls without
+    /// looking up each version. `version < committed_len(..)`.
     #[inline]
-    pub(crate) fn committed_positions(&self, version: u64) -> &[AtomicU64] {
-        self.positions
-            .run(version)
-            .expect("recorded position has a segment")
+    pub(crate) fn committed_positions(&self, version: u64) -> Option<&[AtomicU64]> {
+        self.positions.head_run(version)
     }
 
     /// The position of committed version `version` (`version <
-    /// committed_len(..)`).
+    /// committed_len(..)`); `None` if it was removed and its position freed.
     #[inline]
-    pub(crate) fn committed_position(&self, version: u64) -> u64 {
-        self.position(version)
+    pub(crate) fn committed_position(&self, version: u64) -> Option<u64> {
+        self.try_position(version)
     }
 
-    /// The stream's last committed event, below `watermark`.
-    /// `None` if the stream has no committed event since its last delete.
-    pub(crate) fn committed_head(&self, watermark: u64) -> Option<StreamHead> {
-        let len = self.committed_len(watermark);
-        (len > self.deleted().0).then(|| StreamHead {
-            version: StreamVersion(len - 1),
-            position: Position(self.position(len - 1)),
-        })
+    /// The stream's last committed event, below the watermark that
+    /// `watermark` loads (with Acquire; called once, or again if the first
+    /// was stale). `None` if the stream has no committed event since its
+    /// last delete.
+    pub(crate) fn committed_head(&self, watermark: impl Fn() -> u64) -> Option<StreamHead> {
+        loop {
+            let len = self.committed_len(watermark());
+            if len <= self.deleted().0 {
+                return None;
+            }
+            match self.try_position(len - 1) {
+                Some(position) => {
+                    return Some(StreamHead {
+                        version: StreamVersion(len - 1),
+                        position: Position(position),
+                    })
+                }
+                // The watermark was stale: the version was counted removed
+                // since, by a thread that saw a later watermark and then
+                // freed the leaf (its swap, which this read saw, published
+                // that watermark); the last counted version's position is
+                // never freed. Looks again with a fresh watermark.
+                None => continue,
+            }
+        }
     }
 
     /// Whether the stream exists for readers: it has a committed event
@@ -483,21 +512,23 @@ impl Locked<'_> {
         self.guard.get_or_insert_with(Box::default)
     }
 
-    /// The position of recorded version `version < len()`.
-    pub(crate) fn position_of(&self, version: u64) -> u64 {
-        self.stream.position(version)
+    /// The position of recorded version `version < len()`; `None` if it
+    /// was removed and counted and its position freed (rule 30).
+    pub(crate) fn position_of(&self, version: u64) -> Option<u64> {
+        self.stream.try_position(version)
     }
 
     /// The version of the recorded event at `position`, if it is one of
-    /// this stream's (a binary search: positions ascend with versions).
+    /// this stream's and its position is not freed (a binary search:
+    /// positions ascend with versions; the freed ones are a prefix).
     pub(crate) fn version_at(&self, position: u64) -> Option<u64> {
         let (mut low, mut high) = (0, self.len());
         while low < high {
             let mid = low + (high - low) / 2;
-            match self.stream.position(mid).cmp(&position) {
-                std::cmp::Ordering::Less => low = mid + 1,
-                std::cmp::Ordering::Greater => high = mid,
-                std::cmp::Ordering::Equal => return Some(mid),
+            match self.stream.try_position(mid).map(|found| found.cmp(&position)) {
+                None | Some(std::cmp::Ordering::Less) => low = mid + 1,
+                Some(std::cmp::Ordering::Greater) => high = mid,
+                Some(std::cmp::Ordering::Equal) => return Some(mid),
             }
         }
         None
@@ -515,10 +546,9 @@ impl Locked<'_> {
         let len = self.len();
         if count == 1 {
             // The common case, without the run bookkeeping. Relaxed: as below.
-            self.stream
-                .positions
-                .get_or_alloc(len)
-                .store(first, Ordering::Relaxed);
+            if let Some(slot) = self.stream.positions.run_or_alloc(len).first() {
+                slot.store(first, Ordering::Relaxed);
+            }
             // Release: as below.
             self.stream.len.store(len + 1, Ordering::Release);
             return;

@@ -243,7 +243,11 @@ impl<E> Cursor<E> {
                         self.next = floor;
                         continue;
                     }
-                    let position = stream.committed_position(self.next);
+                    let Some(position) = stream.committed_position(self.next) else {
+                        // Removed, and its position freed (rule 30).
+                        self.next += 1;
+                        continue;
+                    };
                     if position < self.first {
                         self.next += 1;
                         continue;
@@ -327,7 +331,12 @@ fn seek(stream: &Stream, next: u64, len: u64, first: u64) -> u64 {
     let (mut low, mut high) = (next, len);
     while low < high {
         let middle = low + (high - low) / 2;
-        if stream.committed_position(middle) < first {
+        // A freed position was removed, and lies before every other
+        // (freed positions are a prefix): skipped as before `first`.
+        if stream
+            .committed_position(middle)
+            .is_none_or(|position| position < first)
+        {
             low = middle + 1;
         } else {
             high = middle;
