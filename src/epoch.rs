@@ -11,32 +11,35 @@
 //! one call; readers that keep references across calls pin the segment
 //! itself instead (`segments::SegmentPin`).
 //!
-//! Under loom this is a stand-in with the same contract: one mutex-guarded
-//! count of live guards, and the flags deferred while any guard lives are
-//! set when the count drops to zero. crossbeam-epoch is model-checked by
-//! its own authors; the models here check the protocol around it.
+//! Under loom and Miri this is a stand-in with the same contract: one
+//! mutex-guarded count of live guards, and what is deferred while any
+//! guard lives runs when the count drops to zero. crossbeam-epoch is
+//! model-checked by its own authors; the models here check the protocol
+//! around it. (Under Miri, crossbeam-epoch's own intrusive lists fail the
+//! Stacked Borrows checks, in its `internal.rs`: the stand-in keeps Miri
+//! checking this crate's code under the stricter model.)
 
 use crate::sync::{Arc, AtomicBool, Ordering};
 
 /// A pinned epoch: memory retired after the pin is not freed while it
 /// lives.
 pub(crate) struct Guard {
-    #[cfg(not(loom))]
+    #[cfg(not(any(loom, miri)))]
     inner: crossbeam_epoch::Guard,
-    #[cfg(loom)]
+    #[cfg(any(loom, miri))]
     _inner: (),
 }
 
 /// Pins the current thread's epoch.
 #[inline]
 pub(crate) fn pin() -> Guard {
-    #[cfg(not(loom))]
+    #[cfg(not(any(loom, miri)))]
     {
         Guard {
             inner: crossbeam_epoch::pin(),
         }
     }
-    #[cfg(loom)]
+    #[cfg(any(loom, miri))]
     {
         stand_in::pin();
         Guard { _inner: () }
@@ -61,27 +64,35 @@ impl Guard {
         self.defer(move || drop(value));
     }
 
+    /// Hands this thread's deferred functions to the global queue and runs
+    /// those whose guards are gone: what tests call to drive the epoch.
+    #[cfg(test)]
+    pub(crate) fn flush(&self) {
+        #[cfg(not(any(loom, miri)))]
+        self.inner.flush();
+    }
+
     fn defer(&self, f: impl FnOnce() + Send + 'static) {
-        #[cfg(not(loom))]
+        #[cfg(not(any(loom, miri)))]
         {
             self.inner.defer(f);
             // Hands the deferred function to the global queue now, so that
             // any thread's next collection may run it.
             self.inner.flush();
         }
-        #[cfg(loom)]
+        #[cfg(any(loom, miri))]
         stand_in::defer(Box::new(f));
     }
 }
 
-#[cfg(loom)]
+#[cfg(any(loom, miri))]
 impl Drop for Guard {
     fn drop(&mut self) {
         stand_in::unpin();
     }
 }
 
-#[cfg(loom)]
+#[cfg(any(loom, miri))]
 mod stand_in {
     use super::*;
     use crate::sync::Mutex;
@@ -92,16 +103,23 @@ mod stand_in {
         waiting: Vec<Box<dyn FnOnce() + Send>>,
     }
 
+    #[cfg(loom)]
     loom::lazy_static! {
         static ref STATE: Mutex<State> = Mutex::new(State { live: 0, waiting: Vec::new() });
     }
 
+    #[cfg(not(loom))]
+    static STATE: Mutex<State> = Mutex::new(State {
+        live: 0,
+        waiting: Vec::new(),
+    });
+
     pub(super) fn pin() {
-        STATE.lock().unwrap().live += 1;
+        crate::sync::lock(&STATE).live += 1;
     }
 
     pub(super) fn unpin() {
-        let mut state = STATE.lock().unwrap();
+        let mut state = crate::sync::lock(&STATE);
         state.live -= 1;
         if state.live == 0 {
             for deferred in state.waiting.drain(..) {
@@ -112,6 +130,6 @@ mod stand_in {
 
     pub(super) fn defer(deferred: Box<dyn FnOnce() + Send>) {
         // The caller's own guard is live: it waits for that one at least.
-        STATE.lock().unwrap().waiting.push(deferred);
+        crate::sync::lock(&STATE).waiting.push(deferred);
     }
 }

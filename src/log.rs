@@ -31,9 +31,12 @@ use crate::watermark::{Poisoned, Watermark};
 use std::mem::{ManuallyDrop, MaybeUninit};
 use std::time::{Duration, SystemTime};
 
-/// Slots in the log's first segments: 2^10 outside loom, 2 under it.
-#[cfg(not(loom))]
+/// Slots in the log's first segments: 2^10; 2 under loom, 2^8 under Miri
+/// (see `LOG_MAX`).
+#[cfg(not(any(loom, miri)))]
 const LOG_SHIFT: u32 = 10;
+#[cfg(all(miri, not(loom)))]
+const LOG_SHIFT: u32 = 8;
 #[cfg(loom)]
 const LOG_SHIFT: u32 = 1;
 
@@ -49,13 +52,17 @@ const LOG_GROUP: u32 = 0;
 /// no segment grows with the log and whole segments of removed events can
 /// be freed one by one (`Log::reclaim`). Under loom 4 slots (segments of
 /// 2, 4, 4, ...), so that the models reach the capped region; in the
-/// crate's unit tests and under Miri 2^12, with segments of 1,024, 2,048
-/// and 4,096 slots, then of 4,096: reclamation is reached after 7,168
-/// events instead of 1,040,384 (tests/reclaim.rs runs the real layout).
+/// crate's unit tests 2^12, with segments of 1,024, 2,048 and 4,096 slots,
+/// then of 4,096: reclamation is reached after 7,168 events instead of
+/// 1,040,384 (tests/reclaim.rs runs the real layout); under Miri, which
+/// interprets every instruction, 2^10 after segments of 256 and 512
+/// (1,792 slots).
 #[cfg(not(any(loom, test, miri)))]
 const LOG_MAX: u32 = 16;
-#[cfg(all(any(test, miri), not(loom)))]
+#[cfg(all(test, not(any(loom, miri))))]
 const LOG_MAX: u32 = 12;
+#[cfg(all(miri, not(loom)))]
+const LOG_MAX: u32 = 10;
 #[cfg(loom)]
 const LOG_MAX: u32 = 2;
 

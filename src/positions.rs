@@ -92,7 +92,10 @@ impl Drop for Freed {
 #[inline]
 fn leaf_of(version: u64) -> (u64, usize) {
     let within = version - HEAD_END;
-    (within >> LEAF_SHIFT, (within & (LEAF_LEN as u64 - 1)) as usize)
+    (
+        within >> LEAF_SHIFT,
+        (within & (LEAF_LEN as u64 - 1)) as usize,
+    )
 }
 
 impl Positions {
@@ -215,7 +218,10 @@ impl Positions {
     /// was counted removed, and `keep`'s own leaf stays). Never panics and
     /// runs no user code.
     pub(crate) fn free_below(&self, keep: u64) {
-        let Some(below) = keep.checked_sub(HEAD_END).map(|within| within >> LEAF_SHIFT) else {
+        let Some(below) = keep
+            .checked_sub(HEAD_END)
+            .map(|within| within >> LEAF_SHIFT)
+        else {
             return;
         };
         // Relaxed: a hint; the `fetch_max` decides.

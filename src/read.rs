@@ -404,9 +404,9 @@ mod tests {
     use crate::{ExpectedVersion, MemoryStore, Start, StreamId, StreamVersion, Transaction};
 
     /// A forward stream read reuses a window of log slots between events;
-    /// across segment boundaries (the first segment holds 1,024 slots),
-    /// gaps of other streams' events and every start version, it returns
-    /// exactly the stream's events of `read_all`, in order.
+    /// across segment boundaries (the first segment holds 1,024 slots, 256
+    /// under Miri), gaps of other streams' events and every start version,
+    /// it returns exactly the stream's events of `read_all`, in order.
     #[test]
     fn stream_reads_match_read_all_across_segments_and_gaps() {
         let store = MemoryStore::new();

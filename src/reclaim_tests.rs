@@ -91,7 +91,7 @@ impl Fixture {
                 start.elapsed() < std::time::Duration::from_secs(60),
                 "the epoch never passed a retirement"
             );
-            crossbeam_epoch::pin().flush();
+            crate::epoch::pin().flush();
             std::thread::yield_now();
         }
     }
@@ -314,7 +314,7 @@ fn a_panicking_drop_while_freeing_is_reported_and_the_segment_still_freed() {
         assert!(start.elapsed() < std::time::Duration::from_secs(60));
         let log = &fixture.store.inner.log;
         panics += usize::from(catch_unwind(AssertUnwindSafe(|| log.reclaim())).is_err());
-        crossbeam_epoch::pin().flush();
+        crate::epoch::pin().flush();
         std::thread::yield_now();
     }
     assert_eq!(panics, 1);

@@ -1040,7 +1040,9 @@ impl<E> MemoryStore<E> {
         let log = &self.inner.log;
         self.inner
             .streams
-            .with(stream, |stream| stream.committed_head(|| log.watermark.get()))
+            .with(stream, |stream| {
+                stream.committed_head(|| log.watermark.get())
+            })
             .flatten()
     }
 
@@ -1092,8 +1094,8 @@ impl<E> MemoryStore<E> {
     ///
     /// A stream that does not exist (never written, or deleted) is deleted
     /// again as a no-op: `Any` and `NoStream` pass and change nothing, the
-    /// other expectations fail. The events stay in memory (hidden): a
-    /// delete frees nothing.
+    /// other expectations fail. The events' memory is reclaimed a whole log
+    /// segment at a time, once nobody reads them (rule 30, "Reclaiming").
     ///
     /// [`stream_head`]: Self::stream_head
     /// [`stream_name`]: Self::stream_name
@@ -1136,8 +1138,8 @@ impl<E> MemoryStore<E> {
     /// transaction writes nothing). Irreversible.
     ///
     /// A stream that does not exist may be hard-deleted (with `Any` or
-    /// `NoStream`): it can then never be written. The events stay in memory
-    /// (hidden), and so does the stream's entry.
+    /// `NoStream`): it can then never be written. The events' memory is
+    /// reclaimed as for a soft delete; the stream's entry stays.
     ///
     /// # Errors
     ///
@@ -1221,8 +1223,8 @@ impl<E> MemoryStore<E> {
     /// may lie past the head: the versions up to it are hidden as they are
     /// written. Readers skip removed events from the moment they reach
     /// them (those already delivered stay delivered). Truncating a stream
-    /// that was never written does nothing. The events stay in memory
-    /// (hidden).
+    /// that was never written does nothing. The events' memory is
+    /// reclaimed as for a delete.
     ///
     /// # Errors
     ///
@@ -1296,8 +1298,8 @@ impl<E> MemoryStore<E> {
     /// ([`head`](Self::head) stays where it was, and the next event gets
     /// the next position), each stream continues its versions when written
     /// again (expecting `NoStream`), names stay, hard-deleted streams stay
-    /// hard-deleted, and maximum counts stay. The events stay in memory
-    /// (hidden).
+    /// hard-deleted, and maximum counts stay. The events' memory is
+    /// reclaimed as for a delete.
     ///
     /// Atomic with respect to transactions: every stream is locked, in
     /// the order transactions lock them, while it is deleted, so no
@@ -1426,7 +1428,8 @@ impl<E> MemoryStore<E> {
     /// an event a reader delivered is never retracted. The head, versions
     /// and expectations do not change, and the stream still exists when
     /// every event is too old. A stream not written yet keeps the limit for
-    /// its first events; deletes keep it. The events stay in memory.
+    /// its first events; deletes keep it. Events hidden by age alone stay
+    /// in memory (a longer age shows them again).
     ///
     /// `max_age` is kept in whole microseconds, rounded up, at least one
     /// (a zero age hides every event written before the call) and at most

@@ -525,7 +525,11 @@ impl Locked<'_> {
         let (mut low, mut high) = (0, self.len());
         while low < high {
             let mid = low + (high - low) / 2;
-            match self.stream.try_position(mid).map(|found| found.cmp(&position)) {
+            match self
+                .stream
+                .try_position(mid)
+                .map(|found| found.cmp(&position))
+            {
                 None | Some(std::cmp::Ordering::Less) => low = mid + 1,
                 Some(std::cmp::Ordering::Greater) => high = mid,
                 Some(std::cmp::Ordering::Equal) => return Some(mid),
