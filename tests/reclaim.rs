@@ -36,7 +36,7 @@ fn a_stream_with_a_max_count_frees_whole_segments_while_the_store_lives() {
     let mut subscription = store.subscribe(Selector::stream(stream).start(Start::Beginning));
     let mut written = 0u64;
     let mut delivered = 0u64;
-    let mut write = |n: u64, written: &mut u64| {
+    let write = |n: u64, written: &mut u64| {
         let events: Vec<Counted> = (*written..*written + n)
             .map(|value| Counted(value, Arc::clone(&drops)))
             .collect();
