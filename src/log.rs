@@ -1103,11 +1103,18 @@ impl<E> Log<E> {
     /// panics too, once the segment is freed (the rest wait for the next
     /// call). Call it only where user code may run: after a commit, with no
     /// lock held.
+    #[inline]
     pub(crate) fn reclaim(&self) {
         // Relaxed: a hint; an entry pushed since is seen at the next call.
-        if self.pending.load(Ordering::Relaxed) == 0 {
-            return;
+        if self.pending.load(Ordering::Relaxed) != 0 {
+            self.reclaim_pending();
         }
+    }
+
+    /// [`reclaim`](Self::reclaim) when something waits.
+    #[cold]
+    #[inline(never)]
+    fn reclaim_pending(&self) {
         let mut free = Vec::new();
         {
             // Another thread is at it: it sees what this one would.

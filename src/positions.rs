@@ -70,6 +70,12 @@ pub(crate) struct Positions {
     /// Leaves allocated so far: every leaf pointer at or past it is null.
     /// Written by the writer, under the stream's lock.
     leaves: AtomicU64,
+    /// The writer's last leaf and its index (`u64::MAX` for none): the
+    /// next write is almost always there. Only the writer, under the
+    /// stream's lock, reads and writes them (Relaxed); never a freed leaf
+    /// (the writer's versions are never freed).
+    last: AtomicPtr<Leaf>,
+    last_index: AtomicU64,
 }
 
 /// A leaf whose pointer was swapped out, freed when dropped (by the epoch's
@@ -105,6 +111,8 @@ impl Positions {
             table: AtomicPtr::new(ptr::null_mut()),
             freed: AtomicU64::new(0),
             leaves: AtomicU64::new(0),
+            last: AtomicPtr::new(ptr::null_mut()),
+            last_index: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -129,8 +137,19 @@ impl Positions {
             let left = (HEAD_END - version) as usize;
             return &run[..run.len().min(left)];
         }
-        let (leaf, offset) = leaf_of(version);
-        let leaf = self.leaf_or_alloc(leaf);
+        let (index, offset) = leaf_of(version);
+        // Relaxed, both: only this writer, under the lock, stores them.
+        let leaf = if self.last_index.load(Ordering::Relaxed) == index {
+            // SAFETY: the writer's last leaf, from `leaf_or_alloc`; it
+            // holds versions at or past the stream's length, never freed.
+            unsafe { &*self.last.load(Ordering::Relaxed) }
+        } else {
+            let leaf = self.leaf_or_alloc(index);
+            self.last
+                .store(ptr::from_ref(leaf).cast_mut(), Ordering::Relaxed);
+            self.last_index.store(index, Ordering::Relaxed);
+            leaf
+        };
         &leaf[offset..]
     }
 

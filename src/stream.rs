@@ -198,13 +198,20 @@ impl Stream {
     /// (a truncation past the head) is counted by its writer, after its
     /// commit. Never panics and runs no user code (it may run under the
     /// lock).
+    #[inline]
     pub(crate) fn count_removed<E>(&self, log: &Log<E>, committed: u64) {
         let target = self.floor().min(committed);
         // Relaxed: a hint, to skip the RMW when nothing is new; the
         // `fetch_max` below decides.
-        if target <= self.counted.load(Ordering::Relaxed) {
-            return;
+        if target > self.counted.load(Ordering::Relaxed) {
+            self.count_removed_below(log, target);
         }
+    }
+
+    /// [`count_removed`](Self::count_removed) up to `target`, when some
+    /// versions below it may not be counted yet.
+    #[inline(never)]
+    fn count_removed_below<E>(&self, log: &Log<E>, target: u64) {
         // Relaxed: the RMW alone makes the ranges disjoint; the positions
         // read below were published to the caller (it loaded `len` with
         // Acquire or holds the lock, as `committed` requires).
