@@ -1537,10 +1537,12 @@ impl<'a, E> Reservation<'a, E> {
         // or ends of ranges it just moved the watermark over.
         let committed = |position| unsafe { log.committed_len_ordered(position) };
         // Helpers read slots from watermark values that may be stale by
-        // the time they read, in segments that may be retired since: under
-        // an epoch guard, a retired segment is not freed before they are
-        // done (see `reclaim`).
-        let _guard = epoch::pin();
+        // the time they read, in segments that may be retired since: they
+        // read under an epoch guard, so a retired segment is not freed
+        // before they are done (see `reclaim`). The writer's own range and
+        // the slot just before it (read on the fast path, unguarded) are
+        // never retired before this commit: retiring needs the watermark
+        // past a segment's end.
         if log.watermark.is_at(start) {
             #[cfg(loom)]
             crate::loom_api::note_fast_commit();
@@ -1586,8 +1588,15 @@ impl<'a, E> Reservation<'a, E> {
             fence(Ordering::SeqCst);
             // A writer behind us may have committed while the watermark was
             // below its range, and stopped: carry the watermark over it.
-            if log.committed_len(end) != 0 {
-                log.watermark.advance(committed);
+            // Only if anyone reserved past our range: then under a guard
+            // (a lone writer pins nothing). Relaxed: as in `committed_len`,
+            // a reservation this load misses was fenced after ours, and
+            // its writer sees our progress.
+            if log.next.load(Ordering::Relaxed) > end {
+                let _guard = epoch::pin();
+                if log.committed_len(end) != 0 {
+                    log.watermark.advance(committed);
+                }
             }
             log.watermark.signal.wake_fenced();
             Commit { end, fenced: true }
@@ -1603,6 +1612,7 @@ impl<'a, E> Reservation<'a, E> {
             // it, of two committers, the later fence's loads see the earlier
             // one's marker.
             fence(Ordering::SeqCst);
+            let _guard = epoch::pin();
             log.watermark.advance(committed);
             Commit { end, fenced: false }
         }
