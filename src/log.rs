@@ -31,12 +31,12 @@ use crate::watermark::{Poisoned, Watermark};
 use std::mem::{ManuallyDrop, MaybeUninit};
 use std::time::{Duration, SystemTime};
 
-/// Slots in the log's first segments: 2^10; 2 under loom, 2^8 under Miri
+/// Slots in the log's first segments: 2^10; 2 under loom, 2^6 under Miri
 /// (see `LOG_MAX`).
 #[cfg(not(any(loom, miri)))]
 const LOG_SHIFT: u32 = 10;
 #[cfg(all(miri, not(loom)))]
-const LOG_SHIFT: u32 = 8;
+const LOG_SHIFT: u32 = 6;
 #[cfg(loom)]
 const LOG_SHIFT: u32 = 1;
 
@@ -55,14 +55,14 @@ const LOG_GROUP: u32 = 0;
 /// crate's unit tests 2^12, with segments of 1,024, 2,048 and 4,096 slots,
 /// then of 4,096: reclamation is reached after 7,168 events instead of
 /// 1,040,384 (tests/reclaim.rs runs the real layout); under Miri, which
-/// interprets every instruction, 2^10 after segments of 256 and 512
-/// (1,792 slots).
+/// interprets every instruction, 2^8 after segments of 64 and 128 (448
+/// slots).
 #[cfg(not(any(loom, test, miri)))]
 const LOG_MAX: u32 = 16;
 #[cfg(all(test, not(any(loom, miri))))]
 const LOG_MAX: u32 = 12;
 #[cfg(all(miri, not(loom)))]
-const LOG_MAX: u32 = 10;
+const LOG_MAX: u32 = 8;
 #[cfg(loom)]
 const LOG_MAX: u32 = 2;
 

@@ -404,7 +404,7 @@ mod tests {
     use crate::{ExpectedVersion, MemoryStore, Start, StreamId, StreamVersion, Transaction};
 
     /// A forward stream read reuses a window of log slots between events;
-    /// across segment boundaries (the first segment holds 1,024 slots, 256
+    /// across segment boundaries (the first segment holds 1,024 slots, 64
     /// under Miri), gaps of other streams' events and every start version,
     /// it returns exactly the stream's events of `read_all`, in order.
     #[test]
