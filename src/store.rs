@@ -1496,6 +1496,13 @@ impl<E> MemoryStore<E> {
     /// The committed events of every stream, in position order, from
     /// `start`. The read sees the store as it was when the call was made.
     ///
+    /// The envelopes borrow this handle, so every log segment the read
+    /// reaches stays in memory until the handle drops, even once all its
+    /// events are removed ([contract](crate::contract) rule 30,
+    /// "Reclaiming"); so do the reads of one stream. Long-running code
+    /// reads through a short-lived clone of the handle, a subscription, or
+    /// `EventStore`'s visitor reads, which keep nothing once they return.
+    ///
     /// ```
     /// use hindsight::{ExpectedVersion, MemoryStore, Position, Start, StreamId, Transaction};
     /// let store = MemoryStore::new();
