@@ -12,7 +12,7 @@ use crate::ids::{Position, StreamId, StreamVersion};
 use crate::log::Log;
 use crate::positions::Positions;
 use crate::signal::Signal;
-use crate::sync::{self, fence, Arc, AtomicU64, Mutex, MutexGuard, Ordering};
+use crate::sync::{self, fence, Arc, AtomicBool, AtomicU64, Mutex, MutexGuard, Ordering};
 use crate::transaction::StreamHead;
 
 pub(crate) struct Stream {
@@ -66,8 +66,15 @@ pub(crate) struct Stream {
     deleted: AtomicU64,
     /// Versions below this are counted as removed in the log (see
     /// [`Stream::count_removed`]), which frees a segment once all its
-    /// events are. Never above `floor`.
+    /// events are. Written only by the thread holding `counting`.
     counted: AtomicU64,
+    /// The most versions any caller of `count_removed` asked to have
+    /// counted: removed, committed and visible to it. Never above `floor`.
+    wanted: AtomicU64,
+    /// Held (true) by the one thread counting: counting reads the positions
+    /// of the versions it counts, and then frees them, so two counters at
+    /// once could free what the other still reads.
+    counting: AtomicBool,
     /// The most events of the stream readers see (KurrentDB's `$maxCount`);
     /// `u64::MAX` for no limit. Written only under `lock`, with
     /// [`LIMITED`] set in `deleted` before it is first read.
@@ -131,6 +138,8 @@ impl Stream {
             max_age: AtomicU64::new(0),
             deleted: AtomicU64::new(0),
             counted: AtomicU64::new(0),
+            wanted: AtomicU64::new(0),
+            counting: AtomicBool::new(false),
             max_count: AtomicU64::new(u64::MAX),
         }
     }
@@ -189,40 +198,65 @@ impl Stream {
 
     /// Counts the stream's versions below both its floor and `committed`
     /// that are not counted yet as removed events of `log` (contract rule
-    /// 30), so that a log segment is freed once all its events are.
-    /// `committed` is a number of versions whose events are committed and
-    /// covered by the watermark (the caller's own append's end, or
-    /// `committed_len` of a watermark it loaded). Each version is counted
-    /// once: concurrent callers take disjoint ranges (`fetch_max` returns
-    /// where the last one stopped). A version removed ahead of its commit
-    /// (a truncation past the head) is counted by its writer, after its
-    /// commit. Never panics and runs no user code (it may run under the
-    /// lock).
+    /// 30), so that a log segment is freed once all its events are, then
+    /// frees their positions. `committed` is a number of versions whose
+    /// events are committed and covered by the watermark (the caller's own
+    /// append's end, or `committed_len` of a watermark it loaded). A
+    /// version removed ahead of its commit (a truncation past the head) is
+    /// counted by its writer, after its commit.
+    ///
+    /// One thread counts at a time (`counting`); a caller that finds it
+    /// taken leaves its request in `wanted`, which the counter looks at
+    /// again before it leaves (a Dekker handshake, all SeqCst), so no
+    /// request is lost. Never panics and runs no user code (it may run
+    /// under the lock).
     #[inline]
     pub(crate) fn count_removed<E>(&self, log: &Log<E>, committed: u64) {
         let target = self.floor().min(committed);
-        // Relaxed: a hint, to skip the RMW when nothing is new; the
-        // `fetch_max` below decides.
-        if target > self.counted.load(Ordering::Relaxed) {
-            self.count_removed_below(log, target);
+        // Relaxed: a hint, to skip the handshake when nothing is new; a
+        // stale value only sends this caller through it.
+        if target > self.wanted.load(Ordering::Relaxed) {
+            self.count_removed_up_to(log, target);
         }
     }
 
-    /// [`count_removed`](Self::count_removed) up to `target`, when some
-    /// versions below it may not be counted yet.
+    /// [`count_removed`](Self::count_removed) when `target` may be new.
     #[inline(never)]
-    fn count_removed_below<E>(&self, log: &Log<E>, target: u64) {
-        // Relaxed: the RMW alone makes the ranges disjoint; the positions
-        // read below were published to the caller (it loaded `len` with
-        // Acquire or holds the lock, as `committed` requires).
-        let before = self.counted.fetch_max(target, Ordering::Relaxed);
-        if before < target {
-            log.count_removed((before..target).map(|version| self.position(version)));
-            // Then the positions of the counted versions, but for the last
-            // one's leaf (the head's position stays readable). In this
-            // thread, after it loaded the watermark behind `committed`: a
-            // reader that finds a leaf freed then sees that watermark.
-            self.positions.free_below(target - 1);
+    fn count_removed_up_to<E>(&self, log: &Log<E>, target: u64) {
+        // SeqCst: the request, before the try below; pairs with the
+        // counter's SeqCst release of `counting` and its load of `wanted`
+        // after it: either this caller takes `counting`, or that load
+        // sees this request. Its Release half also publishes what the
+        // caller saw (the positions, the watermark) to the counter.
+        self.wanted.fetch_max(target, Ordering::SeqCst);
+        loop {
+            // SeqCst: see above. Acquire half: the previous counter's
+            // `counted` and frees happen before this one's.
+            if self.counting.swap(true, Ordering::SeqCst) {
+                return;
+            }
+            // Relaxed: written only under `counting`, which this thread
+            // acquired from the last writer.
+            let counted = self.counted.load(Ordering::Relaxed);
+            // SeqCst: see above (Acquire: the requester's view).
+            let wanted = self.wanted.load(Ordering::SeqCst);
+            if wanted > counted {
+                log.count_removed((counted..wanted).map(|version| self.position(version)));
+                // Relaxed: read only under `counting`.
+                self.counted.store(wanted, Ordering::Relaxed);
+                // Then the positions of the counted versions, but for the
+                // last one's leaf (the head's position stays readable). A
+                // reader that finds a leaf freed then sees the watermark
+                // the requester loaded (`wanted`'s Release, then the swap
+                // of the free).
+                self.positions.free_below(wanted - 1);
+            }
+            // SeqCst: see above; Release half: publishes `counted`.
+            self.counting.store(false, Ordering::SeqCst);
+            // SeqCst: see above.
+            if self.wanted.load(Ordering::SeqCst) <= wanted {
+                return;
+            }
         }
     }
 
