@@ -63,6 +63,16 @@ pub fn indexed_streams<E>(store: &crate::MemoryStore<E>) -> usize {
     store.inner.streams.len()
 }
 
+/// How many of `stream`'s versions `store` has counted as removed events
+/// (rule 30's reclamation), 0 for a stream it does not hold.
+pub fn counted_removed<E>(store: &crate::MemoryStore<E>, stream: crate::StreamId) -> u64 {
+    store
+        .inner
+        .streams
+        .with(stream, |stream| stream.counted_removed())
+        .unwrap_or(0)
+}
+
 // ---------------------------------------------------------------------------
 // Segments
 // ---------------------------------------------------------------------------

@@ -220,6 +220,14 @@ impl Stream {
         }
     }
 
+    /// How many versions are counted removed, for the loom models.
+    #[cfg(loom)]
+    pub(crate) fn counted_removed(&self) -> u64 {
+        // Acquire: pairs with the counter's Release of `counting`.
+        let _ = self.counting.load(Ordering::Acquire);
+        self.counted.load(Ordering::Relaxed)
+    }
+
     /// [`count_removed`](Self::count_removed) when `target` may be new.
     #[inline(never)]
     fn count_removed_up_to<E>(&self, log: &Log<E>, target: u64) {

@@ -12,7 +12,9 @@
 mod common;
 
 use common::{check, stream, Outcomes};
-use hindsight::{ExpectedVersion, MemoryStore, Start, StreamVersion, TestClock, Transaction};
+use hindsight::{
+    loom_api, ExpectedVersion, MemoryStore, Start, StreamVersion, TestClock, Transaction,
+};
 use loom::thread;
 use std::time::{Duration, SystemTime};
 
@@ -133,6 +135,67 @@ fn racing_trims_of_a_stream_with_a_max_count_never_move_the_floor_back() {
         }
     });
     outcomes.require(name, &["10 first", "20 first"]);
+}
+
+/// (D4) Two appends to a stream with a maximum count of 1 that holds one
+/// event: each removes the version before its own and asks for it to be
+/// counted (rule 30's reclamation) after its commit, racing for the one
+/// counting thread. A caller that finds another counting leaves its
+/// request, which the counter must see before it leaves: afterwards both
+/// removed versions are counted, once. Requires a caller that left its
+/// request to the other (it returned with fewer versions counted than it
+/// asked for), and one that counted its own.
+#[test]
+fn racing_counts_of_removed_events_lose_no_request() {
+    let name = "racing_counts_of_removed_events_lose_no_request";
+    let outcomes = Outcomes::default();
+    let record = outcomes.clone();
+    check(name, 2, move || {
+        let store = MemoryStore::<u32>::new();
+        let s = stream(1);
+        store
+            .insert(Transaction::single(s, ExpectedVersion::NoStream, 0))
+            .unwrap();
+        store.set_max_count(s, Some(1)).unwrap();
+        let writers: Vec<_> = [10u32, 20]
+            .into_iter()
+            .map(|payload| {
+                let store = store.clone();
+                thread::spawn(move || {
+                    let done = store
+                        .insert(Transaction::single(s, ExpectedVersion::Any, payload))
+                        .unwrap();
+                    // With a maximum count of 1, version `v` removes the
+                    // versions below it: `v` is what this writer asked for.
+                    let asked = done.stream(s).unwrap().version.0;
+                    (asked, loom_api::counted_removed(&store, s))
+                })
+            })
+            .collect();
+        let seen: Vec<(u64, u64)> = writers
+            .into_iter()
+            .map(|writer| writer.join().unwrap())
+            .collect();
+        assert_eq!(
+            loom_api::counted_removed(&store, s),
+            2,
+            "both removed versions are counted"
+        );
+        for (asked, counted) in seen {
+            if counted < asked {
+                record.record("a request left to the other");
+            } else {
+                record.record("a request counted by its caller or before");
+            }
+        }
+    });
+    outcomes.require(
+        name,
+        &[
+            "a request left to the other",
+            "a request counted by its caller or before",
+        ],
+    );
 }
 
 /// (D3) A maximum age set, then an insert into another stream, racing a
