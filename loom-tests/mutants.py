@@ -464,6 +464,14 @@ MUTATIONS = [
      "if stamp.0 & 1 == 1 && stamp.0 != self.last {",
      "if stamp.0 & 1 == 1 {",
      "Freeing releases a TxMeta unit for every record of the transaction, not once per segment"),
+    ("free-ignores-quiet", "src/log.rs",
+     "if quiet && self.slots.unpinned(retired.segment) {",
+     "if self.slots.unpinned(retired.segment) {",
+     "Log::reclaim frees a retired segment without waiting for the epoch guards older than its retirement"),
+    ("commit-without-guard", "src/log.rs",
+     "        let _guard = epoch::pin();\n",
+     "",
+     "Reservation::commit holds no epoch guard while it (and the helpers it runs) read slots"),
 ]
 
 
@@ -582,6 +590,7 @@ MODELS = {
     "two_threads_counting_removals_into_one_segment_complete_it_once": "R2",
     "a_transaction_over_two_segments_frees_its_metadata_once_after_both": "R3",
     "a_transaction_whose_first_segment_is_freed_frees_its_metadata_at_teardown": "R3b",
+    "a_helper_reading_a_stale_watermark_under_a_guard_delays_the_free": "R4",
 }
 
 

@@ -367,3 +367,79 @@ fn a_transaction_whose_first_segment_is_freed_frees_its_metadata_at_teardown() {
         ],
     );
 }
+
+/// (R4) Two writers each commit one event at positions 9 and 10 (the last
+/// of capped segment 6..10, whose first three are counted removed in the
+/// set-up, and the first of 10..14), in either order; the writer at 9
+/// then counts its event removed, which completes the segment, and calls
+/// `reclaim` twice. The writer at 10 may commit on the slow path and help
+/// the watermark from a stale value (9): it reads slots 8 and 9 (their
+/// markers and creation times, rule 26) under its epoch guard while the
+/// other retires the segment. The free must wait for that guard: loom
+/// flags a read of a record not ordered before the free's drop. Requires
+/// the writer at 9 to free the segment itself, and to find it retired but
+/// not yet quiet (the other writer's guard, older than the retirement, was
+/// live: nothing else holds a segment in this model).
+#[test]
+fn a_helper_reading_a_stale_watermark_under_a_guard_delays_the_free() {
+    let name = "a_helper_reading_a_stale_watermark_under_a_guard_delays_the_free";
+    let outcomes = Outcomes::default();
+    let record = outcomes.clone();
+    check(name, 2, move || {
+        let base = live_payloads();
+        let log = Arc::new(Log::new());
+        commit(&log, 0..6, false);
+        commit(&log, 6..9, false);
+        log.count_removed(6..9);
+        let writers: Vec<_> = (0..2)
+            .map(|_| {
+                let log = Arc::clone(&log);
+                thread::spawn(move || {
+                    let mut reservation = log.reserve(1);
+                    let start = reservation.start();
+                    reservation.write(Payload::new(start));
+                    reservation.commit();
+                    if start != 9 {
+                        return None;
+                    }
+                    log.count_removed(9..10);
+                    // The watermark only grows: past 10 here means the
+                    // first `reclaim` below retires the segment.
+                    let past = log.committed() > 10;
+                    log.reclaim();
+                    log.reclaim();
+                    // 11 payloads, 4 of them in the segment.
+                    Some((past, live_payloads() - base == 7))
+                })
+            })
+            .collect();
+        let results: Vec<_> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+        let (past, freed) = results
+            .into_iter()
+            .flatten()
+            .next()
+            .expect("one writer got position 9");
+        record.record(match (past, freed) {
+            (_, true) => "the writer at 9 freed the segment",
+            (true, false) => "retired while an older guard was live",
+            (false, false) => "the watermark was not past the segment yet",
+        });
+        log.wait_committed(11).expect("not poisoned");
+        log.reclaim();
+        log.reclaim();
+        assert_eq!(live_payloads() - base, 7, "the segment's 4 events freed");
+        let mut dropped = take_dropped();
+        dropped.sort_unstable();
+        assert_eq!(dropped, [6, 7, 8, 9], "each dropped once");
+        drop(log);
+        assert_eq!(live_payloads(), base, "a payload leaked");
+        take_dropped();
+    });
+    outcomes.require(
+        name,
+        &[
+            "the writer at 9 freed the segment",
+            "retired while an older guard was live",
+        ],
+    );
+}
