@@ -591,6 +591,7 @@ MODELS = {
     "a_transaction_over_two_segments_frees_its_metadata_once_after_both": "R3",
     "a_transaction_whose_first_segment_is_freed_frees_its_metadata_at_teardown": "R3b",
     "a_helper_reading_a_stale_watermark_under_a_guard_delays_the_free": "R4",
+    "a_read_all_racing_a_delete_keeps_its_segment_until_its_handle_drops": "R5",
 }
 
 

@@ -29,8 +29,9 @@
 
 mod common;
 
-use common::{check, Outcomes};
+use common::{check, stream, Outcomes};
 use hindsight::loom_api::{completed_segments, live_tx_metas, Log};
+use hindsight::{ExpectedVersion, MemoryStore, Start, StreamVersion, Transaction};
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::thread;
@@ -440,6 +441,83 @@ fn a_helper_reading_a_stale_watermark_under_a_guard_delays_the_free() {
         &[
             "the writer at 9 freed the segment",
             "retired while an older guard was live",
+        ],
+    );
+}
+
+/// (R5) R1 through the store: stream T holds positions 0..6 and 10, stream
+/// S positions 6..10 (capped segment 6..10). A `read_all` through its own
+/// store handle (whose envelopes borrow the handle, so it keeps the pins of
+/// the segments it read until the handle drops) reads every payload,
+/// racing `delete_stream(S)` (which counts S's events removed and calls
+/// `reclaim`) and a no-op `truncate_stream(S, 0)` (which calls `reclaim`
+/// again, and frees the segment unless the reader's handle pins it). The
+/// reader sees T's events and a prefix of S's (those it reached before the
+/// delete), every payload it reads is ordered before the free, and each is
+/// dropped exactly once. Requires a reader
+/// that saw S, one that did not, and the segment freed by the deleter.
+#[test]
+fn a_read_all_racing_a_delete_keeps_its_segment_until_its_handle_drops() {
+    let name = "a_read_all_racing_a_delete_keeps_its_segment_until_its_handle_drops";
+    let outcomes = Outcomes::default();
+    let record = outcomes.clone();
+    check(name, 2, move || {
+        let base = live_payloads();
+        let (s, t) = (stream(1), stream(2));
+        let store = MemoryStore::<Payload>::new();
+        for (id, values) in [(t, 0..6), (s, 6..10), (t, 10..11)] {
+            store
+                .insert(Transaction::new().append(id, ExpectedVersion::Any, values.map(Payload::new)))
+                .unwrap();
+        }
+        let reader = {
+            let store = store.clone();
+            thread::spawn(move || {
+                store
+                    .read_all(Start::Beginning)
+                    .map(|event| event.payload().get())
+                    .collect::<Vec<_>>()
+            })
+        };
+        let deleter = {
+            let store = store.clone();
+            thread::spawn(move || {
+                store.delete_stream(s, ExpectedVersion::Any).unwrap();
+                store.truncate_stream(s, StreamVersion(0)).unwrap();
+                live_payloads() - base == 7
+            })
+        };
+        let seen = reader.join().unwrap();
+        let freed_by_deleter = deleter.join().unwrap();
+        // T's events, and S's up to where the reader found them removed
+        // (removals hide events from the moment a reader reaches them).
+        let of_s = seen.len() - 7;
+        let expected: Vec<u64> = (0..6 + of_s as u64).chain([10]).collect();
+        assert_eq!(seen, expected, "T's events, and a prefix of S's");
+        record.record(match of_s {
+            4 => "the reader saw S",
+            0 => "the reader did not see S",
+            _ => "the reader saw part of S",
+        });
+        if freed_by_deleter {
+            record.record("the deleter freed the segment");
+        }
+        // Reclaims again: the reader's handle is gone.
+        store.truncate_stream(s, StreamVersion(0)).unwrap();
+        assert_eq!(live_payloads() - base, 7, "the segment's 4 events freed");
+        let mut dropped = take_dropped();
+        dropped.sort_unstable();
+        assert_eq!(dropped, [6, 7, 8, 9], "each dropped once");
+        drop(store);
+        assert_eq!(live_payloads(), base, "a payload leaked");
+        take_dropped();
+    });
+    outcomes.require(
+        name,
+        &[
+            "the reader saw S",
+            "the reader did not see S",
+            "the deleter freed the segment",
         ],
     );
 }
