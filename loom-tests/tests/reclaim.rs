@@ -75,7 +75,9 @@ impl Payload {
 impl Drop for Payload {
     fn drop(&mut self) {
         // SAFETY: `&mut self`; loom checks it against every read.
-        let value = self.value.with_mut(|p| unsafe { std::mem::replace(&mut *p, u64::MAX) });
+        let value = self
+            .value
+            .with_mut(|p| unsafe { std::mem::replace(&mut *p, u64::MAX) });
         LIVE_PAYLOADS.with(|live| live.set(live.get() - 1));
         DROPPED.with(|dropped| dropped.borrow_mut().push(value));
     }
@@ -357,7 +359,11 @@ fn a_transaction_whose_first_segment_is_freed_frees_its_metadata_at_teardown() {
         );
         drop(log);
         assert_eq!(live_payloads(), base.0, "a payload leaked");
-        assert_eq!(live_tx_metas(), base.1, "the TxMeta leaked, or was freed twice");
+        assert_eq!(
+            live_tx_metas(),
+            base.1,
+            "the TxMeta leaked, or was freed twice"
+        );
         take_dropped();
     });
     outcomes.require(
@@ -467,7 +473,11 @@ fn a_read_all_racing_a_delete_keeps_its_segment_until_its_handle_drops() {
         let store = MemoryStore::<Payload>::new();
         for (id, values) in [(t, 0..6), (s, 6..10), (t, 10..11)] {
             store
-                .insert(Transaction::new().append(id, ExpectedVersion::Any, values.map(Payload::new)))
+                .insert(Transaction::new().append(
+                    id,
+                    ExpectedVersion::Any,
+                    values.map(Payload::new),
+                ))
                 .unwrap();
         }
         let reader = {
