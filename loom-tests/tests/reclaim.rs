@@ -2,9 +2,11 @@
 //! `Segments::{pin, remove, retire, unpinned}`), driven through
 //! `hindsight::loom_api`'s `Log`: a reader pinning a capped segment racing
 //! its retirement and free (R1), two threads counting the last removals of
-//! one segment (R2), and a transaction's metadata spanning two capped
+//! one segment (R2), a transaction's metadata spanning two capped
 //! segments freed in either order, or one freed and the other torn down
-//! (R3, R3b).
+//! (R3, R3b), a helper reading slots from a stale watermark under its epoch
+//! guard while the segment is retired (R4), and R1 through the store: a
+//! `read_all` racing `delete_stream` (R5).
 //!
 //! Under loom the log's segments hold 2 and 4 slots (positions 0..6), then
 //! 4 each: capped segments 6..10, 10..14, ... A segment is retired once all
