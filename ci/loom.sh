@@ -5,8 +5,11 @@
 # switches to loom under `--cfg loom`; the models (loom-tests/tests/*.rs)
 # drive `MemoryStore`, `Subscription`, stream handles and the stream index's
 # entry removal and, through `hindsight::loom_api`, the log (both commit
-# paths), watermark, signal and segments directly. Which weakened ordering
-# each model catches is in loom-tests/MUTATIONS.md.
+# paths), watermark, signal and segments directly, and the reclamation of
+# segments of removed events (pins against retirement and free, removal
+# counts, epoch guards of helpers, a transaction's metadata shared by two
+# segments). Which weakened ordering each model catches is in
+# loom-tests/MUTATIONS.md.
 #
 # Usage: ci/loom.sh [test name filter]
 # Environment: LOOM_MAX_PREEMPTIONS (default 2; a model never runs below the

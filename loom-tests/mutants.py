@@ -16,6 +16,7 @@ writes $MUTANTS_DIR/results.json; loom's output for each mutant is kept in
 $MUTANTS_DIR/<id>.log.
 
 Usage: python3 loom-tests/mutants.py [ID ...]   (no ID: baseline + all)
+       MUTANT_FILES=reclaim python3 loom-tests/mutants.py ID...   (only those model files)
        python3 loom-tests/mutants.py --table   (MUTATIONS.md's two tables, from results.json)
 """
 
@@ -30,7 +31,10 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = os.environ.get("MUTANTS_DIR", "/tmp/hindsight-mutants")
 TIMEOUT = int(os.environ.get("MUTANT_TIMEOUT", "600"))
-TEST_FILES = ["store", "index", "log", "signal", "segments", "stream"]
+TEST_FILES = ["store", "index", "log", "signal", "segments", "stream", "reclaim"]
+# MUTANT_FILES=reclaim,log runs only those model files (all by default).
+if os.environ.get("MUTANT_FILES"):
+    TEST_FILES = os.environ["MUTANT_FILES"].split(",")
 
 # id, file, old text(s), new text(s), what the mutation breaks
 MUTATIONS = [
@@ -407,6 +411,67 @@ MUTATIONS = [
      "            streams.wake_all();",
      "            let _ = streams;",
      "an abandoned reservation poisons the store without waking the streams' sleepers"),
+    # ---- segments.rs / log.rs: reclaiming segments of removed events (R1-R3b) ----
+    ("pin-fetch-add-relaxed", "src/segments.rs",
+     "let before = headers.0[at].pins.fetch_add(1, Ordering::AcqRel);",
+     "let before = headers.0[at].pins.fetch_add(1, Ordering::Relaxed);",
+     "Segments::pin's fetch_add on the pin count AcqRel -> Relaxed"),
+    ("pin-ignores-retired", "src/segments.rs",
+     "if before & RETIRED != 0 {",
+     "if false && before & RETIRED != 0 {",
+     "Segments::pin goes on to the entry even when the segment is retired"),
+    ("retire-fetch-or-relaxed", "src/segments.rs",
+     "pins.fetch_or(RETIRED, Ordering::AcqRel);",
+     "pins.fetch_or(RETIRED, Ordering::Relaxed);",
+     "Segments::retire's fetch_or(RETIRED) AcqRel -> Relaxed"),
+    ("retire-fetch-or-after-swap", "src/segments.rs",
+     ["        headers.0[at].pins.fetch_or(RETIRED, Ordering::AcqRel);\n        match self.entry(segment) {",
+      "            None => ptr::null_mut(),\n        }\n    }\n\n    /// Whether no"],
+     ["        let base = match self.entry(segment) {",
+      "            None => ptr::null_mut(),\n        };\n"
+      "        headers.0[at].pins.fetch_or(RETIRED, Ordering::AcqRel);\n        base\n    }\n\n    /// Whether no"],
+     "Segments::retire sets RETIRED after swapping the entry to null instead of before"),
+    ("retire-no-retired-bit", "src/segments.rs",
+     "headers.0[at].pins.fetch_or(RETIRED, Ordering::AcqRel);",
+     "let _ = RETIRED;",
+     "Segments::retire never sets RETIRED (pins are kept off only by the null entry)"),
+    ("unpinned-load-relaxed", "src/segments.rs",
+     "pins.load(Ordering::Acquire) & !RETIRED == 0",
+     "pins.load(Ordering::Relaxed) & !RETIRED == 0",
+     "Segments::unpinned's load of the pin count Acquire -> Relaxed"),
+    ("pin-drop-relaxed", "src/segments.rs",
+     ".pins\n            .fetch_sub(1, Ordering::Release);",
+     ".pins\n            .fetch_sub(1, Ordering::Relaxed);",
+     "SegmentPin's drop fetch_sub Release -> Relaxed"),
+    ("remove-fetch-add-relaxed", "src/segments.rs",
+     ".removed.fetch_add(n, Ordering::AcqRel);",
+     ".removed.fetch_add(n, Ordering::Relaxed);",
+     "Segments::remove's fetch_add on the removed count AcqRel -> Relaxed"),
+    ("remove-not-atomic", "src/segments.rs",
+     "let before = headers.0[at].removed.fetch_add(n, Ordering::AcqRel);",
+     "let before = headers.0[at].removed.load(Ordering::Acquire);\n"
+     "        headers.0[at].removed.store(before + n, Ordering::Release);",
+     "Segments::remove counts with a load and a store instead of one fetch_add"),
+    ("free-ignores-pins", "src/log.rs",
+     "if quiet && self.slots.unpinned(retired.segment) {",
+     "if quiet {",
+     "Log::reclaim frees a retired segment without waiting for unpinned"),
+    ("release-span-relaxed", "src/log.rs",
+     "meta.first_spans.fetch_sub(1, Ordering::AcqRel)",
+     "meta.first_spans.fetch_sub(1, Ordering::Relaxed)",
+     "release_span's fetch_sub on the TxMeta's unit count AcqRel -> Relaxed"),
+    ("release-span-per-record", "src/log.rs",
+     "if stamp.0 & 1 == 1 && stamp.0 != self.last {",
+     "if stamp.0 & 1 == 1 {",
+     "Freeing releases a TxMeta unit for every record of the transaction, not once per segment"),
+    ("free-ignores-quiet", "src/log.rs",
+     "if quiet && self.slots.unpinned(retired.segment) {",
+     "if self.slots.unpinned(retired.segment) {",
+     "Log::reclaim frees a retired segment without waiting for the epoch guards older than its retirement"),
+    ("commit-without-guard", "src/log.rs",
+     "        let _guard = epoch::pin();\n",
+     "",
+     "Reservation::commit holds no epoch guard while it (and the helpers it runs) read slots"),
 ]
 
 
@@ -520,6 +585,13 @@ MODELS = {
     "a_one_stream_subscription_receives_an_insert_committed_on_the_slow_path": "W1",
     "poisoning_wakes_a_one_stream_subscription_parked_on_its_stream": "W2",
     "a_one_stream_subscription_stream_receives_a_concurrent_insert_into_its_stream": "W3",
+    "racing_installs_of_one_chunk_share_it": "E3",
+    "a_reader_pinning_a_segment_races_its_retirement_and_free": "R1",
+    "two_threads_counting_removals_into_one_segment_complete_it_once": "R2",
+    "a_transaction_over_two_segments_frees_its_metadata_once_after_both": "R3",
+    "a_transaction_whose_first_segment_is_freed_frees_its_metadata_at_teardown": "R3b",
+    "a_helper_reading_a_stale_watermark_under_a_guard_delays_the_free": "R4",
+    "a_read_all_racing_a_delete_keeps_its_segment_until_its_handle_drops": "R5",
 }
 
 

@@ -152,6 +152,13 @@ struct TxMeta {
     /// none has. Behind a thin pointer: a `TxMeta` of metadata only stays
     /// small (64 bytes).
     ids: Option<Box<ClientIds>>,
+    /// Under loom only: a cell read by every look at the `TxMeta` through
+    /// a record and by each `release_span`, and written by `free_stamp`
+    /// just before the free, so that loom flags a free not ordered after
+    /// every release and every read (as the chunk's `born` does in
+    /// `segments.rs`). Synchronises nothing.
+    #[cfg(loom)]
+    born: UnsafeCell<()>,
 }
 
 /// The bits of [`TxMeta::first_spans`] that count units: a transaction
@@ -249,7 +256,10 @@ impl Stamp {
             // (`OwnedStamp::new`), freed only by `OwnedStamp`'s drop before
             // it was ever copied into the log, or by `Log::drop` (which needs
             // `&mut Log`, so no stamp read from the log is alive then).
-            unsafe { &*meta_pointer(*self) }
+            let meta = unsafe { &*meta_pointer(*self) };
+            #[cfg(loom)]
+            meta.born.with(|_| ());
+            meta
         })
     }
 }
@@ -308,7 +318,11 @@ impl OwnedStamp {
                 len: 0,
                 events: events.into_boxed_slice(),
                 ids: (!ids.is_empty()).then(|| Box::new(ClientIds(ids.into_boxed_slice()))),
+                #[cfg(loom)]
+                born: UnsafeCell::new(()),
             }));
+            #[cfg(loom)]
+            crate::loom_api::note_tx_meta(1);
             // Exposed: the pointer round-trips through an integer.
             meta.expose_provenance() as u64 | 1
         }
@@ -395,7 +409,13 @@ unsafe fn free_stamp(stamp: Stamp) {
     if stamp.0 & 1 == 1 {
         // SAFETY: a tagged stamp holds a pointer from `Box::into_raw`; the
         // caller owns it and frees it once.
-        drop(unsafe { Box::from_raw(meta_pointer(stamp)) });
+        let meta = unsafe { Box::from_raw(meta_pointer(stamp)) };
+        #[cfg(loom)]
+        {
+            meta.born.with_mut(|_| ());
+            crate::loom_api::note_tx_meta(-1);
+        }
+        drop(meta);
     }
 }
 
@@ -412,6 +432,8 @@ unsafe fn release_span(stamp: Stamp) {
         // SAFETY: a tagged stamp holds a live `TxMeta` while any unit it
         // spans is not freed, and this unit is not freed yet.
         let meta = unsafe { &*meta_pointer(stamp) };
+        #[cfg(loom)]
+        meta.born.with(|_| ());
         // AcqRel: the last release reads every earlier one in the RMW
         // chain, so every read of the `TxMeta` through another unit's
         // records happens before the free.
@@ -1085,6 +1107,8 @@ impl<E> Log<E> {
     /// for retirement if that completes it.
     fn count_in(&self, segment: usize, n: u64) {
         if self.slots.remove(segment, n) {
+            #[cfg(loom)]
+            crate::loom_api::note_completed_segment();
             sync::lock(&self.retired).push(Retired {
                 segment,
                 base: std::ptr::null_mut(),

@@ -26,6 +26,17 @@ loom::thread_local! {
     /// Times this loom thread registered on a `Signal`, found its condition
     /// still false, and went to wait (`Signal::park_until`).
     static PARKS: Cell<usize> = Cell::new(0);
+    /// Capped log segments whose last removed event this loom thread
+    /// counted (`Log::count_in`, which then queues the segment).
+    static COMPLETED_SEGMENTS: Cell<usize> = Cell::new(0);
+}
+
+thread_local! {
+    /// Transaction metadata (`TxMeta`) allocated and not yet freed on this
+    /// OS thread. A std thread-local, as `LIVE_TRACKED_SLOTS` below: loom
+    /// runs every thread of a model on the test's own OS thread, and a
+    /// `TxMeta` may be freed on another loom thread than its writer's.
+    static LIVE_TX_METAS: Cell<isize> = const { Cell::new(0) };
 }
 
 /// Called by `Reservation::commit` on its fast path (the one `cfg(loom)`
@@ -38,6 +49,33 @@ pub(crate) fn note_fast_commit() {
 /// one `cfg(loom)` line there): counts for [`parks`].
 pub(crate) fn note_park() {
     PARKS.with(|n| n.set(n.get() + 1));
+}
+
+/// Called by `Log::count_in` when its count completes a segment (the one
+/// `cfg(loom)` line there): counts for [`completed_segments`].
+pub(crate) fn note_completed_segment() {
+    COMPLETED_SEGMENTS.with(|n| n.set(n.get() + 1));
+}
+
+/// Called when a `TxMeta` is allocated (`delta` 1) and freed (-1): the
+/// `cfg(loom)` lines of `OwnedStamp::allocate` and `free_stamp`.
+pub(crate) fn note_tx_meta(delta: isize) {
+    LIVE_TX_METAS.with(|live| live.set(live.get() + delta));
+}
+
+/// How many capped log segments the calling loom thread completed in this
+/// execution: its `Log::count_removed` counted the last of their events,
+/// and queued them for retirement (contract rule 30).
+pub fn completed_segments() -> usize {
+    COMPLETED_SEGMENTS.with(Cell::get)
+}
+
+/// Transaction metadata (`TxMeta`: a correlation id, metadata or client
+/// ids) allocated and not yet freed on this OS thread: a leak shows up as
+/// a count left over once its log is dropped, a double free as one below
+/// where it started.
+pub fn live_tx_metas() -> isize {
+    LIVE_TX_METAS.with(Cell::get)
 }
 
 /// How many commits the calling loom thread made on the fast path (its
@@ -303,13 +341,19 @@ impl<E> Log<E> {
 
     /// The creation time (ns) of every committed position, read as
     /// `read_all` does: one watermark load, then the records below it.
+    ///
+    /// For models that never count a removal: without an epoch guard (so
+    /// that the reader synchronises with nobody but through the log's own
+    /// atomics), which is sound only while no segment is ever retired.
     pub fn read_created_at(&self) -> Vec<u64> {
         let end = self.0.watermark.get();
         (0..end)
             .map(|p| {
-                // SAFETY: `p` is below `end`, loaded with Acquire.
-                let envelope = unsafe { self.0.envelope(p) };
-                envelope
+                // SAFETY: `p` is below `end`, loaded with Acquire, and no
+                // segment of this log is retired (the caller's contract).
+                let record = unsafe { self.0.committed(p) }
+                    .expect("a model that reads this way never retires a segment");
+                crate::envelope::Envelope::new(record, p, &self.0.ids)
                     .created_at()
                     .duration_since(std::time::SystemTime::UNIX_EPOCH)
                     .map_or(0, |since| since.as_nanos() as u64)
@@ -333,13 +377,58 @@ impl<E> Log<E> {
         self.0.watermark.is_poisoned()
     }
 
+    /// `Log::count_removed`: counts the events at `positions` as removed
+    /// (each committed, below the watermark, and counted once in the log's
+    /// life), queueing each capped segment it completes.
+    pub fn count_removed(&self, positions: std::ops::Range<u64>) {
+        self.0.count_removed(positions);
+    }
+
+    /// `Log::reclaim`: retires the queued segments the watermark is past,
+    /// frees the retired ones nobody can read.
+    pub fn reclaim(&self) {
+        self.0.reclaim();
+    }
+
+    /// Reads the committed event at `position` as a reader that keeps
+    /// events across calls does (a subscription, a borrowed read): one
+    /// watermark load, then `Log::reach_one`, which pins the position's
+    /// capped segment; `read` runs while the pin is held (only its payload,
+    /// creation time and correlation id mean anything here: the log alone
+    /// has no streams), and the pin is dropped after it. `None` if the
+    /// segment was retired (every event in it removed).
+    pub fn read_pinned<R>(
+        &self,
+        position: u64,
+        read: impl FnOnce(crate::envelope::Envelope<'_, E>) -> R,
+    ) -> Option<R> {
+        let end = self.0.watermark.get();
+        assert!(position < end, "position {position} is not committed");
+        let mut held = None;
+        // SAFETY: `position` is below `end`, loaded with Acquire; the
+        // envelope is used only inside this `match`, while `held` lives.
+        let read = match unsafe { self.0.reach_one(position, &mut held, drop) } {
+            Ok(envelope) => Some(read(envelope)),
+            Err(_) => None,
+        };
+        drop(held);
+        read
+    }
+
     /// The payloads of every committed position, read as `read_all` does:
     /// one watermark load, then the records below it.
+    ///
+    /// For models that never count a removal, as [`read_created_at`](Self::read_created_at).
     pub fn read_committed(&self) -> Vec<&E> {
         let end = self.0.watermark.get();
-        // SAFETY: every position is below `end`, loaded with Acquire.
         (0..end)
-            .map(|p| &unsafe { self.0.committed(p) }.payload)
+            .map(|p| {
+                // SAFETY: `p` is below `end`, loaded with Acquire, and no
+                // segment of this log is retired (the caller's contract).
+                &unsafe { self.0.committed(p) }
+                    .expect("a model that reads this way never retires a segment")
+                    .payload
+            })
             .collect()
     }
 }
