@@ -11,13 +11,14 @@
 //! one call; readers that keep references across calls pin the segment
 //! itself instead (`segments::SegmentPin`).
 //!
-//! Under loom and Miri this is a stand-in with the same contract: one
-//! mutex-guarded count of live guards, and what is deferred while any
-//! guard lives runs when the count drops to zero. crossbeam-epoch is
-//! model-checked by its own authors; the models here check the protocol
-//! around it. (Under Miri, crossbeam-epoch's own intrusive lists fail the
-//! Stacked Borrows checks, in its `internal.rs`: the stand-in keeps Miri
-//! checking this crate's code under the stricter model.)
+//! Under loom and Miri this is a stand-in with the same contract (see
+//! `stand_in`): under loom, crossbeam-epoch's handshake without its
+//! epochs; under Miri, a mutex-guarded count of live guards.
+//! crossbeam-epoch is model-checked by its own authors; the models here
+//! check the protocol around it. (Under Miri, crossbeam-epoch's own
+//! intrusive lists fail the Stacked Borrows checks, in its `internal.rs`:
+//! the stand-in keeps Miri checking this crate's code under the stricter
+//! model.)
 
 use crate::sync::{Arc, AtomicBool, Ordering};
 
@@ -92,9 +93,10 @@ impl Drop for Guard {
     }
 }
 
-#[cfg(any(loom, miri))]
+/// Under Miri: one mutex-guarded count of live guards; what is deferred
+/// while any guard lives runs when the count drops to zero.
+#[cfg(all(miri, not(loom)))]
 mod stand_in {
-    use super::*;
     use crate::sync::Mutex;
 
     /// Live guards, and what waits for the count to reach zero.
@@ -103,12 +105,6 @@ mod stand_in {
         waiting: Vec<Box<dyn FnOnce() + Send>>,
     }
 
-    #[cfg(loom)]
-    loom::lazy_static! {
-        static ref STATE: Mutex<State> = Mutex::new(State { live: 0, waiting: Vec::new() });
-    }
-
-    #[cfg(not(loom))]
     static STATE: Mutex<State> = Mutex::new(State {
         live: 0,
         waiting: Vec::new(),
@@ -131,5 +127,109 @@ mod stand_in {
     pub(super) fn defer(deferred: Box<dyn FnOnce() + Send>) {
         // The caller's own guard is live: it waits for that one at least.
         crate::sync::lock(&STATE).waiting.push(deferred);
+    }
+}
+
+/// Under loom: crossbeam-epoch's handshake without its epochs, and without
+/// adding synchronisation between guards (a mutex taken by every pin would
+/// order every commit after the one before, and hide weakened orderings
+/// from the log's models). Each loom thread owns a slot: pinning stores
+/// `true` to it (Relaxed) and issues a `fence(SeqCst)`, unpinning stores
+/// `false` (Release), as crossbeam-epoch's local epoch does. A deferral
+/// issues a `fence(SeqCst)` and notes which slots are pinned; it runs once
+/// each of them has been seen unpinned (Acquire) since, checked whenever a
+/// thread pins or unpins while anything waits. Of a reader's pin fence and
+/// the deferrer's fence, the later one's thread sees the other's store:
+/// the reader sees the swap made before the deferral, or the deferral
+/// sees the reader pinned and waits for it.
+#[cfg(loom)]
+mod stand_in {
+    use crate::sync::{fence, AtomicBool, AtomicUsize, Mutex, Ordering};
+    use std::cell::Cell;
+
+    /// Loom threads a model may use.
+    const SLOTS: usize = 8;
+
+    /// A deferred function and the slots it still waits for.
+    struct Waiting {
+        slots: [bool; SLOTS],
+        deferred: Box<dyn FnOnce() + Send>,
+    }
+
+    loom::lazy_static! {
+        static ref PINNED: Vec<AtomicBool> = (0..SLOTS).map(|_| AtomicBool::new(false)).collect();
+        static ref NEXT: AtomicUsize = AtomicUsize::new(0);
+        static ref ANY_WAITING: AtomicBool = AtomicBool::new(false);
+        static ref WAITING: Mutex<Vec<Waiting>> = Mutex::new(Vec::new());
+    }
+
+    loom::thread_local! {
+        /// This thread's slot, and how many of its guards are live.
+        static SLOT: (usize, Cell<usize>) = (NEXT.fetch_add(1, Ordering::Relaxed) % SLOTS, Cell::new(0));
+    }
+
+    pub(super) fn pin() {
+        SLOT.with(|(slot, depth)| {
+            depth.set(depth.get() + 1);
+            if depth.get() == 1 {
+                // Relaxed, then the fence: crossbeam-epoch's pin.
+                PINNED[*slot].store(true, Ordering::Relaxed);
+                fence(Ordering::SeqCst);
+            }
+        });
+        collect();
+    }
+
+    pub(super) fn unpin() {
+        SLOT.with(|(slot, depth)| {
+            depth.set(depth.get() - 1);
+            if depth.get() == 0 {
+                // Release: the reads made under the guard happen before
+                // whatever runs once a deferral sees the slot unpinned.
+                PINNED[*slot].store(false, Ordering::Release);
+            }
+        });
+        collect();
+    }
+
+    pub(super) fn defer(deferred: Box<dyn FnOnce() + Send>) {
+        fence(Ordering::SeqCst);
+        let mut slots = [false; SLOTS];
+        for (waits, pinned) in slots.iter_mut().zip(PINNED.iter()) {
+            // Relaxed: a slot seen pinned is waited for (until seen
+            // unpinned with Acquire); one missed pinned after the fence
+            // above, and sees what was done before the deferral.
+            *waits = pinned.load(Ordering::Relaxed);
+        }
+        WAITING.lock().unwrap().push(Waiting { slots, deferred });
+        ANY_WAITING.store(true, Ordering::Relaxed);
+    }
+
+    /// Runs the deferrals whose slots have all been seen unpinned.
+    fn collect() {
+        // Relaxed: a hint; a deferral missed here is looked at by a later
+        // pin or unpin (a model's final reclaim pins after joining).
+        if !ANY_WAITING.load(Ordering::Relaxed) {
+            return;
+        }
+        let ready: Vec<Box<dyn FnOnce() + Send>> = {
+            let mut waiting = WAITING.lock().unwrap();
+            for entry in waiting.iter_mut() {
+                for (waits, pinned) in entry.slots.iter_mut().zip(PINNED.iter()) {
+                    // Acquire: pairs with the unpin's Release store.
+                    if *waits && !pinned.load(Ordering::Acquire) {
+                        *waits = false;
+                    }
+                }
+            }
+            let (ready, left): (Vec<Waiting>, Vec<Waiting>) = waiting
+                .drain(..)
+                .partition(|entry| entry.slots.iter().all(|waits| !waits));
+            *waiting = left;
+            ready.into_iter().map(|entry| entry.deferred).collect()
+        };
+        for deferred in ready {
+            deferred();
+        }
     }
 }

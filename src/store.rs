@@ -184,6 +184,7 @@ impl<E> MemoryStore<E> {
     ///
     /// Each envelope the read yields is gone before the next call to `next`
     /// (and before the read drops).
+    #[cfg_attr(loom, allow(dead_code))] // the `EventStore` impl is not built under loom
     pub(crate) unsafe fn visit_all(&self, start: Start) -> ReadAll<'_, E> {
         ReadAll::new(&self.inner, start, Keep::Drop)
     }
@@ -194,6 +195,7 @@ impl<E> MemoryStore<E> {
     /// # Safety
     ///
     /// As for [`visit_all`](Self::visit_all).
+    #[cfg_attr(loom, allow(dead_code))] // as `visit_all`
     pub(crate) unsafe fn visit_stream(
         &self,
         stream: StreamId,

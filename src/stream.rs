@@ -207,8 +207,8 @@ impl Stream {
     ///
     /// One thread counts at a time (`counting`); a caller that finds it
     /// taken leaves its request in `wanted`, which the counter looks at
-    /// again before it leaves (a Dekker handshake, all SeqCst), so no
-    /// request is lost. Never panics and runs no user code (it may run
+    /// again before it leaves (a Dekker handshake through two SeqCst
+    /// fences), so no request is lost (loom D4). Never panics and runs no user code (it may run
     /// under the lock).
     #[inline]
     pub(crate) fn count_removed<E>(&self, log: &Log<E>, committed: u64) {
@@ -231,23 +231,31 @@ impl Stream {
     /// [`count_removed`](Self::count_removed) when `target` may be new.
     #[inline(never)]
     fn count_removed_up_to<E>(&self, log: &Log<E>, target: u64) {
-        // SeqCst: the request, before the try below; pairs with the
-        // counter's SeqCst release of `counting` and its load of `wanted`
-        // after it: either this caller takes `counting`, or that load
-        // sees this request. Its Release half also publishes what the
-        // caller saw (the positions, the watermark) to the counter.
-        self.wanted.fetch_max(target, Ordering::SeqCst);
+        // Release: publishes what the caller saw (the positions, the
+        // watermark behind `committed`) to whichever thread counts it.
+        self.wanted.fetch_max(target, Ordering::Release);
         loop {
-            // SeqCst: see above. Acquire half: the previous counter's
-            // `counted` and frees happen before this one's.
-            if self.counting.swap(true, Ordering::SeqCst) {
+            // SeqCst fence: pairs with the counter's fence between its
+            // release of `counting` and its load of `wanted`: of the two
+            // fences, the later one's thread sees the other's store, so
+            // either this caller takes `counting` below, or the counter
+            // sees this request.
+            fence(Ordering::SeqCst);
+            // A CAS, so that a caller that finds it taken writes nothing.
+            // Acquire: the previous counter's `counted` and frees happen
+            // before this one's (pairs with its Release store of false).
+            if self
+                .counting
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
                 return;
             }
             // Relaxed: written only under `counting`, which this thread
             // acquired from the last writer.
             let counted = self.counted.load(Ordering::Relaxed);
-            // SeqCst: see above (Acquire: the requester's view).
-            let wanted = self.wanted.load(Ordering::SeqCst);
+            // Acquire: pairs with the requesters' Release `fetch_max`.
+            let wanted = self.wanted.load(Ordering::Acquire);
             if wanted > counted {
                 log.count_removed((counted..wanted).map(|version| self.position(version)));
                 // Relaxed: read only under `counting`.
@@ -259,10 +267,12 @@ impl Stream {
                 // of the free).
                 self.positions.free_below(wanted - 1);
             }
-            // SeqCst: see above; Release half: publishes `counted`.
-            self.counting.store(false, Ordering::SeqCst);
-            // SeqCst: see above.
-            if self.wanted.load(Ordering::SeqCst) <= wanted {
+            // Release: publishes `counted` and the frees to the next counter.
+            self.counting.store(false, Ordering::Release);
+            // SeqCst fence: the other half of the handshake above.
+            fence(Ordering::SeqCst);
+            // Acquire: as above.
+            if self.wanted.load(Ordering::Acquire) <= wanted {
                 return;
             }
         }
