@@ -287,6 +287,14 @@ impl<T: Slot, const SHIFT: u32, const GROUP: u32, const MAX: u32> Segments<T, SH
             return Some(&self.segments[segment]);
         }
         let capped = segment - Self::GEO_SEGMENTS;
+        let chunk = self.chunk(capped)?;
+        Some(&chunk.entries[capped % CHUNK_LEN])
+    }
+
+    /// The chunk that holds capped segment number `capped` (counted from
+    /// the capped region's start), if it was allocated.
+    #[inline]
+    fn chunk(&self, capped: usize) -> Option<&Chunk<T>> {
         // Acquire: pairs with the AcqRel CAS in `install_chunk` that
         // published the chunk, so its initialised entries are visible.
         let chunk = self.chunks[capped >> CHUNK_SHIFT].load(Ordering::Acquire);
@@ -297,7 +305,7 @@ impl<T: Slot, const SHIFT: u32, const GROUP: u32, const MAX: u32> Segments<T, SH
         // `install_chunk`, which stays put until `self` drops.
         let chunk = unsafe { &*chunk };
         chunk.born.with(|_| ());
-        Some(&chunk.entries[capped % CHUNK_LEN])
+        Some(chunk)
     }
 
     /// The pointer of segment `segment`, allocating its chunk if need be.
@@ -420,14 +428,7 @@ impl<T: Slot, const SHIFT: u32, const GROUP: u32, const MAX: u32> Segments<T, SH
     fn header(&self, segment: usize) -> Option<(&Arc<Headers>, usize)> {
         debug_assert!(Self::CHUNKS > 0 && segment >= Self::GEO_SEGMENTS);
         let capped = segment - Self::GEO_SEGMENTS;
-        // Acquire: as in `entry`.
-        let chunk = self.chunks[capped >> CHUNK_SHIFT].load(Ordering::Acquire);
-        if chunk.is_null() {
-            return None;
-        }
-        // SAFETY: as in `entry`: chunks stay put until `self` drops.
-        let chunk = unsafe { &*chunk };
-        chunk.born.with(|_| ());
+        let chunk = self.chunk(capped)?;
         Some((&chunk.headers, capped % CHUNK_LEN))
     }
 

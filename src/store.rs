@@ -858,7 +858,10 @@ impl<E> MemoryStore<E> {
         let end = commit.end;
         self.wait_visible_end(end)?;
         // Trim the written streams that have a maximum count (`heads` and
-        // the written streams come in the same order).
+        // the written streams come in the same order), and count what that
+        // or an earlier removal left to count, as in `append_to`: this
+        // transaction's events are visible, and so is every version below
+        // them.
         let mut next_head = heads.iter();
         for (append, stream) in appends_written.iter().zip(streams) {
             if !*append {
@@ -870,21 +873,10 @@ impl<E> MemoryStore<E> {
             if stream.marks().limited() {
                 stream.trim(head.version.0 + 1);
             }
+            stream.count_removed(&self.inner.log, head.version.0 + 1);
         }
         for stream in streams.iter().flatten() {
             wake_stream(stream, commit.fenced);
-        }
-        // As in `append_to`: this transaction's events are visible, and so
-        // is every version below them.
-        let mut next_head = heads.iter();
-        for (append, stream) in appends_written.iter().zip(streams) {
-            if !*append {
-                continue;
-            }
-            let (Some((_, head)), Some(stream)) = (next_head.next(), stream) else {
-                break;
-            };
-            stream.count_removed(&self.inner.log, head.version.0 + 1);
         }
         self.inner.log.reclaim();
         Ok(Committed {
