@@ -75,3 +75,53 @@ fn a_stream_with_a_max_count_frees_whole_segments_while_the_store_lives() {
     drop(store);
     assert_eq!(drops.load(Ordering::Relaxed), written as usize);
 }
+
+/// Two writers appending to one stream with a maximum count, each counting
+/// the events its append removed right after its commit: every capped
+/// segment wholly below the stream's floor is freed, none held back. (Two
+/// threads counting one stream at once once freed positions the other
+/// still read, and the events it missed kept their segments forever.)
+#[test]
+fn two_writers_of_one_stream_leave_no_removed_segment_behind() {
+    let store = MemoryStore::new();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let (stream, filler) = (StreamId::new(), StreamId::new());
+    store.set_max_count(stream, Some(10)).unwrap();
+    let per_writer = (CAPPED + 6 * SEGMENT) / 2;
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            let (store, drops) = (&store, &drops);
+            scope.spawn(move || {
+                for value in 0..per_writer {
+                    let event = Counted(value, Arc::clone(drops));
+                    store
+                        .insert(Transaction::single(stream, ExpectedVersion::Any, event))
+                        .unwrap();
+                }
+            });
+        }
+    });
+    // Every version below the floor (all but the last 10) is removed: the
+    // capped segments wholly below it hold nothing else.
+    let floor = 2 * per_writer - 10;
+    let freed = ((floor - CAPPED) / SEGMENT * SEGMENT) as usize;
+    // Writes to another stream (never removed) run the reclamation and let
+    // the epoch pass, without removing anything more.
+    let mut rounds = 0;
+    while drops.load(Ordering::Relaxed) < freed {
+        rounds += 1;
+        assert!(
+            rounds < 200_000,
+            "{} of {freed} removed events freed",
+            drops.load(Ordering::Relaxed)
+        );
+        store
+            .insert(Transaction::single(
+                filler,
+                ExpectedVersion::Any,
+                Counted(0, Arc::clone(&drops)),
+            ))
+            .unwrap();
+    }
+    assert_eq!(drops.load(Ordering::Relaxed), freed);
+}
