@@ -837,13 +837,15 @@ impl<E> Log<E> {
     /// # Safety
     ///
     /// `position` is at most a value this thread loaded from the watermark
-    /// (with `Acquire`), and this thread holds an epoch guard.
+    /// (with `Acquire`), and this thread holds an epoch guard or owns the
+    /// uncommitted range that starts at `position` (then the watermark is
+    /// not past it, and the slot before it cannot be retired).
     #[inline]
     unsafe fn created_at_before(&self, position: u64) -> Option<u64> {
         match position.checked_sub(1) {
             None => Some(0),
             // SAFETY: `position - 1` is below the watermark, and guarded
-            // (the caller's contract).
+            // or not retirable (the caller's contract).
             Some(previous) => unsafe { self.committed(previous) }
                 .map(|record| record.stamp.get().created_at_nanos()),
         }
@@ -951,7 +953,9 @@ impl<E> Log<E> {
     ///
     /// `position` is below a value this thread loaded from the watermark
     /// (with `Acquire`, as `Watermark::get` does), and the record is used
-    /// only while this thread holds an epoch guard (see [`epoch`]).
+    /// only while this thread holds an epoch guard (see [`epoch`]), a pin
+    /// of its segment, or while that segment cannot be retired (a
+    /// geometric one, or the one before the caller's uncommitted range).
     #[inline]
     pub(crate) unsafe fn committed(&self, position: u64) -> Option<&Record<E>> {
         // The watermark covers `position`, so its writer allocated the
@@ -1575,12 +1579,15 @@ impl<'a, E> Reservation<'a, E> {
             // commit was a fast one that ended here, else from its slot.
             let earliest = match log.watermark.created_at_at(start) {
                 Some(earliest) => earliest,
-                // SAFETY: `is_at` loaded `start` from the watermark with
-                // Acquire, and `_guard` is held. The slot before `start`
-                // is never retired yet: `reclaim` retires a segment only
-                // once the watermark is past its end, and the watermark
-                // cannot pass `start` before this range commits.
-                None => unsafe { log.created_at_before(start) }.unwrap_or(0),
+                None => {
+                    // SAFETY: `is_at` loaded `start` from the watermark with
+                    // Acquire. No guard is needed: the slot before `start`
+                    // is never retired yet (`reclaim` retires a segment only
+                    // once the watermark is past its end, and the watermark
+                    // cannot pass `start` before this range commits), so
+                    // `None` cannot come back either.
+                    unsafe { log.created_at_before(start) }.unwrap_or(0)
+                }
             };
             // SAFETY: this writer wrote the range's first record. Nobody
             // else raises the range before it is published, so a plain read

@@ -18,7 +18,7 @@
 //! version freed (it was removed: the reader skips it).
 
 use crate::epoch;
-use crate::segments::{self, Segments, UNCAPPED};
+use crate::segments::{self, take, Segments, UNCAPPED};
 use crate::sync::{AtomicPtr, AtomicU64, Ordering};
 use std::ptr;
 
@@ -290,15 +290,6 @@ impl Drop for Positions {
             }
         }
     }
-}
-
-/// Reads a pointer with `&mut` access to it.
-fn take<P>(pointer: &mut AtomicPtr<P>) -> *mut P {
-    #[cfg(not(loom))]
-    let value = *pointer.get_mut();
-    #[cfg(loom)]
-    let value = pointer.with_mut(|p| *p);
-    value
 }
 
 #[cfg(all(test, not(loom)))]

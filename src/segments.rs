@@ -614,8 +614,9 @@ impl<T: Slot, const SHIFT: u32, const GROUP: u32, const MAX: u32> Segments<T, SH
     }
 }
 
-/// Reads a segment pointer with `&mut` access to it (no other reference).
-fn take<P>(pointer: &mut AtomicPtr<P>) -> *mut P {
+/// Reads a pointer with `&mut` access to it (no other reference): a
+/// segment's, a chunk's, or a stream's leaf table's (`positions.rs`).
+pub(crate) fn take<P>(pointer: &mut AtomicPtr<P>) -> *mut P {
     #[cfg(not(loom))]
     let base = *pointer.get_mut();
     #[cfg(loom)]
